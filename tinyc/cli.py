@@ -1,0 +1,117 @@
+"""The ``tinyc`` command line (click). Each command is a thin layer over api.py.
+
+Errors a user can cause end as one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from . import __version__, api
+from .errors import TinycError
+
+
+def _parse_input_shapes(values) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for v in values:
+        name, sep, dims = v.rpartition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            shapes[name] = tuple(int(d) for d in dims.split(","))
+            if min(shapes[name]) <= 0:
+                raise ValueError
+        except ValueError:
+            raise TinycError(f"--input-shape {v!r}: write NAME=D1,D2,... with positive sizes, e.g. input=1,3,32,32") from None
+    return shapes
+
+
+def _load(model, input_shape, dump_ir):
+    dump = (lambda text: click.echo(text, err=True)) if dump_ir else None
+    return api.load(model, _parse_input_shapes(input_shape), dump=dump)
+
+
+model_argument = click.argument("model", type=click.Path(dir_okay=True))
+input_shape_option = click.option(
+    "--input-shape", multiple=True, metavar="NAME=D1,D2,...",
+    help="Fix an input's shape (for dynamic dimensions). Repeatable.")
+dump_ir_option = click.option("--dump-ir", is_flag=True, help="Print the IR after import and after each pass (stderr).")
+
+
+@click.group()
+@click.version_option(__version__, prog_name="tinyc")
+def cli():
+    """tinyc: compile ONNX neural networks into plain C for microcontrollers."""
+
+
+@cli.command()
+@model_argument
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@input_shape_option
+@dump_ir_option
+def inspect(model, as_json, input_shape, dump_ir):
+    """Ops, shapes, parameters and MACs per layer, with totals."""
+    graph = _load(model, input_shape, dump_ir)
+    info = api.inspect(graph)
+    if as_json:
+        click.echo(json.dumps(info, indent=1))
+        return
+    for io in ("inputs", "outputs"):
+        for t in info[io]:
+            click.echo(f"{io[:-1]:6} {t['name']}: {t['dtype']}{t['shape']}")
+    header = f"{'#':>3}  {'op':16} {'output shape':20} {'params':>9} {'MACs':>12} {'act bytes':>10}  name"
+    click.echo(header)
+    click.echo("-" * len(header))
+    for k, la in enumerate(info["layers"]):
+        click.echo(
+            f"{k:>3}  {la['op']:16} {str(la['output_shape']):20} {la['params']:>9,} {la['macs']:>12,} "
+            f"{la['activation_bytes_int8']:>10,}  {la['name']}"
+        )
+    t = info["totals"]
+    click.echo("-" * len(header))
+    click.echo(
+        f"{t['layers']} layers, {t['params']:,} parameters ({t['weight_bytes_int8']:,} bytes as int8), "
+        f"{t['macs']:,} MACs, largest activation {t['max_activation_bytes_int8']:,} bytes (int8)"
+    )
+
+
+@cli.command()
+@model_argument
+@click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False),
+              help=".npy (one sample or a batch) or .npz (per input name, or 'inputs').")
+@click.option("-o", "--output", "output_path", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the outputs: .npy, or .npz for several outputs.")
+@click.option("--engine", type=click.Choice(["ref"]), default="ref", show_default=True,
+              help="ref: the numpy reference interpreter.")
+@input_shape_option
+@dump_ir_option
+def run(model, input_path, output_path, engine, input_shape, dump_ir):
+    """Run a model on input data and write its outputs."""
+    graph = _load(model, input_shape, dump_ir)
+    batch = api.read_data(graph, input_path)
+    outputs = api.run_reference(graph, batch)
+    api.write_outputs(output_path, api.shape_like_input(outputs, batch.layout))
+    click.echo(f"ran {batch.count} sample(s) with engine {engine}; wrote {output_path}", err=True)
+
+
+def main(argv=None):
+    try:
+        cli.main(args=argv, prog_name="tinyc", standalone_mode=False)
+    except TinycError as e:
+        click.echo(f"tinyc: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("tinyc: aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    main()

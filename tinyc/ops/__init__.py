@@ -1,0 +1,9 @@
+"""The op library: one OpDef class per op, registered by name.
+
+Importing this package registers every op module.
+"""
+
+from . import conv, elementwise, pool, shape  # noqa: F401  (registration)
+from .base import NO_CLAMP, Clamp, OpDef, all_ops, get_op
+
+__all__ = ["NO_CLAMP", "Clamp", "OpDef", "all_ops", "get_op"]

@@ -1,0 +1,193 @@
+"""Canonicalizing folds: constants, reshape chains, padding, scale/shift (batch
+norm) and activations merged into the op that produces their input."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from ..ir import Graph, Node, Tensor
+from ..ops import get_op
+from ..ops.base import with_clamp
+
+
+def evaluate_constant(g: Graph, node: Node) -> Tensor:
+    """The constant a node with only constant inputs produces.
+
+    A Dequantize of integer data stays integer data with quantization parameters,
+    so that exact int8 weights survive import.
+    """
+    (out,) = node.outputs
+    ins = [g.tensors[i] if i else None for i in node.inputs]
+    if node.op == "Dequantize":
+        src = ins[0]
+        return Tensor(out, src.shape, src.dtype, src.data, node.attrs.quant)
+    (value,) = get_op(node.op).ref(node, [t.float_value() if t is not None else None for t in ins])
+    value = np.asarray(value)
+    return Tensor(out, value.shape, value.dtype.type, value)
+
+
+def fold_constants(g: Graph) -> None:
+    for node in list(g.nodes):
+        if len(node.outputs) != 1 or node.outputs[0] in g.outputs:
+            continue
+        if all((not i) or g.tensors[i].is_const for i in node.inputs):
+            g.tensors[node.outputs[0]] = evaluate_constant(g, node)
+            g.nodes.remove(node)
+
+
+def simplify_reshapes(g: Graph) -> None:
+    """Reshape to the same shape disappears; Reshape of a Reshape reads the source."""
+    changed = True
+    while changed:
+        changed = False
+        prod = g.producers()
+        for node in list(g.nodes):
+            if node.op != "Reshape":
+                continue
+            src = node.inputs[0]
+            up = prod.get(src)
+            if up is not None and up.op == "Reshape":
+                node.inputs[0] = up.inputs[0]
+                changed = True
+            if g.tensors[node.inputs[0]].shape == g.tensors[node.outputs[0]].shape:
+                if g.bypass(node, node.inputs[0]):
+                    changed = True
+            if changed:
+                g.remove_unused()
+                break
+
+
+def _single_reader(g: Graph, cons, name: str) -> Node | None:
+    readers = cons.get(name, [])
+    if len(readers) != 1 or name in g.outputs:
+        return None
+    return readers[0]
+
+
+def fold_pad(g: Graph) -> None:
+    """Zero Pad of H and W before a Conv2D (or AvgPool2D counting pads) becomes its padding."""
+    cons = g.consumers()
+    for pad in list(g.nodes):
+        if pad.op != "Pad" or pad.attrs.mode != "constant" or pad.attrs.value != 0.0:
+            continue
+        p = pad.attrs.pads
+        if len(p) != 4 or p[0] != (0, 0) or p[3] != (0, 0) or min(min(x) for x in p) < 0:
+            continue
+        reader = _single_reader(g, cons, pad.outputs[0])
+        if reader is None or reader.inputs[0] != pad.outputs[0]:
+            continue
+        if reader.op == "AvgPool2D" and not (reader.attrs.count_include_pad or not any(reader.attrs.pads)):
+            continue
+        if reader.op not in ("Conv2D", "AvgPool2D"):
+            continue
+        t, l, b, r = reader.attrs.pads
+        new = (t + p[1][0], l + p[2][0], b + p[1][1], r + p[2][1])
+        if reader.op == "AvgPool2D":
+            reader.attrs = replace(reader.attrs, pads=new, count_include_pad=True)
+        else:
+            reader.attrs = replace(reader.attrs, pads=new)
+        reader.inputs[0] = pad.inputs[0]
+        g.nodes.remove(pad)
+        cons = g.consumers()
+
+
+def _channel_vector(t: Tensor, out_shape: tuple[int, ...]) -> np.ndarray | None:
+    """The per-output-channel vector a constant broadcasts as, or None."""
+    if t.quant is not None and t.quant.per_axis:
+        return None
+    v = t.float_value()
+    c = out_shape[-1]
+    if v.ndim > len(out_shape) or any(d != 1 for d in v.shape[:-1]):
+        return None
+    if v.size == 1:
+        return np.full(c, float(v.reshape(())), dtype=np.float32)
+    if v.shape[-1] != c:
+        return None
+    return v.reshape(c).astype(np.float32)
+
+
+def fold_scale_shift(g: Graph) -> None:
+    """Per-channel Mul / Add (BatchNormalization, Keras BN exports) after a float
+    Conv2D or FullyConnected become part of its weights and bias."""
+    changed = True
+    while changed:
+        changed = False
+        cons = g.consumers()
+        prod = g.producers()
+        for node in list(g.nodes):
+            if node.op not in ("Mul", "Add", "Sub") or not node.attrs.act.is_identity:
+                continue
+            data = [i for i in node.inputs if not g.tensors[i].is_const]
+            consts = [i for i in node.inputs if g.tensors[i].is_const]
+            if len(data) != 1 or len(consts) != 1:
+                continue
+            if node.op == "Sub" and node.inputs[0] != data[0]:
+                continue
+            up = prod.get(data[0])
+            if up is None or up.op not in ("Conv2D", "FullyConnected") or not up.attrs.act.is_identity:
+                continue
+            if _single_reader(g, cons, data[0]) is not node:
+                continue
+            w_t = g.tensors[up.inputs[1]]
+            c_t = g.tensors[consts[0]]
+            has_bias = len(up.inputs) > 2 and up.inputs[2]
+            if g.tensors[data[0]].quant is not None:
+                continue
+            if w_t.quant is not None:
+                # a QDQ model's separate bias Add: the int32 bias joins the op as it is
+                if node.op == "Add" and not has_bias and c_t.quant is not None and c_t.shape == (w_t.shape[0],):
+                    up.inputs = up.inputs[:2] + [consts[0]]
+                    g.bypass(node, data[0])
+                    changed = True
+                    break
+                continue  # quantized graphs keep their exact integers
+            out_shape = g.tensors[node.outputs[0]].shape
+            if out_shape != g.tensors[data[0]].shape:
+                continue
+            vec = _channel_vector(g.tensors[consts[0]], out_shape)
+            if vec is None:
+                continue
+            o = w_t.shape[0]
+            bias = g.tensors[up.inputs[2]].float_value() if len(up.inputs) > 2 and up.inputs[2] else np.zeros(o, np.float32)
+            if node.op == "Mul":
+                w = w_t.data * vec.reshape((o,) + (1,) * (w_t.data.ndim - 1))
+                up.inputs[1] = g.add_const(up.inputs[1] + "_scaled", w.astype(np.float32))
+                bias = bias * vec
+            else:
+                bias = bias + (vec if node.op == "Add" else -vec)
+            b_name = g.add_const(up.name + "_bias", bias.astype(np.float32))
+            if len(up.inputs) > 2:
+                up.inputs[2] = b_name
+            else:
+                up.inputs.append(b_name)
+            g.bypass(node, data[0])
+            changed = True
+            break
+
+
+def fuse_activations(g: Graph) -> None:
+    """A Clamp (ReLU, ReLU6, Clip) whose input has no other reader becomes the
+    producer's output bounds."""
+    changed = True
+    while changed:
+        changed = False
+        cons = g.consumers()
+        prod = g.producers()
+        for node in list(g.nodes):
+            if node.op != "Clamp":
+                continue
+            up = prod.get(node.inputs[0])
+            if up is None or len(up.outputs) != 1 or not hasattr(up.attrs, "act"):
+                continue
+            if _single_reader(g, cons, node.inputs[0]) is not node:
+                continue
+            up.attrs = with_clamp(up.attrs, node.attrs.act)
+            src = up.outputs[0]
+            out_t = g.tensors[node.outputs[0]]
+            if out_t.quant is not None:
+                g.tensors[src].quant = out_t.quant
+            g.bypass(node, src)
+            changed = True
+            break

@@ -1,0 +1,180 @@
+"""Eliminate layout Transposes.
+
+The importer wraps every NCHW spatial op in NCHW->NHWC / NHWC->NCHW Transposes, and
+tf2onnx's NHWC models carry their own. This pass removes them by local rewrites,
+repeated until nothing changes:
+
+1. two Transposes in a row compose into one; an identity Transpose disappears;
+2. a Transpose that only moves size-1 axes is a Reshape;
+3. an op that commutes with permutations (elementwise, Concat, Softmax, ReduceMean,
+   Pad ...) whose data inputs all come through the same Transpose runs before it
+   instead, so the Transpose moves towards the outputs where it meets its inverse;
+4. a Transpose feeding a flattening Reshape into FullyConnected is folded into the
+   order of the weight columns;
+5. Transposes right after a graph input or right before a graph output become part of
+   the interface (``Graph.input_perm`` / ``output_perm``): the runner permutes the
+   caller's data, the C code sees the internal layout.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import Graph, Node, Tensor
+from ..ops import get_op
+from ..ops.shape import ReshapeAttrs, TransposeAttrs
+
+
+def _compose(first: tuple[int, ...], second: tuple[int, ...]) -> tuple[int, ...]:
+    """perm of transpose(transpose(x, first), second)."""
+    return tuple(first[i] for i in second)
+
+
+def _inverse(perm) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.argsort(perm))
+
+
+def _is_identity(perm) -> bool:
+    return tuple(perm) == tuple(range(len(perm)))
+
+
+def _only_moves_unit_axes(shape, perm) -> bool:
+    kept = [p for p in perm if shape[p] != 1]
+    return kept == sorted(kept)
+
+
+def eliminate_transposes(g: Graph) -> None:
+    while _rewrite_once(g):
+        g.remove_unused()
+        g.toposort()
+    _absorb_interface_transposes(g)
+
+
+def _rewrite_once(g: Graph) -> bool:
+    prod = g.producers()
+    cons = g.consumers()
+    for node in list(g.nodes):
+        if node.op == "Transpose":
+            if _simplify_transpose(g, node, prod):
+                return True
+        elif len(node.outputs) == 1 and _sink_through(g, node, prod):
+            return True
+        elif node.op == "Reshape" and _fold_into_fc(g, node, prod, cons):
+            return True
+    return False
+
+
+def _simplify_transpose(g: Graph, node: Node, prod) -> bool:
+    src = node.inputs[0]
+    perm = tuple(node.attrs.perm)
+    if _is_identity(perm):
+        return g.bypass(node, src)
+    up = prod.get(src)
+    if up is not None and up.op == "Transpose":
+        node.inputs[0] = up.inputs[0]
+        node.attrs = TransposeAttrs(_compose(tuple(up.attrs.perm), perm))
+        return True
+    if _only_moves_unit_axes(g.tensors[src].shape, perm):
+        node.op = "Reshape"
+        node.attrs = ReshapeAttrs(g.tensors[node.outputs[0]].shape)
+        return True
+    return False
+
+
+def _sink_through(g: Graph, node: Node, prod) -> bool:
+    """Rule 3: run ``node`` before the Transposes that feed it."""
+    data = [i for i in node.inputs if i and not g.tensors[i].is_const]
+    if not data:
+        return False
+    feeders = [prod.get(i) for i in data]
+    if any(f is None or f.op != "Transpose" for f in feeders):
+        return False
+    perm = tuple(feeders[0].attrs.perm)
+    if any(tuple(f.attrs.perm) != perm for f in feeders):
+        return False
+    rank = len(perm)
+    if any(len(g.tensors[i].shape) > rank for i in node.inputs if i):
+        return False
+    new_attrs = get_op(node.op).permuted(node, g, perm)
+    if new_attrs is None:
+        return False
+    inv = _inverse(perm)
+    new_inputs = []
+    for i in node.inputs:
+        if not i:
+            new_inputs.append(i)
+            continue
+        t = g.tensors[i]
+        if t.is_const:
+            if t.quant is not None and t.quant.per_axis:
+                return False
+            data_full = t.data.reshape((1,) * (rank - t.data.ndim) + t.data.shape)
+            new_inputs.append(g.add_const(i + "_perm", np.ascontiguousarray(data_full.transpose(inv)), t.quant))
+        else:
+            new_inputs.append(prod[i].inputs[0])
+    out = node.outputs[0]
+    out_t = g.tensors[out]
+    inner = g.unique_name(out + "_inner")
+    g.add_tensor(Tensor(inner, tuple(out_t.shape[p] for p in inv), out_t.dtype, quant=out_t.quant))
+    node.inputs = new_inputs
+    node.attrs = new_attrs
+    node.outputs = [inner]
+    idx = g.nodes.index(node)
+    g.add_node(Node("Transpose", g.unique_name(node.name + "_t"), [inner], [out], TransposeAttrs(perm)), idx + 1)
+    return True
+
+
+def _fold_into_fc(g: Graph, reshape: Node, prod, cons) -> bool:
+    """Rule 4: Transpose -> flatten -> FullyConnected becomes flatten -> FC with permuted columns."""
+    up = prod.get(reshape.inputs[0])
+    if up is None or up.op != "Transpose" or len(cons.get(up.outputs[0], [])) != 1:
+        return False
+    perm = tuple(up.attrs.perm)
+    out_shape = g.tensors[reshape.outputs[0]].shape
+    t_shape = g.tensors[up.outputs[0]].shape
+    if perm[0] != 0 or len(out_shape) != 2 or out_shape[0] != t_shape[0]:
+        return False
+    readers = cons.get(reshape.outputs[0], [])
+    if not readers or reshape.outputs[0] in g.outputs:
+        return False
+    for r in readers:
+        if r.op != "FullyConnected" or r.inputs[0] != reshape.outputs[0] or not g.tensors[r.inputs[1]].is_const:
+            return False
+        wq = g.tensors[r.inputs[1]].quant
+        if wq is not None and wq.per_axis and wq.axis != 0:
+            return False
+    inv = _inverse(perm)
+    for r in readers:
+        w = g.tensors[r.inputs[1]]
+        o = w.shape[0]
+        wr = w.data.reshape((o,) + t_shape[1:])
+        permuted = wr.transpose((0,) + tuple(inv[m] for m in range(1, len(perm))))
+        r.inputs[1] = g.add_const(r.inputs[1] + "_cols", np.ascontiguousarray(permuted).reshape(o, -1), w.quant)
+    reshape.inputs[0] = up.inputs[0]
+    return True
+
+
+def _absorb_interface_transposes(g: Graph) -> None:
+    """Rule 5: move Transposes at the graph's edges into its interface."""
+    cons = g.consumers()
+    for name in list(g.inputs):
+        readers = cons.get(name, [])
+        if not readers or name in g.outputs or any(r.op != "Transpose" for r in readers):
+            continue
+        perm = tuple(readers[0].attrs.perm)
+        if any(tuple(r.attrs.perm) != perm for r in readers):
+            continue
+        t = g.tensors[name]
+        t.shape = tuple(t.shape[p] for p in perm)
+        g.input_perm[name] = _compose(g.input_perm.get(name, tuple(range(len(perm)))), perm)
+        for r in readers:
+            g.bypass(r, name)
+    prod = g.producers()
+    for name in list(g.outputs):
+        node = prod.get(name)
+        if node is None or node.op != "Transpose":
+            continue
+        src = node.inputs[0]
+        if g.bypass(node, src):
+            g.output_perm[name] = _compose(tuple(node.attrs.perm), g.output_perm.get(name, tuple(range(len(node.attrs.perm)))))
+            prod = g.producers()

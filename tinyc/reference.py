@@ -1,0 +1,41 @@
+"""Float reference interpreter: runs the IR with numpy, one op's ``ref`` at a time.
+
+It is the executable meaning of a graph. Quantization parameters attached to
+activations are ignored here (the float meaning of the model); explicit Quantize /
+Dequantize nodes that remain in the graph are executed as written.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .ir import Graph
+from .ops import get_op
+
+
+def run_float(graph: Graph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run one sample. ``feeds`` are float arrays in the graph's internal layout."""
+    values: dict[str, np.ndarray] = {}
+    for name in graph.inputs:
+        t = graph.tensors[name]
+        x = np.asarray(feeds[name])
+        if x.shape != t.shape:
+            raise AssertionError(f"feed {name!r} has shape {x.shape}, graph wants {t.shape}")
+        values[name] = x.astype(t.dtype) if t.dtype is not np.float32 else x.astype(np.float32)
+
+    def value(name: str):
+        if not name:
+            return None
+        if name in values:
+            return values[name]
+        t = graph.tensors[name]
+        if t.is_const:
+            values[name] = t.float_value()
+            return values[name]
+        raise AssertionError(f"tensor {name!r} read before it is computed")
+
+    for node in graph.nodes:
+        outs = get_op(node.op).ref(node, [value(i) for i in node.inputs])
+        for name, v in zip(node.outputs, outs):
+            values[name] = v
+    return {name: values[name] for name in graph.outputs}
