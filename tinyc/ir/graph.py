@@ -224,7 +224,7 @@ class Graph:
                     raise GraphError(f"node {n.name!r} writes unknown tensor {o!r}")
                 defined.add(o)
             expected = op.infer(n, self)
-            for o, (shape, dtype) in zip(n.outputs, expected):
+            for o, (shape, _dtype) in zip(n.outputs, expected):
                 t = self.tensors[o]
                 if tuple(shape) != t.shape:
                     raise GraphError(

@@ -97,6 +97,11 @@ class OpDef:
             return node.attrs
         return None
 
+    def permuted_output(self, node: Node, graph: Graph, perm: tuple[int, ...]) -> tuple[int, ...]:
+        """The Transpose that follows the node after ``permuted`` (same perm unless the
+        op changes the rank)."""
+        return perm
+
 
 def shape_of(graph: Graph, name: str) -> tuple[int, ...]:
     return graph.tensors[name].shape

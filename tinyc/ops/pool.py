@@ -92,9 +92,15 @@ class ReduceMean(OpDef):
         return 0
 
     def permuted(self, node, graph, perm):
-        if not node.attrs.keepdims:
-            return None
         return replace(node.attrs, axes=_permute_axes(node.attrs.axes, perm))
+
+    def permuted_output(self, node, graph, perm):
+        if node.attrs.keepdims:
+            return perm
+        # the surviving axes keep their relative order in x', renumbered
+        kept = [perm[k] for k in range(len(perm)) if k not in node.attrs.axes]
+        order = sorted(kept)
+        return tuple(order.index(a) for a in kept)
 
 
 @dataclass

@@ -38,12 +38,21 @@ def fold_constants(g: Graph) -> None:
 
 
 def simplify_reshapes(g: Graph) -> None:
-    """Reshape to the same shape disappears; Reshape of a Reshape reads the source."""
+    """Reshape to the same shape disappears; Reshape of a Reshape reads the source;
+    a unary elementwise op after a Reshape moves before it (so a Clamp can reach
+    the Conv it belongs to)."""
     changed = True
     while changed:
         changed = False
         prod = g.producers()
+        cons = g.consumers()
         for node in list(g.nodes):
+            up = prod.get(node.inputs[0]) if node.inputs else None
+            if (get_op(node.op).elementwise and len(node.inputs) == 1 and up is not None and up.op == "Reshape"
+                    and _single_reader(g, cons, up.outputs[0]) is node):
+                _swap_unary_above_reshape(g, up, node)
+                changed = True
+                break
             if node.op != "Reshape":
                 continue
             src = node.inputs[0]
@@ -57,6 +66,23 @@ def simplify_reshapes(g: Graph) -> None:
             if changed:
                 g.remove_unused()
                 break
+
+
+def _swap_unary_above_reshape(g: Graph, reshape: Node, unary: Node) -> None:
+    """x -> Reshape -> r -> unary -> y   becomes   x -> unary -> u -> Reshape -> y."""
+    x = reshape.inputs[0]
+    xt = g.tensors[x]
+    u = g.unique_name(unary.outputs[0] + "_pre")
+    g.add_tensor(Tensor(u, xt.shape, g.tensors[unary.outputs[0]].dtype, quant=g.tensors[unary.outputs[0]].quant))
+    unary.inputs = [x]
+    y = unary.outputs[0]
+    unary.outputs = [u]
+    reshape.inputs = [u]
+    r = reshape.outputs[0]
+    reshape.outputs = [y]
+    del g.tensors[r]
+    g.nodes.remove(unary)
+    g.nodes.insert(g.nodes.index(reshape), unary)
 
 
 def _single_reader(g: Graph, cons, name: str) -> Node | None:

@@ -98,6 +98,7 @@ def _sink_through(g: Graph, node: Node, prod) -> bool:
     new_attrs = get_op(node.op).permuted(node, g, perm)
     if new_attrs is None:
         return False
+    out_perm = tuple(get_op(node.op).permuted_output(node, g, perm))
     inv = _inverse(perm)
     new_inputs = []
     for i in node.inputs:
@@ -115,12 +116,12 @@ def _sink_through(g: Graph, node: Node, prod) -> bool:
     out = node.outputs[0]
     out_t = g.tensors[out]
     inner = g.unique_name(out + "_inner")
-    g.add_tensor(Tensor(inner, tuple(out_t.shape[p] for p in inv), out_t.dtype, quant=out_t.quant))
+    g.add_tensor(Tensor(inner, tuple(out_t.shape[p] for p in _inverse(out_perm)), out_t.dtype, quant=out_t.quant))
     node.inputs = new_inputs
     node.attrs = new_attrs
     node.outputs = [inner]
     idx = g.nodes.index(node)
-    g.add_node(Node("Transpose", g.unique_name(node.name + "_t"), [inner], [out], TransposeAttrs(perm)), idx + 1)
+    g.add_node(Node("Transpose", g.unique_name(node.name + "_t"), [inner], [out], TransposeAttrs(out_perm)), idx + 1)
     return True
 
 

@@ -44,7 +44,8 @@ def _sink_dequantize_before_movers(g: Graph) -> bool:
 
 
 def fold_qdq(g: Graph) -> None:
-    _sink_dequantize_before_movers(g)
+    while _sink_dequantize_before_movers(g):
+        pass
     g.remove_unused()
     cons = g.consumers()
 
