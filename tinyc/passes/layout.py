@@ -74,7 +74,8 @@ def _simplify_transpose(g: Graph, node: Node, prod) -> bool:
         node.inputs[0] = up.inputs[0]
         node.attrs = TransposeAttrs(_compose(tuple(up.attrs.perm), perm))
         return True
-    if _only_moves_unit_axes(g.tensors[src].shape, perm):
+    at_interface = src in g.inputs or node.outputs[0] in g.outputs  # rule 5 takes those
+    if _only_moves_unit_axes(g.tensors[src].shape, perm) and not at_interface:
         node.op = "Reshape"
         node.attrs = ReshapeAttrs(g.tensors[node.outputs[0]].shape)
         return True
