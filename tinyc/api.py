@@ -63,30 +63,57 @@ class Batch:
 def read_data(graph: Graph, path) -> Batch:
     """Read an .npy / .npz data file for the graph's inputs, checking shape and type."""
     path = Path(path)
+    save_hint = "save the data with numpy.save (one input) or numpy.savez (one array per input name)"
     if not path.exists():
-        raise TinycError(f"{path}: no such data file")
+        raise TinycError(f"{path}: no such data file; give an .npy or .npz file")
+    if path.is_dir():
+        raise TinycError(f"{path}: is a directory; give an .npy or .npz file")
     try:
         loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                keys = list(loaded.files)
+                if len(graph.inputs) == 1 and "inputs" in keys:
+                    raw = {graph.inputs[0]: loaded["inputs"]}
+                else:
+                    missing = [n for n in graph.inputs if n not in keys]
+                    if missing:
+                        raise TinycError(
+                            f"{path}: has arrays {keys} but the model needs {graph.inputs}"
+                            + ("" if len(graph.inputs) > 1 else " (or one array named 'inputs')")
+                            + f"; save it with numpy.savez({path.name!r}, "
+                            + ", ".join(f"{n}=..." if n.isidentifier() else f"**{{{n!r}: ...}}" for n in graph.inputs)
+                            + ")"
+                        )
+                    raw = {n: loaded[n] for n in graph.inputs}
+        else:
+            if len(graph.inputs) != 1:
+                raise TinycError(
+                    f"{path}: the model has inputs {graph.inputs}; give an .npz with one array per input name"
+                )
+            raw = {graph.inputs[0]: loaded}
+    except TinycError:
+        raise
+    except ValueError as e:
+        if "Object arrays" in str(e) or ("allow_pickle" in str(e) and _starts_with(path, (b"\x93NUMPY", b"PK"))):
+            raise TinycError(f"{path}: holds Python objects, not a numeric array; {save_hint}") from None
+        raise TinycError(f"{path}: not a readable .npy or .npz file (corrupt or another format); {save_hint}") from None
     except Exception:
-        raise TinycError(f"{path}: not a readable .npy or .npz file") from None
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        with loaded:
-            keys = list(loaded.files)
-            if len(graph.inputs) == 1 and "inputs" in keys:
-                raw = {graph.inputs[0]: loaded["inputs"]}
-            else:
-                missing = [n for n in graph.inputs if n not in keys]
-                if missing:
-                    raise TinycError(
-                        f"{path}: has arrays {keys} but the model needs {graph.inputs}"
-                        + ("" if len(graph.inputs) > 1 else " (or one array named 'inputs')")
-                    )
-                raw = {n: loaded[n] for n in graph.inputs}
-    else:
-        if len(graph.inputs) != 1:
-            raise TinycError(f"{path}: the model has inputs {graph.inputs}; give an .npz with one array per input name")
-        raw = {graph.inputs[0]: loaded}
+        raise TinycError(f"{path}: not a readable .npy or .npz file (corrupt or another format); {save_hint}") from None
+    for name, x in raw.items():
+        if not isinstance(x, np.ndarray) or x.dtype.kind not in "biuf":
+            kind = x.dtype if isinstance(x, np.ndarray) else type(x).__name__
+            raise TinycError(f"{path}: the array for input {name!r} is {kind}, not numbers; {save_hint}")
     return to_batch(graph, raw, str(path))
+
+
+def _starts_with(path: Path, magics: tuple[bytes, ...]) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return False
+    return any(head.startswith(m) for m in magics)
 
 
 def to_batch(graph: Graph, raw: dict[str, np.ndarray], where: str = "input data") -> Batch:
@@ -110,7 +137,10 @@ def to_batch(graph: Graph, raw: dict[str, np.ndarray], where: str = "input data"
             )
         if np.issubdtype(want, np.floating):
             if not np.issubdtype(x.dtype, np.floating):
-                raise TinycError(f"{where}: input {name!r} is float32 but the data is {x.dtype}; give float data")
+                raise TinycError(
+                    f"{where}: input {name!r} is float32 but the data is {x.dtype}; give float data "
+                    "(e.g. x.astype(numpy.float32))"
+                )
             x = x.astype(np.float32)
         elif x.dtype != np.dtype(want):
             raise TinycError(
@@ -120,7 +150,10 @@ def to_batch(graph: Graph, raw: dict[str, np.ndarray], where: str = "input data"
         arrays[name] = x
     counts = {a.shape[0] for a in arrays.values()}
     if len(counts) != 1 or len(layouts) != 1:
-        raise TinycError(f"{where}: inputs disagree on the number of samples or their layout")
+        raise TinycError(
+            f"{where}: inputs disagree on the number of samples or their layout; "
+            "give every input the same number of samples, all as one sample or all as a batch"
+        )
     return Batch(arrays, layouts.pop())
 
 
@@ -141,7 +174,7 @@ def _to_external(graph: Graph, name: str, value: np.ndarray) -> np.ndarray:
     t = graph.tensors[name]
     if not np.issubdtype(want, np.floating) and t.quant is not None:
         return t.quant.quantize(y, want)
-    return np.ascontiguousarray(y.astype(want))
+    return np.array(y, dtype=want, order="C")  # not ascontiguousarray: it makes a 0-d output 1-d
 
 
 def run_reference(graph: Graph, batch: Batch) -> dict[str, np.ndarray]:
@@ -163,25 +196,40 @@ def shape_like_input(outputs: dict[str, np.ndarray], layout: str) -> dict[str, n
     return outputs
 
 
-def write_outputs(path, outputs: dict[str, np.ndarray]) -> None:
-    """Write .npy (one output) or .npz (any), atomically."""
+def check_output_path(path, n_outputs: int) -> None:
+    """Refuse an output path that write_outputs could not write, before any work is done."""
     path = Path(path)
+    if path.suffix != ".npz" and n_outputs > 1:
+        raise TinycError(f"{path}: the model has {n_outputs} outputs; write them to an .npz file")
+    if not path.parent.exists():
+        raise TinycError(f"{path}: folder {path.parent} does not exist; create it or choose another output path")
+    if not path.parent.is_dir():
+        raise TinycError(f"{path}: {path.parent} is not a folder; choose another output path")
+    if path.is_dir():
+        raise TinycError(f"{path}: is a directory; give a file name ending in .npy or .npz")
+
+
+def write_outputs(path, outputs: dict[str, np.ndarray]) -> None:
+    """Write .npy (one output) or .npz (any), atomically: on any failure the target
+    is left as it was and no temporary file remains."""
+    path = Path(path)
+    check_output_path(path, len(outputs))
     if path.suffix == ".npz":
         writer = lambda f: np.savez(f, **outputs)  # noqa: E731
-    elif len(outputs) == 1:
-        writer = lambda f: np.save(f, next(iter(outputs.values())))  # noqa: E731
     else:
-        raise TinycError(f"{path}: the model has {len(outputs)} outputs; write them to an .npz file")
-    if not path.parent.exists():
-        raise TinycError(f"{path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tinyc-", suffix=path.suffix)
+        writer = lambda f: np.save(f, next(iter(outputs.values())))  # noqa: E731
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tinyc-", suffix=path.suffix)
         with os.fdopen(fd, "wb") as f:
             writer(f)
         os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        tmp = None
+    except OSError as e:
+        raise TinycError(f"{path}: cannot write ({e.strerror or e}); check the folder's permissions and free space") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 # ------------------------------------------------------------------- inspect

@@ -91,23 +91,39 @@ def inspect(model, as_json, input_shape, dump_ir):
 def run(model, input_path, output_path, engine, input_shape, dump_ir):
     """Run a model on input data and write its outputs."""
     graph = _load(model, input_shape, dump_ir)
+    api.check_output_path(output_path, len(graph.outputs))  # fail before the work, not after
     batch = api.read_data(graph, input_path)
     outputs = api.run_reference(graph, batch)
     api.write_outputs(output_path, api.shape_like_input(outputs, batch.layout))
     click.echo(f"ran {batch.count} sample(s) with engine {engine}; wrote {output_path}", err=True)
 
 
+# click >= 8.2 raises this for a bare `tinyc`; its show() prints the help text
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split()).rstrip(".")
+
+
 def main(argv=None):
     try:
         cli.main(args=argv, prog_name="tinyc", standalone_mode=False)
     except TinycError as e:
-        click.echo(f"tinyc: error: {e}", err=True)
+        click.echo("tinyc: error: " + " ".join(str(e).split()), err=True)  # always one line
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
         click.echo("tinyc: aborted", err=True)
         sys.exit(1)
-    except click.ClickException as e:
+    except _NO_ARGS_IS_HELP as e:  # bare `tinyc`: the help text
         e.show()
+        sys.exit(2)
+    except click.UsageError as e:
+        where = e.ctx.command_path if e.ctx is not None else "tinyc"
+        click.echo(f"tinyc: error: {_one_line(e.format_message())}; see '{where} --help'", err=True)
+        sys.exit(2)
+    except click.ClickException as e:
+        click.echo(f"tinyc: error: {_one_line(e.format_message())}", err=True)
         sys.exit(2)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)

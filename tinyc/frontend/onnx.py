@@ -44,7 +44,9 @@ from ..ops.shape import (
     TransposeAttrs,
 )
 
-MIN_OPSET, MAX_OPSET = 7, 23
+# The importer handles every version of the ops it imports from opset 7 to 27
+# (24 and 25 only added element types, which it refuses; 26 and 27 changed none).
+MIN_OPSET, MAX_OPSET = 7, 27
 # No tensor of a microcontroller model comes near this; a larger declared shape is
 # a broken or hostile file, refused before anything is allocated.
 MAX_TENSOR_BYTES = 256 * 1024 * 1024
@@ -78,18 +80,54 @@ def read_model_proto(path: str | os.PathLike) -> onnx.ModelProto:
     if path.is_dir():
         raise TinycError(f"{path}: is a directory; give the path of an .onnx model")
     try:
+        if path.stat().st_size > MAX_MODEL_BYTES:
+            raise TinycError(
+                f"{path}: {path.stat().st_size:,} bytes is larger than any ONNX file can be (2 GB); "
+                "give an .onnx model, with large weights as external data"
+            )
         raw = path.read_bytes()
     except OSError as e:
         raise TinycError(f"{path}: cannot read ({e.strerror}); check its permissions") from None
+    if not raw:
+        raise TinycError(f"{path}: the file is empty; re-export the model")
     try:
         model = onnx.ModelProto.FromString(raw)
     except Exception:
         raise TinycError(f"{path}: not a valid ONNX file (truncated or another format); re-export the model") from None
     if model.ir_version <= 0 or not model.HasField("graph") or len(model.graph.node) == 0:
         raise TinycError(f"{path}: not an ONNX model (no graph found); re-export the model")
-    _check_external_data(model, path)
+    # Only declared sizes and paths are looked at here: nothing is allocated or opened.
     _check_declared_sizes(model, path)
+    _check_external_data(model, path)
+    _check_inline_data(model, path)
+    _check_graph_structure(model, path)
     return model
+
+
+def _check_graph_structure(model: onnx.ModelProto, path: Path) -> None:
+    """Nodes in order, every input defined before it is read, every tensor written once."""
+    graph = model.graph
+    defined = {t.name for t in graph.initializer} | {vi.name for vi in graph.input}
+    writer: dict[str, str] = {}
+    for node in graph.node:
+        where = f"node {node.name or '(unnamed)'!r} ({node.op_type})"
+        for i in node.input:
+            if i and i not in defined:
+                if any(i in n.output for n in graph.node):
+                    why = " before any node computes it (nodes out of order, or a cycle)"
+                else:
+                    why = ", which no node, graph input or initializer defines"
+                raise TinycError(f"{path}: {where} reads {i!r}{why}; the model is damaged, re-export it")
+        for o in node.output:
+            if not o:
+                continue
+            if o in defined:
+                first = writer.get(o, "a graph input or initializer")
+                raise TinycError(
+                    f"{path}: {where} writes {o!r}, which {first} already defines; the model is damaged, re-export it"
+                )
+            writer[o] = f"node {node.name or '(unnamed)'!r}"
+            defined.add(o)
 
 
 def _tensors_with_data(model: onnx.ModelProto):
@@ -123,6 +161,25 @@ def _check_external_data(model: onnx.ModelProto, path: Path) -> None:
             )
         if not target.is_file():
             raise TinycError(f"{path}: external data file {loc!r} for {t.name!r} is missing; copy it beside the model")
+        need = _nbytes(t.dims, t.data_type)
+        try:
+            offset = int(info.get("offset") or 0)
+            length = int(info["length"]) if info.get("length") else None
+        except ValueError:
+            raise TinycError(
+                f"{path}: tensor {t.name!r} has an unreadable external data offset or length; re-export the model"
+            ) from None
+        if t.data_type in _ONNX_DTYPES and length is not None and length != need:
+            raise TinycError(
+                f"{path}: tensor {t.name!r} of shape {list(t.dims)} needs {need:,} bytes but its external data "
+                f"in {loc!r} is {length:,} bytes long; re-export the model"
+            )
+        have = target.stat().st_size
+        if t.data_type in _ONNX_DTYPES and offset + need > have:
+            raise TinycError(
+                f"{path}: external data file {loc!r} is too short for tensor {t.name!r} ({need:,} bytes at offset "
+                f"{offset:,}, the file has {have:,}); copy the complete file beside the model"
+            )
 
 
 def _nbytes(dims, elem_type) -> int:
@@ -133,6 +190,38 @@ def _nbytes(dims, elem_type) -> int:
     return n * item
 
 
+# Where onnx stores the values of a tensor that has no raw_data.
+_TYPED_FIELD = {
+    TensorProto.FLOAT: "float_data",
+    TensorProto.INT8: "int32_data",
+    TensorProto.UINT8: "int32_data",
+    TensorProto.INT16: "int32_data",
+    TensorProto.INT32: "int32_data",
+    TensorProto.BOOL: "int32_data",
+    TensorProto.INT64: "int64_data",
+    TensorProto.DOUBLE: "double_data",
+}
+
+
+def _check_inline_data(model: onnx.ModelProto, path: Path) -> None:
+    """Every inline tensor holds exactly as many values as its shape declares."""
+    for t in _tensors_with_data(model):
+        if t.data_location == TensorProto.EXTERNAL or t.data_type not in _TYPED_FIELD:
+            continue
+        count = 1
+        for d in t.dims:
+            count *= int(d)
+        if t.raw_data:
+            have, need, unit = len(t.raw_data), _nbytes(t.dims, t.data_type), "bytes"
+        else:
+            have, need, unit = len(getattr(t, _TYPED_FIELD[t.data_type])), count, "values"
+        if have != need:
+            raise TinycError(
+                f"{path}: tensor {t.name or '(unnamed)'!r} declares shape {list(t.dims)} ({need:,} {unit}) but "
+                f"holds {have:,}; the file is damaged, re-export the model"
+            )
+
+
 def _check_declared_sizes(model: onnx.ModelProto, path: Path) -> None:
     total = 0
     for t in _tensors_with_data(model):
@@ -140,20 +229,13 @@ def _check_declared_sizes(model: onnx.ModelProto, path: Path) -> None:
         total += size
         if size > MAX_TENSOR_BYTES:
             raise TinycError(
-                f"{path}: initializer {t.name!r} declares shape {list(t.dims)} ({size:,} bytes), far beyond "
+                f"{path}: tensor {t.name or '(unnamed)'!r} declares shape {list(t.dims)} ({size:,} bytes), far beyond "
                 "any microcontroller; check the model"
             )
     if total > MAX_MODEL_BYTES:
         raise TinycError(f"{path}: weights declare {total:,} bytes in all; this is not a microcontroller model")
-    for vi in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
-        tt = vi.type.tensor_type
-        dims = [d.dim_value for d in tt.shape.dim if d.HasField("dim_value")]
-        size = _nbytes(dims, tt.elem_type)
-        if size > MAX_TENSOR_BYTES:
-            raise TinycError(
-                f"{path}: tensor {vi.name!r} declares shape {dims} ({size:,} bytes), far beyond any "
-                "microcontroller; check the model or pass --input-shape"
-            )
+    # Graph inputs are checked by _fix_input_shapes (after --input-shape), every other
+    # tensor by _check_inferred_sizes (after shape inference).
 
 
 # ------------------------------------------------------------------- importing
@@ -172,6 +254,7 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise TinycError(f"{path}: ONNX shape inference failed: {first}; check the model with onnx.checker") from None
+    _check_inferred_sizes(model, path)
     return _Importer(model, path, opset).run()
 
 
@@ -192,21 +275,34 @@ def _fix_input_shapes(model, path, overrides) -> None:
     known = [i.name for i in model.graph.input if i.name not in init_names]
     for name in overrides:
         if name not in known:
-            raise TinycError(f"{path}: --input-shape names {name!r}, but the model's inputs are {known}")
+            raise TinycError(f"{path}: --input-shape names {name!r}, but the model's inputs are {known}; use one of those names")
+    # Shapes the exporter declared past the inputs are dropped and inferred afresh: they
+    # no longer hold after --input-shape, and some exporters write -1 for "unknown".
+    # (The importer computes its own shapes; inference only feeds the checks.)
+    del model.graph.value_info[:]
+    for vi in model.graph.output:
+        vi.type.tensor_type.ClearField("shape")
     for vi in model.graph.input:
         if vi.name in init_names:
             continue
+        if not vi.type.tensor_type.HasField("shape") and vi.name not in overrides:
+            raise TinycError(
+                f"{path}: input {vi.name!r} declares no shape; give one with --input-shape {vi.name}=D1,D2,..."
+            )
         dims = vi.type.tensor_type.shape.dim
         if vi.name in overrides:
             shape = overrides[vi.name]
+            if not vi.type.tensor_type.HasField("shape"):  # unknown rank: take the user's
+                for _ in shape:
+                    dims.add()
             if len(shape) != len(dims):
                 raise TinycError(
-                    f"{path}: --input-shape for {vi.name!r} has {len(shape)} dimensions, the model's input has {len(dims)}"
+                    f"{path}: --input-shape for {vi.name!r} has {len(shape)} dimensions, the model's input has {len(dims)}; "
+                    f"give all {len(dims)}"
                 )
             for d, v in zip(dims, shape):
                 d.Clear()
                 d.dim_value = int(v)
-            continue
         for axis, d in enumerate(dims):
             if d.HasField("dim_value") and d.dim_value > 0:
                 continue
@@ -214,16 +310,43 @@ def _fix_input_shapes(model, path, overrides) -> None:
                 d.Clear()
                 d.dim_value = 1
                 continue
-            label = d.dim_param or "?"
+            what = f"dynamic dimension {d.dim_param!r}" if d.dim_param else (
+                f"size {d.dim_value}" if d.HasField("dim_value") else "no fixed size")
             raise TinycError(
-                f"{path}: input {vi.name!r} has dynamic dimension {label!r} at axis {axis}; "
+                f"{path}: input {vi.name!r} has {what} at axis {axis}; "
                 f"give a fixed shape with --input-shape {vi.name}=" + ",".join(
                     str(x.dim_value) if x.HasField("dim_value") and x.dim_value > 0 else "N" for x in dims)
             )
         shape = [d.dim_value for d in dims]
         size = _nbytes(shape, vi.type.tensor_type.elem_type)
         if size > MAX_TENSOR_BYTES:
-            raise TinycError(f"{path}: input {vi.name!r} of shape {shape} needs {size:,} bytes; that is no MCU model")
+            how = "the --input-shape you gave" if vi.name in overrides else "the model, or pass a smaller --input-shape"
+            raise TinycError(
+                f"{path}: input {vi.name!r} of shape {shape} needs {size:,} bytes, far beyond any microcontroller; "
+                f"check {how}"
+            )
+
+
+def _check_inferred_sizes(model: onnx.ModelProto, path: Path) -> None:
+    """After shape inference: refuse a tensor no microcontroller could hold before
+    the importer computes or allocates anything (Resize by 1000, ConstantOfShape ...)."""
+    producer = {o: n for n in model.graph.node for o in n.output if o}
+    for vi in list(model.graph.value_info) + list(model.graph.output):
+        tt = vi.type.tensor_type
+        dims = [d.dim_value for d in tt.shape.dim if d.HasField("dim_value")]
+        size = _nbytes(dims, tt.elem_type)
+        n = producer.get(vi.name)
+        where = f"node {n.name or '(unnamed)'!r} ({n.op_type})" if n is not None else "the graph"
+        if any(d < 0 for d in dims):
+            raise TinycError(
+                f"{path}: {where} gives tensor {vi.name!r} the impossible shape {dims} (a kernel larger than "
+                "its padded input?); check the node's attributes"
+            )
+        if size > MAX_TENSOR_BYTES:
+            raise TinycError(
+                f"{path}: {where} makes tensor {vi.name!r} of shape {dims} ({size:,} bytes), far beyond any "
+                "microcontroller; check the model or --input-shape"
+            )
 
 
 def _attrs(node) -> dict:
@@ -294,8 +417,9 @@ class _Importer:
             return out
         try:
             ((shape, dtype),) = opdef.infer(node, self.g)
-        except ValueError as e:
-            self.fail(str(e), TinycError)
+        except ValueError as e:  # the node's inputs do not fit together
+            self.fail(f"{e}; the model is inconsistent, check it with onnx.checker.check_model(m, full_check=True)",
+                      TinycError)
         self.g.add_tensor(Tensor(out, shape, dtype))
         self.g.add_node(node)
         return out
@@ -416,7 +540,8 @@ class _Importer:
         if w.ndim == 3:
             w = w[:, :, None, :]
         if w.ndim != 4:
-            self.fail(f"weights of rank {w_t.data.ndim} are not supported (1-D and 2-D convolution only)")
+            kind = f"{w_t.data.ndim - 2}-D convolution" if w_t.data.ndim > 4 else f"weights of rank {w_t.data.ndim}"
+            self.fail(f"{kind} is not supported (tinyc handles 1-D and 2-D convolution)")
         kernel = tuple(a.get("kernel_shape", w_t.shape[2:]))
         k, strides, dil, pads = self._spatial_params(a, xs[2:], list(kernel))
         group = int(a.get("group", 1))
@@ -611,6 +736,8 @@ class _Importer:
         src = self.shape(x)
         target = self.const(node.input[1], "shape").astype(np.int64).tolist()
         allowzero = int(a.get("allowzero", 0))
+        if allowzero and 0 in target:
+            self.fail(f"Reshape to {target} with allowzero=1 makes an empty tensor, which tinyc does not support")
         out = [src[i] if (v == 0 and not allowzero) else v for i, v in enumerate(target)]
         if out.count(-1) > 1:
             self.fail("more than one -1 in the target shape", TinycError)
@@ -621,7 +748,10 @@ class _Importer:
 
     def op_Flatten(self, node, a):
         shape = self.shape(node.input[0])
-        axis = int(a.get("axis", 1)) % (len(shape) + 1) if shape else 0
+        axis = int(a.get("axis", 1))
+        if not -len(shape) <= axis <= len(shape):
+            self.fail(f"axis {axis} is out of range for an input of rank {len(shape)}", TinycError)
+        axis += len(shape) if axis < 0 else 0  # axis may equal the rank: flatten to (N, 1)
         out = (int(np.prod(shape[:axis])), int(np.prod(shape[axis:])))
         self.emit("Reshape", [node.input[0]], ReshapeAttrs(out), out=node.output[0])
 
@@ -680,31 +810,59 @@ class _Importer:
     def op_Resize(self, node, a):
         x = node.input[0]
         shape = self.shape(x)
+        rank = len(shape)
         mode = _s(a.get("mode", "nearest"))
         if mode != "nearest":
             self.fail(f"Resize mode {mode!r} is not supported (nearest only)")
-        if len(shape) != 4:
-            self.fail("Resize of a tensor that is not 4-D is not supported")
-        scales = self.opt_const(node, 2) if len(node.input) > 2 else None
-        sizes = self.opt_const(node, 3) if len(node.input) > 3 else None
-        if (scales is None or scales.size == 0) and sizes is not None and sizes.size:
-            out = [int(v) for v in sizes]
-        elif scales is not None and scales.size:
-            out = [int(math.floor(d * float(s))) for d, s in zip(shape, scales)]
+        if rank not in (3, 4):
+            self.fail(f"Resize of a rank-{rank} tensor is not supported (NCW or NCHW only)")
+        if self.opset < 11:
+            # Resize-10 takes (X, scales) and samples at floor(x / scale)
+            scales, sizes = self.opt_const(node, 1), None
+            ctm, nearest = "asymmetric", "floor"
+        else:
+            scales, sizes = self.opt_const(node, 2), self.opt_const(node, 3)
+            ctm = _s(a.get("coordinate_transformation_mode", "half_pixel"))
+            nearest = _s(a.get("nearest_mode", "round_prefer_floor"))
+        if ctm not in _RESIZE_COORDINATES:
+            self.fail(f"Resize with coordinate_transformation_mode={ctm!r} is not supported")
+        if nearest not in _RESIZE_ROUNDING:
+            self.fail(f"Resize with nearest_mode={nearest!r} is not supported", TinycError)
+        axes = [int(ax) % rank for ax in a.get("axes", range(rank))]
+        factors, out = [1.0] * rank, list(shape)
+        if scales is not None and scales.size:
+            for ax, f in zip(axes, scales.reshape(-1).tolist()):
+                factors[ax] = float(f)
+                out[ax] = int(math.floor(shape[ax] * factors[ax]))
+        elif sizes is not None and sizes.size:
+            wanted = [int(v) for v in sizes.reshape(-1)]
+            policy = _s(a.get("keep_aspect_ratio_policy", "stretch"))
+            if policy == "stretch":
+                for ax, n in zip(axes, wanted):
+                    factors[ax], out[ax] = n / shape[ax], n
+            else:  # one scale for all axes, the largest that fits / the smallest that covers
+                ratios = [n / shape[ax] for ax, n in zip(axes, wanted)]
+                f = min(ratios) if policy == "not_larger" else max(ratios)
+                for ax in axes:
+                    factors[ax], out[ax] = f, int(shape[ax] * f + 0.5)
         else:
             self.fail("Resize without scales or sizes", TinycError)
-        if a.get("axes") is not None:
-            self.fail("Resize with axes is not supported")
-        if out[:2] != list(shape[:2]) or out[2] % shape[2] or out[3] % shape[3]:
-            self.fail(f"Resize from {list(shape)} to {out} is not an integer upscale of H and W")
-        ctm = _s(a.get("coordinate_transformation_mode", "half_pixel"))
-        nearest = _s(a.get("nearest_mode", "round_prefer_floor"))
-        # With integer factors these modes all pick source pixel floor(x / scale).
-        exact = ctm in ("half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn") or (
-            ctm == "asymmetric" and nearest == "floor")
-        if not exact:
-            self.fail(f"Resize with coordinate_transformation_mode={ctm!r}, nearest_mode={nearest!r} is not supported")
-        attrs = ResizeAttrs((out[2] // shape[2], out[3] // shape[3]))
+        # tinyc's ResizeNearest repeats every pixel an integer number of times, i.e.
+        # output pixel i reads input pixel i // k. Accept exactly the resizes whose
+        # ONNX source pixels (coordinate transformation + nearest rounding) are those.
+        repeats = []
+        for ax in range(rank):
+            k = out[ax] // shape[ax]
+            if k < 1 or out[ax] != k * shape[ax] or not np.array_equal(
+                    _nearest_source(ctm, nearest, shape[ax], out[ax], factors[ax]), np.arange(out[ax]) // k):
+                self.fail(
+                    f"Resize from {list(shape)} to {out} with coordinate_transformation_mode={ctm!r}, "
+                    f"nearest_mode={nearest!r} is not an integer nearest upscale (the only resize tinyc supports)"
+                )
+            repeats.append(k)
+        if repeats[0] != 1 or repeats[1] != 1:
+            self.fail(f"Resize from {list(shape)} to {out} resizes the batch or channel axis; tinyc resizes H and W only")
+        attrs = ResizeAttrs((repeats[2], repeats[3]) if rank == 4 else (1, repeats[2]))
         self.spatial(x, lambda xn: self.emit("ResizeNearest", [xn], attrs), out=node.output[0])
 
     def op_BatchNormalization(self, node, a):
@@ -715,8 +873,9 @@ class _Importer:
         eps = float(a.get("epsilon", 1e-5))
         k = (scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps))
         b = bias.astype(np.float64) - mean.astype(np.float64) * k
-        rank = len(self.shape(x))
-        bshape = (-1,) + (1,) * (rank - 2)
+        shape = self.shape(x)
+        # spatial=0 (opsets 7-8): one statistic per element of C x D1 x ... x Dn
+        bshape = shape[1:] if not int(a.get("spatial", 1)) else (-1,) + (1,) * (len(shape) - 2)
         kc = self.emit_const("bn_scale", k.astype(np.float32).reshape(bshape))
         bc = self.emit_const("bn_shift", b.astype(np.float32).reshape(bshape))
         y = self.emit("Mul", [x, kc], BinaryAttrs())
@@ -749,8 +908,10 @@ class _Importer:
             dtype = zp_t.dtype
             zp = zp_t.data
         elif quantize:
-            out_type = a.get("output_dtype", 0)
-            dtype = _ONNX_DTYPES.get(out_type, np.uint8) if out_type else np.uint8
+            out_type = int(a.get("output_dtype", 0))
+            if out_type and out_type not in _ONNX_DTYPES:
+                self.fail(f"quantization to {_dtype_name(out_type)} is not supported (int8, uint8 only)")
+            dtype = _ONNX_DTYPES[out_type] if out_type else np.uint8
             zp = np.zeros_like(scale, dtype=np.int32)
         else:
             dtype = self.tensor(node.input[0]).dtype
@@ -773,6 +934,9 @@ class _Importer:
         self.emit("Quantize", [node.input[0]], QuantAttrs(q, dtype), out=node.output[0])
 
     def op_DequantizeLinear(self, node, a):
+        out_type = int(a.get("output_dtype", 0))
+        if out_type not in (0, TensorProto.FLOAT):
+            self.fail(f"dequantizing to {_dtype_name(out_type)} is not supported (float32 only)")
         q, dtype = self._qparams(node, a, False)
         self.emit("Dequantize", [node.input[0]], QuantAttrs(q, dtype), out=node.output[0])
 
@@ -842,6 +1006,38 @@ class _Importer:
             sl = slice(s, e, st).indices(shape[ax])
             full_s[ax], full_e[ax], full_st[ax] = sl
         self.emit("Slice", [node.input[0]], SliceAttrs(tuple(full_s), tuple(full_e), tuple(full_st)), out=node.output[0])
+
+
+# What Resize (mode nearest) can be asked to do, by the ONNX spec; tf_crop_and_resize
+# (a region of interest) is left out on purpose.
+_RESIZE_COORDINATES = ("half_pixel", "pytorch_half_pixel", "half_pixel_symmetric", "align_corners", "asymmetric",
+                       "tf_half_pixel_for_nn")
+_RESIZE_ROUNDING = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
+
+
+def _nearest_source(ctm: str, nearest: str, n_in: int, n_out: int, scale: float) -> np.ndarray:
+    """Input index that ONNX Resize (mode nearest) reads for each output index of one axis."""
+    x = np.arange(n_out, dtype=np.float64)
+    if ctm == "half_pixel":
+        xo = (x + 0.5) / scale - 0.5
+    elif ctm == "pytorch_half_pixel":
+        xo = (x + 0.5) / scale - 0.5 if n_out > 1 else np.zeros_like(x)
+    elif ctm == "half_pixel_symmetric":
+        offset = n_in / 2 * (1 - n_out / (scale * n_in))
+        xo = offset + (x + 0.5) / scale - 0.5
+    elif ctm == "align_corners":
+        xo = x * (n_in - 1) / (n_out - 1) if n_out > 1 else np.zeros_like(x)
+    elif ctm == "asymmetric":
+        xo = x / scale
+    elif ctm == "tf_half_pixel_for_nn":
+        xo = (x + 0.5) / scale
+    else:
+        raise ValueError(f"unknown coordinate_transformation_mode {ctm!r}")
+    lo = np.floor(xo)
+    frac = xo - lo
+    up = {"round_prefer_floor": frac > 0.5, "round_prefer_ceil": frac >= 0.5, "floor": np.zeros_like(frac, bool),
+          "ceil": frac > 0}[nearest]
+    return np.clip(lo + up, 0, n_in - 1).astype(np.int64)
 
 
 def _c_friendly(stem: str) -> str:

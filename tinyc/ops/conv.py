@@ -25,7 +25,10 @@ class ConvAttrs:
 
 
 def conv_out_size(size: int, k: int, stride: int, dilation: int, pad_total: int) -> int:
-    return (size + pad_total - (k - 1) * dilation - 1) // stride + 1
+    out = (size + pad_total - (k - 1) * dilation - 1) // stride + 1
+    if out < 1:  # shape rules raise ValueError; the importer turns it into a user error naming the node
+        raise ValueError(f"a window of {(k - 1) * dilation + 1} does not fit an input of {size} padded by {pad_total}")
+    return out
 
 
 def windows(x: np.ndarray, kh: int, kw: int, attrs, pad_value=0.0) -> np.ndarray:
@@ -122,14 +125,28 @@ class MatMul(OpDef):
     name = "MatMul"
 
     def infer(self, node, graph):
-        a = np.empty(shape_of(graph, node.inputs[0]), dtype=np.float32)
-        b = np.empty(shape_of(graph, node.inputs[1]), dtype=np.float32)
-        return [(np.matmul(a, b).shape, np.float32)]
+        return [(matmul_shape(shape_of(graph, node.inputs[0]), shape_of(graph, node.inputs[1])), np.float32)]
 
     def ref(self, node, inputs):
-        return [np.matmul(inputs[0], inputs[1]).astype(np.float32)]
+        # asarray: the product of two vectors is a numpy scalar, the IR wants a 0-d array
+        return [np.asarray(np.matmul(inputs[0], inputs[1]), dtype=np.float32)]
 
     def macs(self, node, graph):
         a = shape_of(graph, node.inputs[0])
         out = graph.tensors[node.outputs[0]].shape
         return int(np.prod(out)) * a[-1]
+
+
+def matmul_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    """numpy.matmul's result shape, without computing the product."""
+    if not a or not b:
+        raise ValueError("MatMul of a scalar")
+    a2 = (1,) + a if len(a) == 1 else a  # a vector is a row on the left ...
+    b2 = b + (1,) if len(b) == 1 else b  # ... and a column on the right
+    if a2[-1] != b2[-2]:
+        raise ValueError(f"MatMul of shapes {list(a)} and {list(b)}: inner dimensions differ")
+    try:
+        batch = np.broadcast_shapes(a2[:-2], b2[:-2])
+    except ValueError:
+        raise ValueError(f"MatMul of shapes {list(a)} and {list(b)}: batch dimensions do not broadcast") from None
+    return tuple(batch) + (a2[-2],) * (len(a) > 1) + (b2[-1],) * (len(b) > 1)

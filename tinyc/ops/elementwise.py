@@ -48,10 +48,19 @@ class Mul(_Binary):
     fn = np.multiply
 
 
+def _divide(a, b):
+    """ONNX Div: true division of floats; integers (shape arithmetic folded at import)
+    divide truncating toward zero, as C does, not flooring as numpy's // does."""
+    if not np.issubdtype(np.result_type(a, b), np.integer):
+        return np.divide(a, b)
+    q = np.floor_divide(a, b)
+    return q + ((np.remainder(a, b) != 0) & ((np.asarray(a) < 0) != (np.asarray(b) < 0)))
+
+
 @register
 class Div(_Binary):
     name = "Div"
-    fn = np.divide
+    fn = _divide
 
 
 class _Unary(OpDef):

@@ -61,10 +61,15 @@ def _rewrite_once(g: Graph) -> bool:
             return True
         elif node.op == "Reshape" and _fold_into_fc(g, node, prod, cons):
             return True
+    # Rule 2 only when nothing else applies: a Transpose turned into a Reshape early
+    # can no longer cancel its inverse or let ops sink (e.g. one-channel Conv -> BN).
+    for node in list(g.nodes):
+        if node.op == "Transpose" and _simplify_transpose(g, node, prod, unit_axes=True):
+            return True
     return False
 
 
-def _simplify_transpose(g: Graph, node: Node, prod) -> bool:
+def _simplify_transpose(g: Graph, node: Node, prod, unit_axes: bool = False) -> bool:
     src = node.inputs[0]
     perm = tuple(node.attrs.perm)
     if _is_identity(perm):
@@ -75,7 +80,7 @@ def _simplify_transpose(g: Graph, node: Node, prod) -> bool:
         node.attrs = TransposeAttrs(_compose(tuple(up.attrs.perm), perm))
         return True
     at_interface = src in g.inputs or node.outputs[0] in g.outputs  # rule 5 takes those
-    if _only_moves_unit_axes(g.tensors[src].shape, perm) and not at_interface:
+    if unit_axes and _only_moves_unit_axes(g.tensors[src].shape, perm) and not at_interface:
         node.op = "Reshape"
         node.attrs = ReshapeAttrs(g.tensors[node.outputs[0]].shape)
         return True
@@ -162,6 +167,10 @@ def _absorb_interface_transposes(g: Graph) -> None:
     for name in list(g.inputs):
         readers = cons.get(name, [])
         if not readers or name in g.outputs or any(r.op != "Transpose" for r in readers):
+            continue
+        if any(r.outputs[0] in g.outputs for r in readers):
+            # input -> Transpose -> output: bypassing would merge two interface
+            # tensors, so the Transpose stays (and so does the input's layout)
             continue
         perm = tuple(readers[0].attrs.perm)
         if any(tuple(r.attrs.perm) != perm for r in readers):

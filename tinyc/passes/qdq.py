@@ -35,8 +35,13 @@ def _sink_dequantize_before_movers(g: Graph) -> bool:
         g.add_node(Node("Dequantize", g.unique_name(d.name), [q_src], [new_f], d.attrs), g.nodes.index(mover))
         mover.inputs[0] = new_f
         g.tensors[mover.outputs[0]].dtype = np.float32
-        g.replace_uses(d.outputs[0], mover.outputs[0])
         g.nodes.remove(d)
+        if d.outputs[0] in g.outputs:
+            # the mover now computes the graph output: it takes the model's name
+            del g.tensors[d.outputs[0]]
+            g.rename_tensor(mover.outputs[0], d.outputs[0])
+        else:
+            g.replace_uses(d.outputs[0], mover.outputs[0])
         changed = True
         prod = g.producers()
         cons = g.consumers()
