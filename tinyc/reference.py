@@ -13,8 +13,11 @@ from .ir import Graph
 from .ops import get_op
 
 
-def run_float(graph: Graph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run one sample. ``feeds`` are float arrays in the graph's internal layout."""
+def run_float(graph: Graph, feeds: dict[str, np.ndarray], keep_all: bool = False) -> dict[str, np.ndarray]:
+    """Run one sample. ``feeds`` are float arrays in the graph's internal layout.
+
+    Returns the graph outputs, or with ``keep_all`` every activation (calibration).
+    """
     values: dict[str, np.ndarray] = {}
     for name in graph.inputs:
         t = graph.tensors[name]
@@ -38,4 +41,6 @@ def run_float(graph: Graph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarra
         outs = get_op(node.op).ref(node, [value(i) for i in node.inputs])
         for name, v in zip(node.outputs, outs):
             values[name] = v
+    if keep_all:
+        return {name: v for name, v in values.items() if not graph.tensors[name].is_const}
     return {name: values[name] for name in graph.outputs}
