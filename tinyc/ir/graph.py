@@ -138,6 +138,9 @@ class Graph:
         then nothing changes and False is returned.
         """
         (out,) = node.outputs
+        # equal values have equal quantization: keep what the removed tensor knew
+        if self.tensors[out].quant is not None and self.tensors[src].quant is None:
+            self.tensors[src].quant = self.tensors[out].quant
         if out in self.outputs:
             if self.is_interface(src) or self.tensors[src].is_const:
                 return False

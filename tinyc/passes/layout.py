@@ -69,6 +69,13 @@ def _rewrite_once(g: Graph) -> bool:
     return False
 
 
+def _inherit_quant(g: Graph, src: str, moved: str) -> None:
+    """A Transpose moves values without changing them: when a rewrite reads ``src``
+    instead of the Transpose's output ``moved``, ``src`` keeps its int8 parameters."""
+    if g.tensors[src].quant is None and g.tensors[moved].quant is not None:
+        g.tensors[src].quant = g.tensors[moved].quant
+
+
 def _simplify_transpose(g: Graph, node: Node, prod, unit_axes: bool = False) -> bool:
     src = node.inputs[0]
     perm = tuple(node.attrs.perm)
@@ -76,6 +83,7 @@ def _simplify_transpose(g: Graph, node: Node, prod, unit_axes: bool = False) -> 
         return g.bypass(node, src)
     up = prod.get(src)
     if up is not None and up.op == "Transpose":
+        _inherit_quant(g, up.inputs[0], up.outputs[0])
         node.inputs[0] = up.inputs[0]
         node.attrs = TransposeAttrs(_compose(tuple(up.attrs.perm), perm))
         return True
@@ -118,6 +126,7 @@ def _sink_through(g: Graph, node: Node, prod) -> bool:
             data_full = t.data.reshape((1,) * (rank - t.data.ndim) + t.data.shape)
             new_inputs.append(g.add_const(i + "_perm", np.ascontiguousarray(data_full.transpose(inv)), t.quant))
         else:
+            _inherit_quant(g, prod[i].inputs[0], i)
             new_inputs.append(prod[i].inputs[0])
     out = node.outputs[0]
     out_t = g.tensors[out]
@@ -157,6 +166,7 @@ def _fold_into_fc(g: Graph, reshape: Node, prod, cons) -> bool:
         wr = w.data.reshape((o,) + t_shape[1:])
         permuted = wr.transpose((0,) + tuple(inv[m] for m in range(1, len(perm))))
         r.inputs[1] = g.add_const(r.inputs[1] + "_cols", np.ascontiguousarray(permuted).reshape(o, -1), w.quant)
+    _inherit_quant(g, up.inputs[0], up.outputs[0])
     reshape.inputs[0] = up.inputs[0]
     return True
 
