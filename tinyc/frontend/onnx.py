@@ -43,6 +43,7 @@ from ..ops.shape import (
     SliceAttrs,
     TransposeAttrs,
 )
+from ..passes.fold import evaluate_constant
 
 # The importer handles every version of the ops it imports from opset 7 to 27
 # (24 and 25 only added element types, which it refuses; 26 and 27 changed none).
@@ -406,14 +407,7 @@ class _Importer:
         opdef = get_op(op)
         ins = [self.g.tensors[i] if i else None for i in inputs]
         if all(t is None or t.is_const for t in ins):
-            if op == "Dequantize":
-                src = ins[0]
-                self.g.add_tensor(Tensor(out, src.shape, src.dtype, src.data, attrs.quant))
-                return out
-            values = [t.float_value() if t is not None else None for t in ins]
-            (value,) = opdef.ref(node, values)
-            value = np.asarray(value)
-            self.g.add_tensor(Tensor(out, value.shape, value.dtype.type, value))
+            self.g.add_tensor(evaluate_constant(self.g, node))
             return out
         try:
             ((shape, dtype),) = opdef.infer(node, self.g)
