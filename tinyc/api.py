@@ -20,7 +20,7 @@ from .frontend.onnx import load_onnx
 from .ir import Graph
 from .ops import get_op
 from .passes.manager import canonicalize
-from .reference import run_float
+from .reference import run_float, run_int8
 
 
 def load(model_path, input_shapes=None, dump=None) -> Graph:
@@ -162,7 +162,7 @@ def _to_internal(graph: Graph, name: str, sample: np.ndarray) -> np.ndarray:
     perm = graph.input_perm.get(name)
     x = sample.transpose(perm) if perm else sample
     t = graph.tensors[name]
-    if name in graph.external_dtype and t.quant is not None:
+    if not np.issubdtype(external_dtype(graph, name), np.floating) and t.quant is not None:
         return t.quant.dequantize(x)
     return x.astype(np.float32)
 
@@ -271,3 +271,230 @@ def inspect(graph: Graph) -> dict:
             "max_activation_bytes_int8": max((la["activation_bytes_int8"] for la in layers), default=0),
         },
     }
+
+
+# ----------------------------------------------------------------------- int8
+def compile_int8(graph: Graph, model_path=None):
+    """Lower a quantized graph to an int8 program; a float model must be calibrated first."""
+    from .passes.int8 import is_quantized, lower_to_int8
+
+    if not is_quantized(graph):
+        where = f"{model_path}: " if model_path else ""
+        raise TinycError(
+            f"{where}is a float model; give --calib DATA (sample inputs) to quantize it to int8, "
+            "or use a pre-quantized (QDQ) model"
+        )
+    return lower_to_int8(graph)
+
+
+def quantize_like_tflm(x: np.ndarray, quant) -> np.ndarray:
+    """TFLM's QUANTIZE (float -> int8): zp + round-half-away(x / scale), the division
+    in float32 (checked on MCUNet's inputs, where x / scale lands on .5), saturated."""
+    ratio = (x.astype(np.float32) / np.float32(quant.scale)).astype(np.float64)
+    q = np.floor(np.abs(ratio) + 0.5) * np.sign(ratio)
+    return np.clip(q + int(quant.zero_point), -128, 127).astype(np.int8)
+
+
+def dequantize_like_tflm(q: np.ndarray, quant) -> np.ndarray:
+    """TFLM's DEQUANTIZE: float(double(scale) * (q - zp))."""
+    scale = np.float64(np.float32(quant.scale))
+    return (scale * (q.astype(np.int64) - int(quant.zero_point))).astype(np.float32)
+
+
+def program_feeds(program, batch: Batch) -> dict[str, np.ndarray]:
+    """Batch (external layout and type) -> int8 arrays (N, *internal shape) per program input."""
+    graph = program.graph
+    feeds = {}
+    for name in program.inputs:
+        x = batch.arrays[name]
+        perm = graph.input_perm.get(name)
+        if perm:
+            x = x.transpose((0,) + tuple(p + 1 for p in perm))
+        if x.dtype != np.int8:
+            x = quantize_like_tflm(x, graph.tensors[name].quant)
+        feeds[name] = np.ascontiguousarray(x, dtype=np.int8)
+    return feeds
+
+
+def program_results(program, int8_outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """int8 outputs (N, *internal shape) -> the graph outputs in external layout and type,
+    running the float tail (if any) on the dequantized values."""
+    graph = program.graph
+    n = next(iter(int8_outputs.values())).shape[0]
+    results: dict[str, list[np.ndarray]] = {o: [] for o in graph.outputs}
+    for k in range(n):
+        values = {}
+        for name, q in int8_outputs.items():
+            if name in graph.outputs and np.dtype(external_dtype(graph, name)) == np.int8:
+                values[name] = q[k]
+            else:
+                values[name] = dequantize_like_tflm(q[k], graph.tensors[name].quant)
+        for node in program.float_tail:
+            ins = [values[i] if i in values else (graph.tensors[i].float_value() if i else None) for i in node.inputs]
+            for o, v in zip(node.outputs, get_op(node.op).ref(node, ins)):
+                values[o] = v
+        for o in graph.outputs:
+            perm = graph.output_perm.get(o)
+            y = values[o].transpose(perm) if perm else values[o]
+            results[o].append(np.array(y, dtype=external_dtype(graph, o)))
+    return {o: np.stack(v) for o, v in results.items()}
+
+
+def run_program_ref(program, batch: Batch) -> dict[str, np.ndarray]:
+    """The int8 reference interpreter on every sample."""
+    feeds = program_feeds(program, batch)
+    outs: dict[str, list[np.ndarray]] = {o: [] for o in program.outputs}
+    for k in range(batch.count):
+        y = run_int8(program, {n: f[k] for n, f in feeds.items()})
+        for o in program.outputs:
+            outs[o].append(y[o])
+    return program_results(program, {o: np.stack(v) for o, v in outs.items()})
+
+
+# ---------------------------------------------------------------------- build
+@dataclass
+class Build:
+    program: object  # ir.program.Program
+    plan: object  # passes.memory.MemoryPlan
+    name: str
+    files: dict[str, str]  # generated file -> text
+    summary: dict
+
+
+def compile_c(graph: Graph, model_path, name: str | None = None, board: str = "host") -> Build:
+    """Quantized graph -> int8 program -> memory plan -> generated C files."""
+    from .codegen.c import check_name, default_name, generate, weight_bytes
+    from .passes.memory import plan_memory
+
+    macs = sum(get_op(n.op).macs(n, graph) for n in graph.nodes)
+    program = compile_int8(graph, model_path)
+    plan = plan_memory(program)
+    name = check_name(name) if name else default_name(model_path)
+    files = generate(program, plan, name, source=Path(str(model_path)).name)
+    summary = {
+        "model": str(model_path),
+        "name": name,
+        "board": board,
+        "arena_bytes": plan.arena_size,
+        "lower_bound_bytes": plan.lower_bound,
+        "plan_strategy": plan.strategy,
+        "weights_bytes": weight_bytes(program),
+        "input_bytes": sum(program.graph.tensors[n].size for n in program.inputs),
+        "output_bytes": sum(program.graph.tensors[n].size for n in program.outputs),
+        "kernel_calls": sum(not c.is_alias for c in program.calls),
+        "macs": int(macs),
+    }
+    return Build(program, plan, name, files, summary)
+
+
+def _write_tree(build: Build, root: Path) -> None:
+    import json
+    import shutil
+
+    from .codegen.c import runtime_files
+
+    for rel, text in build.files.items():
+        (root / rel).write_text(text)
+    for rel, src in runtime_files().items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, root / rel)
+    (root / "tinyc.json").write_text(json.dumps(build.summary, indent=1) + "\n")
+
+
+def write_project(build: Build, out_dir) -> None:
+    """Write the project to out_dir atomically: a temporary folder beside it is
+    renamed into place only when complete. An existing out_dir is replaced only
+    if an earlier tinyc build made it."""
+    import shutil
+
+    out = Path(out_dir)
+    if out.exists() and not (out.is_dir() and (out / "tinyc.json").is_file()):
+        raise TinycError(f"{out}: exists and is not a tinyc build folder; choose another -o or remove it")
+    if not out.parent.is_dir():
+        raise TinycError(f"{out}: folder {out.parent} does not exist; create it or choose another -o")
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tinyc-"))
+    old = None
+    try:
+        _write_tree(build, tmp)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+            os.replace(out, old / "prev")
+        os.replace(tmp, out)
+        tmp = None
+    except OSError as e:
+        if old is not None and not out.exists():
+            os.replace(old / "prev", out)
+        raise TinycError(f"{out}: cannot write ({e.strerror or e}); check permissions and free space") from None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def run_program_c(build: Build, batch: Batch) -> dict[str, np.ndarray]:
+    """Compile the generated C for the host and run every sample through it."""
+    from .sim.host import build_host, run_host
+
+    program = build.program
+    feeds = program_feeds(program, batch)
+    n = batch.count
+    per_sample = [feeds[name].reshape(n, -1) for name in program.inputs]
+    blob = np.concatenate(per_sample, axis=1).tobytes() if per_sample else b""
+    with tempfile.TemporaryDirectory(prefix="tinyc-c-") as tmp:
+        root = Path(tmp)
+        _write_tree(build, root)
+        exe = build_host(root, build.name)
+        raw = np.frombuffer(run_host(exe, blob), dtype=np.int8)
+    out_size = build.summary["output_bytes"]
+    if raw.size != n * out_size:
+        raise TinycError(f"the generated program wrote {raw.size} bytes for {n} samples; expected {n * out_size}")
+    raw = raw.reshape(n, out_size)
+    outs, offset = {}, 0
+    for name in program.outputs:
+        t = program.graph.tensors[name]
+        outs[name] = raw[:, offset:offset + t.size].reshape((n,) + t.shape)
+        offset += t.size
+    return program_results(program, outs)
+
+
+# ---------------------------------------------------------------- calibration
+def is_quantized(graph: Graph) -> bool:
+    from .passes.int8 import is_quantized as _is_quantized
+
+    return _is_quantized(graph)
+
+
+def read_calibration(graph: Graph, path) -> list[dict[str, np.ndarray]]:
+    """Calibration samples as float feeds in the internal layout: an .npy / .npz
+    file (same conventions as --input), or a folder of them."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".npy", ".npz"))
+        if not files:
+            raise TinycError(f"{path}: folder has no .npy or .npz files to calibrate with")
+    else:
+        files = [path]
+    samples = []
+    for f in files:
+        batch = read_data(graph, f)
+        for k in range(batch.count):
+            samples.append({n: _to_internal(graph, n, batch.arrays[n][k]) for n in graph.inputs})
+    if not samples:
+        raise TinycError(f"{path}: holds no samples; give at least one calibration sample")
+    for s in samples:
+        for n, x in s.items():
+            if not np.all(np.isfinite(x)):
+                raise TinycError(f"{path}: calibration data for input {n!r} holds NaN or infinity")
+    return samples
+
+
+def quantize_with_calibration(graph: Graph, calib_path, method: str = "minmax") -> None:
+    """Post-training quantization of a float graph from calibration samples."""
+    from .passes.quantize import calibrate, quantize_graph
+
+    if is_quantized(graph):
+        raise TinycError(f"{calib_path}: the model is already quantized (QDQ); drop --calib")
+    samples = read_calibration(graph, calib_path)
+    quantize_graph(graph, calibrate(graph, samples, method))
+    graph.validate()

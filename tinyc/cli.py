@@ -78,24 +78,75 @@ def inspect(model, as_json, input_shape, dump_ir):
     )
 
 
+calib_option = click.option(
+    "--calib", "calib_path", type=click.Path(), default=None,
+    help="Calibration samples (.npy / .npz, or a folder of .npy files) to quantize a float model to int8.")
+calib_method_option = click.option(
+    "--calib-method", type=click.Choice(["minmax", "percentile"]), default="minmax", show_default=True,
+    help="How activation ranges are taken from the calibration data.")
+
+
+def _load_for_int8(model, input_shape, dump_ir, calib_path, calib_method):
+    graph = _load(model, input_shape, dump_ir)
+    if calib_path is not None:
+        api.quantize_with_calibration(graph, calib_path, calib_method)
+    return graph
+
+
 @cli.command()
 @model_argument
 @click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False),
               help=".npy (one sample or a batch) or .npz (per input name, or 'inputs').")
 @click.option("-o", "--output", "output_path", required=True, type=click.Path(dir_okay=False),
               help="Where to write the outputs: .npy, or .npz for several outputs.")
-@click.option("--engine", type=click.Choice(["ref"]), default="ref", show_default=True,
-              help="ref: the numpy reference interpreter.")
+@click.option("--engine", type=click.Choice(["ref", "c"]), default="ref", show_default=True,
+              help="ref: the numpy reference interpreter (int8 for quantized models); "
+                   "c: the generated C, compiled with the host compiler.")
+@calib_option
+@calib_method_option
 @input_shape_option
 @dump_ir_option
-def run(model, input_path, output_path, engine, input_shape, dump_ir):
+def run(model, input_path, output_path, engine, calib_path, calib_method, input_shape, dump_ir):
     """Run a model on input data and write its outputs."""
-    graph = _load(model, input_shape, dump_ir)
+    graph = _load_for_int8(model, input_shape, dump_ir, calib_path, calib_method)
     api.check_output_path(output_path, len(graph.outputs))  # fail before the work, not after
     batch = api.read_data(graph, input_path)
-    outputs = api.run_reference(graph, batch)
+    if engine == "ref" and not api.is_quantized(graph):
+        outputs = api.run_reference(graph, batch)
+    else:
+        build = api.compile_c(graph, model)
+        outputs = api.run_program_ref(build.program, batch) if engine == "ref" else api.run_program_c(build, batch)
     api.write_outputs(output_path, api.shape_like_input(outputs, batch.layout))
     click.echo(f"ran {batch.count} sample(s) with engine {engine}; wrote {output_path}", err=True)
+
+
+@cli.command()
+@model_argument
+@click.option("--board", default="host", show_default=True, help="Target board (host: the host test program).")
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder to write the project to (replaced only if an earlier tinyc build made it).")
+@click.option("--name", default=None, help="C name of the model (default: from the file name).")
+@click.option("--json", "as_json", is_flag=True, help="Print the build summary as one JSON object.")
+@calib_option
+@calib_method_option
+@input_shape_option
+@dump_ir_option
+def build(model, board, out_dir, name, as_json, calib_path, calib_method, input_shape, dump_ir):
+    """Compile a model to a C project: NAME.h / NAME.c, the runtime, a host test program, a Makefile."""
+    if board != "host":
+        raise TinycError(f"--board {board!r}: this version of tinyc builds for 'host' only")
+    graph = _load_for_int8(model, input_shape, dump_ir, calib_path, calib_method)
+    result = api.compile_c(graph, model, name=name, board=board)
+    api.write_project(result, out_dir)
+    s = result.summary
+    click.echo(
+        f"wrote {out_dir}: {s['name']}.c/.h, arena {s['arena_bytes']:,} bytes "
+        f"(lower bound {s['lower_bound_bytes']:,}), weights {s['weights_bytes']:,} bytes, "
+        f"I/O {s['input_bytes']:,} + {s['output_bytes']:,} bytes, {s['kernel_calls']} kernel calls",
+        err=True,
+    )
+    if as_json:
+        click.echo(json.dumps(s, indent=1))
 
 
 # click >= 8.2 raises this for a bare `tinyc`; its show() prints the help text

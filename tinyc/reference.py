@@ -44,3 +44,42 @@ def run_float(graph: Graph, feeds: dict[str, np.ndarray], keep_all: bool = False
     if keep_all:
         return {name: v for name, v in values.items() if not graph.tensors[name].is_const}
     return {name: values[name] for name in graph.outputs}
+
+
+def run_int8(program, feeds: dict[str, np.ndarray], keep_all: bool = False) -> dict[str, np.ndarray]:
+    """Run one sample through an int8 program with the numpy kernels (the
+    executable spec of the C code). ``feeds``: int8 arrays, internal layout.
+
+    Returns the program's int8 outputs, or with ``keep_all`` every int8 tensor.
+    """
+    from .kernels import run_kernel
+
+    graph = program.graph
+    values: dict[str, np.ndarray] = {}
+    for name in program.inputs:
+        x = np.asarray(feeds[name])
+        if x.dtype != np.int8 or x.shape != graph.tensors[name].shape:
+            raise AssertionError(f"feed {name!r}: {x.dtype}{x.shape}, program wants int8{graph.tensors[name].shape}")
+        values[name] = x
+
+    def value(name):
+        if name is None:
+            return None
+        if name in values:
+            return values[name]
+        t = graph.tensors[name]
+        if t.is_const:
+            return t.data
+        raise AssertionError(f"tensor {name!r} read before it is computed")
+
+    for call in program.calls:
+        args = [value(i) for i in call.inputs]
+        out = graph.tensors[call.outputs[0]]
+        if call.is_alias:
+            y = args[0]
+        else:
+            y = run_kernel(call.kernel, call.params, call.scalars, args)
+        values[call.outputs[0]] = np.ascontiguousarray(y, dtype=np.int8).reshape(out.shape)
+    if keep_all:
+        return values
+    return {name: values[name] for name in program.outputs}

@@ -86,6 +86,14 @@ class OpDef:
     def macs(self, node: Node, graph: Graph) -> int:
         return 0
 
+    def lower(self, node: Node, graph: Graph) -> list:
+        """The int8 kernel calls (tinyc.ir.program.KernelCall) that compute this node,
+        with every parameter computed the way TFLite Micro's Prepare does."""
+        raise UnsupportedError(
+            f"node {node.name!r} ({self.name}) has no int8 kernel in tinyc yet; "
+            "compile the model in float, or replace the op before export"
+        )
+
     def permuted(self, node: Node, graph: Graph, perm: tuple[int, ...]):
         """Attributes for running this node on inputs transposed by ``perm``.
 

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ..ir.program import KernelCall
+from ..kernels.params import ConvParams, FCParams
+from ..quant import fixedpoint as fp
+from . import lowering as lw
 from .base import NO_CLAMP, Clamp, OpDef, register, shape_of
 
 
@@ -80,6 +84,36 @@ class Conv2D(OpDef):
             y = y + b
         return [a.act.apply(y.astype(np.float32))]
 
+
+    def lower(self, node, graph):
+        x, w, y = node.inputs[0], node.inputs[1], node.outputs[0]
+        a = node.attrs
+        _, h, wd, c = shape_of(graph, x)
+        o, kh, kw, cg = shape_of(graph, w)
+        _, oh, ow, _ = shape_of(graph, y)
+        s_in, z_in = lw.activation(graph, x, node)
+        s_out, z_out = lw.activation(graph, y, node)
+        # TFLM PopulateConvolutionQuantizationParams: double(s_in) * double(s_w[c]) / double(s_out)
+        eff = np.float64(s_in) * lw.weight_scales(graph, w, node, o).astype(np.float64) / np.float64(s_out)
+        mult, shift = fp.quantize_multiplier_array(eff)
+        lo, hi = lw.act_range(a.act, s_out, z_out)
+        depthwise = a.group == c and cg == 1 and a.group > 1
+        p = ConvParams(
+            in_h=h, in_w=wd, in_c=c, out_h=oh, out_w=ow, out_c=o, k_h=kh, k_w=kw,
+            stride_h=a.strides[0], stride_w=a.strides[1], dil_h=a.dilations[0], dil_w=a.dilations[1],
+            pad_t=a.pads[0], pad_l=a.pads[1],
+            groups=1 if depthwise else a.group, depth_multiplier=o // c if depthwise else 1,
+            in_offset=-z_in, out_offset=z_out, act_min=lo, act_max=hi,
+        )
+        if depthwise:
+            kernel = "depthwise_conv2d_s8"
+        elif kh == kw == 1 and a.group == 1 and not any(a.pads):
+            kernel = "conv2d_1x1_s8"
+        else:
+            kernel = "conv2d_s8"
+        args = [x, w, lw.bias(graph, node), lw.const_array(graph, node, "mult", mult), lw.const_array(graph, node, "shift", shift)]
+        return [KernelCall(kernel, p, args, [y], node.name)]
+
     def macs(self, node, graph):
         o, kh, kw, cg = shape_of(graph, node.inputs[1])
         n, oh, ow, _ = graph.tensors[node.outputs[0]].shape
@@ -111,6 +145,26 @@ class FullyConnected(OpDef):
         if len(inputs) > 2 and inputs[2] is not None:
             y = y + inputs[2]
         return [node.attrs.act.apply(y.astype(np.float32))]
+
+
+    def lower(self, node, graph):
+        x, w, y = node.inputs[0], node.inputs[1], node.outputs[0]
+        o, k = shape_of(graph, w)
+        s_in, z_in = lw.activation(graph, x, node)
+        s_out, z_out = lw.activation(graph, y, node)
+        scales = lw.weight_scales(graph, w, node, o)
+        per_channel = graph.tensors[w].quant.per_axis and graph.tensors[w].quant.scale.size > 1
+        if per_channel:
+            eff = np.float64(s_in) * scales.astype(np.float64) / np.float64(s_out)
+        else:
+            # TFLM GetQuantizedConvolutionMultipler: double(s_in * s_w), the product in float32
+            eff = np.array([np.float64(np.float32(s_in) * scales[0]) / np.float64(s_out)])
+        mult, shift = fp.quantize_multiplier_array(eff)
+        lo, hi = lw.act_range(node.attrs.act, s_out, z_out)
+        rows = int(np.prod(shape_of(graph, x)[:-1]))
+        p = FCParams(rows, k, o, -z_in, z_out, lo, hi, int(per_channel))
+        args = [x, w, lw.bias(graph, node), lw.const_array(graph, node, "mult", mult), lw.const_array(graph, node, "shift", shift)]
+        return [KernelCall("fully_connected_s8", p, args, [y], node.name)]
 
     def macs(self, node, graph):
         o, k = shape_of(graph, node.inputs[1])

@@ -6,6 +6,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..errors import TinycError
+from ..ir.program import KernelCall
+from ..kernels.params import MeanParams, PoolParams, SoftmaxParams
+from ..quant import fixedpoint as fp
+from . import lowering as lw
 from .base import NO_CLAMP, Clamp, OpDef, dtype_of, register, shape_of
 from .conv import conv_out_size, windows
 
@@ -31,10 +36,29 @@ class _Pool(OpDef):
         ow = conv_out_size(w, a.kernel[1], a.strides[1], a.dilations[1], a.pads[1] + a.pads[3])
         return [((n, oh, ow, c), dtype_of(graph, node.inputs[0]))]
 
+    kernel = ""
+
+    def lower(self, node, graph):
+        """TFLite's int8 pools keep the input's scale and zero point."""
+        x = node.inputs[0]
+        a = node.attrs
+        if a.dilations != (1, 1):
+            raise TinycError(f"node {node.name!r} ({self.name}): dilated pooling has no int8 kernel in tinyc")
+        _, h, w, c = shape_of(graph, x)
+        s_in, z_in = lw.activation(graph, x, node)
+        out, extra = lw.output_in_input_params(graph, node, x)
+        _, oh, ow, _ = shape_of(graph, out)
+        lo, hi = lw.act_range(a.act, s_in, z_in)
+        include_pad = int(a.count_include_pad and any(a.pads) and self.name == "AvgPool2D")
+        p = PoolParams(h, w, c, oh, ow, a.kernel[0], a.kernel[1], a.strides[0], a.strides[1],
+                       a.pads[0], a.pads[1], include_pad, z_in, lo, hi)
+        return [KernelCall(self.kernel, p, [x], [out], node.name)] + extra
+
 
 @register
 class MaxPool2D(_Pool):
     name = "MaxPool2D"
+    kernel = "max_pool_s8"
 
     def ref(self, node, inputs):
         a = node.attrs
@@ -45,6 +69,7 @@ class MaxPool2D(_Pool):
 @register
 class AvgPool2D(_Pool):
     name = "AvgPool2D"
+    kernel = "avg_pool_s8"
 
     def ref(self, node, inputs):
         a = node.attrs
@@ -91,6 +116,26 @@ class ReduceMean(OpDef):
     def macs(self, node, graph):
         return 0
 
+    def lower(self, node, graph):
+        """TFLM int8 MEAN (QuantizedMeanOrSum) over axes that are contiguous in memory."""
+        x, y = node.inputs[0], node.outputs[0]
+        shape = shape_of(graph, x)
+        axes = sorted(a for a in node.attrs.axes if shape[a] != 1) or sorted(node.attrs.axes)
+        if any(shape[k] != 1 and k not in axes for k in range(axes[0], axes[-1] + 1)):
+            raise TinycError(
+                f"node {node.name!r} (ReduceMean): int8 mean over axes {list(node.attrs.axes)} of shape "
+                f"{list(shape)} is not over adjacent axes; tinyc's kernel reduces one contiguous block"
+            )
+        outer = int(np.prod(shape[: axes[0]]))
+        reduce = int(np.prod(shape[axes[0]: axes[-1] + 1]))
+        inner = int(np.prod(shape[axes[-1] + 1:]))
+        s_in, z_in = lw.activation(graph, x, node)
+        s_out, z_out = lw.activation(graph, y, node)
+        m, shift = lw.requantize_multiplier(s_in, s_out)
+        m, shift = fp.mean_int8_multiplier(m, shift, reduce)
+        p = MeanParams(outer, reduce, inner, z_in, z_out, m, shift)
+        return [KernelCall("mean_s8", p, [x], [y], node.name)]
+
     def permuted(self, node, graph, perm):
         return replace(node.attrs, axes=_permute_axes(node.attrs.axes, perm))
 
@@ -124,13 +169,34 @@ class Softmax(OpDef):
     def permuted(self, node, graph, perm):
         return AxisAttrs(perm[node.attrs.axis])
 
+    def lower(self, node, graph):
+        """TFLite's int8 softmax over the last axis; its output is 1/256, -128."""
+        x = node.inputs[0]
+        shape = shape_of(graph, x)
+        if self.name != "Softmax":
+            return super().lower(node, graph)
+        if node.attrs.axis % len(shape) != len(shape) - 1:
+            raise TinycError(f"node {node.name!r} (Softmax): int8 softmax works on the last axis, not axis {node.attrs.axis}")
+        s_in, _ = lw.activation(graph, x, node)
+        sp = fp.softmax_int8_params(s_in, 1.0)
+        out, extra = lw.fixed_output(graph, node, 1.0 / 256, -128)
+        p = SoftmaxParams(int(np.prod(shape[:-1])), shape[-1], sp.input_multiplier, sp.input_left_shift, sp.diff_min)
+        return [KernelCall("softmax_s8", p, [x], [out], node.name)] + extra
+
 
 @register
 class LogSoftmax(Softmax):
     name = "LogSoftmax"
 
     def ref(self, node, inputs):
-        x = inputs[0].astype(np.float64)
-        shifted = x - x.max(axis=node.attrs.axis, keepdims=True)
-        lse = np.log(np.exp(shifted).sum(axis=node.attrs.axis, keepdims=True))
-        return [(shifted - lse).astype(np.float32)]
+        """TFLite's float LOG_SOFTMAX step for step, so a float tail after an int8
+        graph matches TFLM bit for bit: max; a sequential float32 sum of
+        expf(x - max); out = (x - max) - logf(sum). (exp / log are evaluated in
+        double and rounded to float32, as glibc's correctly rounded expf / logf.)"""
+        ax = node.attrs.axis
+        x = inputs[0].astype(np.float32)
+        shifted = (x - x.max(axis=ax, keepdims=True)).astype(np.float32)
+        e = np.exp(shifted.astype(np.float64)).astype(np.float32)
+        total = np.take(np.cumsum(e, axis=ax, dtype=np.float32), [-1], axis=ax)  # cumsum adds in order
+        log_sum = np.log(total.astype(np.float64)).astype(np.float32)
+        return [(shifted - log_sum).astype(np.float32)]

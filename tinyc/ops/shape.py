@@ -7,7 +7,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..errors import TinycError
 from ..ir import QuantParams
+from ..ir.program import KernelCall
+from ..kernels.params import PadParams, ResizeParams
+from ..quant import fixedpoint as fp
+from . import lowering as lw
 from .base import OpDef, dtype_of, register, shape_of
 
 
@@ -31,6 +36,14 @@ class Reshape(OpDef):
 
     def ref(self, node, inputs):
         return [inputs[0].reshape(node.attrs.shape)]
+
+    def lower(self, node, graph):
+        """No code: the output is a view of the input's bytes.
+
+        Like TFLite's RESHAPE, the bytes are not requantized even when the model
+        gives the output other parameters (tf2onnx exports of TFLite models do,
+        e.g. MCUNet's classifier; TFLM's results reinterpret the bytes)."""
+        return [KernelCall("alias", None, [node.inputs[0]], [node.outputs[0]], node.name)]
 
 
 @dataclass
@@ -71,6 +84,24 @@ class Concat(OpDef):
     def ref(self, node, inputs):
         return [np.concatenate(inputs, axis=node.attrs.axis)]
 
+    def lower(self, node, graph):
+        """TFLite's int8 concatenation copies bytes: inputs in other parameters are
+        requantized to the output's first."""
+        out = node.outputs[0]
+        calls, parts = [], []
+        for name in node.inputs:
+            if lw.same_params(lw.activation(graph, name, node), lw.activation(graph, out, node)):
+                parts.append(name)
+                continue
+            tmp = graph.unique_name(f"{name}:requantized")
+            graph.add_tensor(type(graph.tensors[out])(tmp, shape_of(graph, name), np.int8, quant=graph.tensors[out].quant))
+            calls.append(lw.requantize_call(graph, node, name, tmp))
+            parts.append(tmp)
+        ax = node.attrs.axis % len(shape_of(graph, out))
+        outer = int(np.prod(shape_of(graph, out)[:ax]))
+        inner = tuple(int(np.prod(shape_of(graph, n)[ax:])) for n in parts)
+        return calls + [KernelCall("concat_s8", None, parts, [out], node.name, scalars=(outer, len(parts)) + inner)]
+
     def permuted(self, node, graph, perm):
         return ConcatAttrs(perm[node.attrs.axis])
 
@@ -101,6 +132,24 @@ class Pad(OpDef):
         if a.mode == "constant":
             return [np.pad(x, pads, constant_values=np.asarray(a.value, dtype=x.dtype))]
         return [np.pad(x, pads, mode={"reflect": "reflect", "edge": "edge", "wrap": "wrap"}[a.mode])]
+
+    def lower(self, node, graph):
+        a = node.attrs
+        x = node.inputs[0]
+        shape = shape_of(graph, x)
+        if a.mode != "constant" or len(shape) > 4 or any(b < 0 or e < 0 for b, e in a.pads):
+            raise TinycError(
+                f"node {node.name!r} (Pad): tinyc's int8 Pad takes constant padding of up to 4 axes, "
+                f"not mode {a.mode!r} with pads {list(a.pads)}"
+            )
+        s_in, z_in = lw.activation(graph, x, node)
+        out, extra = lw.output_in_input_params(graph, node, x)
+        value = fp.quantize_value(a.value, s_in, z_in) if a.value else z_in
+        if not -128 <= value <= 127:
+            raise TinycError(f"node {node.name!r} (Pad): the pad value {a.value} does not fit int8 in its scale")
+        pads = [(0, 0)] * (4 - len(shape)) + list(a.pads)
+        p = PadParams(lw.shape4(shape), tuple(b for b, _ in pads), tuple(e for _, e in pads), value)
+        return [KernelCall("pad_s8", p, [x], [out], node.name)] + extra
 
     def permuted(self, node, graph, perm):
         inv = tuple(int(i) for i in np.argsort(perm))  # axis m of x' is axis inv[m] of x
@@ -194,6 +243,13 @@ class ResizeNearest(OpDef):
     def ref(self, node, inputs):
         sh, sw = node.attrs.scale
         return [inputs[0].repeat(sh, axis=1).repeat(sw, axis=2)]
+
+    def lower(self, node, graph):
+        x = node.inputs[0]
+        _, h, w, c = shape_of(graph, x)
+        out, extra = lw.output_in_input_params(graph, node, x)
+        _, oh, ow, _ = shape_of(graph, out)
+        return [KernelCall("resize_nearest_s8", ResizeParams(h, w, c, oh, ow), [x], [out], node.name)] + extra
 
 
 @dataclass

@@ -58,6 +58,10 @@ def simplify_reshapes(g: Graph) -> None:
             src = node.inputs[0]
             up = prod.get(src)
             if up is not None and up.op == "Reshape":
+                # the skipped tensor holds the same bytes: keep its int8 parameters
+                mid, first = g.tensors[src], g.tensors[up.inputs[0]]
+                if mid.quant is not None and not mid.quant.per_axis and first.quant is None:
+                    first.quant = mid.quant
                 node.inputs[0] = up.inputs[0]
                 changed = True
             if g.tensors[node.inputs[0]].shape == g.tensors[node.outputs[0]].shape:

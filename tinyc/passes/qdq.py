@@ -66,6 +66,7 @@ def fold_qdq(g: Graph) -> None:
             for r in readers
         ):
             g.external_dtype[name] = t.dtype
+            t.attrs["qdtype"] = t.dtype  # the integer type the model stores it in
             t.dtype = np.float32
             t.quant = readers[0].attrs.quant
             for r in readers:
@@ -81,6 +82,7 @@ def fold_qdq(g: Graph) -> None:
         if not all(r.op == "Dequantize" and r.attrs.quant.same_as(params) for r in readers):
             continue
         xt.quant = params
+        xt.attrs["qdtype"] = q.attrs.dtype
         for r in readers:
             g.bypass(r, q.inputs[0])
         if q.outputs[0] in g.outputs:

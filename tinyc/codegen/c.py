@@ -1,0 +1,180 @@
+"""C code generation: an int8 program and its memory plan -> NAME.h / NAME.c.
+
+Names from the model never become C identifiers: tensors and constants are
+numbered (``w3``, ``p7``); model names appear only inside comments, after
+``c_comment`` has made them harmless. The templates (templates/*.j2) hold the
+file structure; this module computes what goes into them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from .. import __version__
+from ..ir.program import Program
+from ..kernels import KERNELS
+from ..passes.memory import MemoryPlan
+
+TEMPLATES = Path(__file__).parent / "templates"
+RUNTIME = Path(__file__).parent.parent / "runtime_c"
+
+_C_TYPES = {np.dtype(np.int8): "int8_t", np.dtype(np.int32): "int32_t"}
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def c_comment(text) -> str:
+    """Text safe inside a /* */ comment on one line: printable ASCII only, no
+    comment terminator, no trailing backslash (line splicing), no trigraphs."""
+    text = "".join(ch if " " <= ch <= "~" else "?" for ch in str(text))
+    text = text.replace("*/", "* /").replace("/*", "/ *").replace("??", "?-?")
+    if len(text) > 160:
+        text = text[:157] + "..."
+    return text.rstrip("\\")
+
+
+def check_name(name: str) -> str:
+    """A model name usable as a C identifier prefix and a file name."""
+    if not _IDENT.match(name) or len(name) > 64:
+        from ..errors import TinycError
+
+        raise TinycError(f"--name {name!r}: use a C identifier (letters, digits, underscores; not starting with a digit)")
+    return name
+
+
+def default_name(model_path) -> str:
+    stem = re.sub(r"[^A-Za-z0-9_]", "_", Path(str(model_path)).stem) or "model"
+    if stem[0].isdigit():
+        stem = "m_" + stem
+    return stem[:64]
+
+
+@dataclass
+class _Const:
+    cname: str
+    ctype: str
+    count: int
+    body: str
+    label: str
+    nbytes: int
+
+
+def _c_array_body(data: np.ndarray) -> str:
+    flat = data.reshape(-1).tolist()
+    rows = []
+    for k in range(0, len(flat), 24):
+        rows.append("    " + ", ".join("(-2147483647 - 1)" if v == -(2**31) else str(v) for v in flat[k:k + 24]) + ",")
+    return "\n".join(rows)
+
+
+def generate(program: Program, plan: MemoryPlan, name: str, source: str = "model") -> dict[str, str]:
+    """The generated files (name -> text): NAME.h, NAME.c, main.c, Makefile."""
+    graph = program.graph
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,  # C, not HTML: every model string goes through c_comment
+    )
+    env.filters["c_comment"] = c_comment
+
+    constants: dict[str, _Const] = {}
+
+    def const_ref(tname: str) -> str:
+        if tname not in constants:
+            t = graph.tensors[tname]
+            data = np.ascontiguousarray(t.data)
+            ctype = _C_TYPES.get(data.dtype)
+            if ctype is None:
+                raise AssertionError(f"constant {tname!r} is {data.dtype}, not int8/int32")
+            constants[tname] = _Const(f"w{len(constants)}", ctype, max(data.size, 1),
+                                      _c_array_body(data) if data.size else "    0,", tname, data.nbytes)
+        return constants[tname].cname
+
+    def ptr(tname: str | None, const_type: str = "int8_t") -> str:
+        if tname is None:
+            return f"(const {const_type} *)0"
+        if graph.tensors[tname].is_const:
+            return const_ref(tname)
+        where, off = plan.storage[tname]
+        base = {"arena": "arena", "input": "input", "output": "output"}[where]
+        return f"({base} + {off})"
+
+    structs, calls = [], []
+    uses_input = False
+    for k, call in enumerate(program.calls):
+        if call.is_alias:
+            continue
+        kern = KERNELS[call.kernel]
+        args = []
+        if kern.has_params:
+            sname = f"p{len(structs)}"
+            structs.append({"ctype": call.params.c_type, "cname": sname, "init": call.params.c_initializer()})
+            args.append(f"&{sname}")
+        lines = []
+        ins = list(call.inputs)
+        if kern.form == "weights":
+            x, w, b, m, s = ins
+            args += [ptr(x), ptr(w), ptr(b, "int32_t"), ptr(m), ptr(s)]
+        elif kern.form in ("unary", "binary", "scalars"):
+            args = args + [str(v) for v in call.scalars] + [ptr(i) for i in ins]
+        elif kern.form == "concat":
+            outer, n = call.scalars[:2]
+            lines.append(f"static const int32_t inner{k}[{n}] = {{{', '.join(map(str, call.scalars[2:]))}}};")
+            lines.append(f"const int8_t *const ins{k}[{n}] = {{{', '.join(ptr(i) for i in ins)}}};")
+            args += [str(outer), str(n), f"ins{k}", f"inner{k}"]
+        else:
+            raise AssertionError(f"kernel form {kern.form!r}")
+        args.append(ptr(call.outputs[0]))
+        uses_input = uses_input or any(i and plan.storage.get(i, ("",))[0] == "input" for i in ins)
+        lines.append(f"{kern.c_name}({', '.join(args)});")
+        calls.append({"comment": f"{call.kernel} <- node {call.node}", "lines": lines})
+
+    def io_info(names, kind):
+        out = []
+        for n in names:
+            t = graph.tensors[n]
+            out.append({
+                "label": n, "shape": list(t.shape), "size": t.size, "offset": plan.storage[n][1],
+                "scale": repr(float(np.float32(t.quant.scale))), "zero_point": int(t.quant.zero_point),
+            })
+        return out
+
+    inputs, outputs = io_info(program.inputs, "input"), io_info(program.outputs, "output")
+    ctx = {
+        "name": name, "NAME": name.upper(), "guard": f"TINYC_{name.upper()}_H", "version": __version__,
+        "source": source, "arena_size": plan.arena_size, "alignment": plan.alignment,
+        "plan_strategy": plan.strategy,
+        "input_size": sum(i["size"] for i in inputs), "output_size": sum(o["size"] for o in outputs),
+        "inputs": inputs, "outputs": outputs, "calls": calls, "structs": structs,
+        "uses_input": uses_input,
+    }
+    c_text_ctx = dict(ctx, constants=list(constants.values()),
+                      weight_bytes=sum(c.nbytes for c in constants.values()))
+    return {
+        f"{name}.h": env.get_template("model.h.j2").render(ctx),
+        f"{name}.c": env.get_template("model.c.j2").render(c_text_ctx),
+        "main.c": env.get_template("main_host.c.j2").render(ctx),
+        "Makefile": env.get_template("Makefile.j2").render(ctx),
+    }
+
+
+def weight_bytes(program: Program) -> int:
+    """Bytes of constants the generated code stores (weights, biases, multipliers, shifts)."""
+    names = {i for c in program.calls if not c.is_alias for i in c.inputs if i and program.graph.tensors[i].is_const}
+    return int(sum(program.graph.tensors[n].data.nbytes for n in names))
+
+
+def runtime_files() -> dict[str, Path]:
+    """The runtime sources a project needs: relative path in the project -> source file."""
+    files = {}
+    for sub in ("include/tinyc", "src"):
+        for path in sorted((RUNTIME / sub).glob("*.[ch]")):
+            files[f"tinyc/{sub}/{path.name}"] = path
+    return files

@@ -1,0 +1,43 @@
+"""An int8 program: the graph lowered to a list of kernel calls.
+
+Lowering (passes/int8.py) turns every IR node into one or more ``KernelCall``s
+whose parameters (multipliers, shifts, offsets, clamp bounds) are fully computed.
+The int8 reference interpreter executes the calls with the numpy kernels in
+tinyc/kernels; the code generator prints the same calls as C. So both engines
+run exactly the same arithmetic on exactly the same constants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .graph import Graph, Node
+
+
+@dataclass
+class KernelCall:
+    kernel: str  # a key of tinyc.kernels.KERNELS, e.g. "conv2d_s8"
+    params: object | None  # a tinyc.kernels.params record, or None
+    inputs: list[str | None]  # tensor names in the kernel's argument order (None: NULL)
+    outputs: list[str]
+    node: str  # the IR node this call came from (comments, reports)
+    scalars: tuple[int, ...] = ()  # leading integer arguments (clamp, concat, copy)
+
+    @property
+    def is_alias(self) -> bool:
+        """A view (Reshape): no code; the output is the input's bytes."""
+        return self.kernel == "alias"
+
+
+@dataclass
+class Program:
+    graph: Graph  # int8-typed graph holding every tensor the calls name
+    calls: list[KernelCall]
+    inputs: list[str]  # int8 tensors the caller provides, in graph input order
+    outputs: list[str]  # int8 tensors the program produces
+    # Float ops after the int8 outputs (e.g. a LogSoftmax after a Dequantize,
+    # which TFLite runs in float): run on the host after dequantizing.
+    float_tail: list[Node] = field(default_factory=list)
+    # graph output name -> the int8 tensor it is computed from (itself unless a
+    # float tail follows)
+    tail_sources: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,173 @@
+"""Convolution and fully connected int8 kernels in numpy: the executable spec of conv.c / fc.c.
+
+Each function computes exactly what the C kernel of the same name (with the
+``tinyc_`` prefix) computes, which is what TFLite Micro's reference int8 kernels
+compute (``reference_integer_ops::ConvPerChannel``, ``DepthwiseConvPerChannel``,
+``FullyConnected``):
+
+    acc = bias[o] + sum over taps and channels of (x + in_offset) * w
+    out = clamp(MultiplyByQuantizedMultiplier(acc, mult[o], shift[o]) + out_offset, act_min, act_max)
+
+Taps outside the input (padding) contribute nothing, i.e. the input zero point.
+The dot products run in float64 through BLAS: every product is an integer of
+magnitude <= 255 * 128 and every partial sum stays far below 2**53, so float64
+is exact here and much faster than numpy's integer matmul.  The accumulator is
+then wrapped to int32 as C's int32 arithmetic would (real models never wrap).
+
+Inputs may have any shape with the right number of elements (they are
+reshaped from the parameter record); outputs are C-contiguous int8 arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ..quant.fixedpoint import multiply_by_quantized_multiplier, wrap_int32
+from .params import ConvParams, FCParams
+
+__all__ = ["conv2d_s8", "conv2d_1x1_s8", "depthwise_conv2d_s8", "fully_connected_s8"]
+
+# Rows of output handled per im2col chunk are chosen so that one chunk of the
+# window matrix holds about this many float64 values (~16 MB).
+_CHUNK_ELEMENTS = 1 << 21
+
+
+def _ints(a, shape, what: str) -> np.ndarray:
+    """``a`` as an int64 array of ``shape`` (any input shape with the same size)."""
+    a = np.asarray(a)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{what}: expected integers, got dtype {a.dtype}")
+    if a.size != int(np.prod(shape)):
+        raise ValueError(f"{what}: {a.size} elements do not fit shape {tuple(shape)}")
+    return a.reshape(shape).astype(np.int64)
+
+
+def _requantize(
+    acc: np.ndarray, bias, mult, shift, n_out: int, out_offset: int, lo: int, hi: int, per_channel: bool = True
+) -> np.ndarray:
+    """int64 accumulators [..., n_out] -> int8 output: bias, requantization, offset, clamp.
+
+    ``mult`` / ``shift`` hold ``n_out`` entries (per_channel) or the first one is used for all.
+    """
+    if bias is not None:
+        acc = acc + _ints(bias, (n_out,), "bias")
+    n_mult = n_out if per_channel else 1
+    mult = _ints(np.asarray(mult).reshape(-1)[:n_mult], (n_mult,), "mult")
+    shift = _ints(np.asarray(shift).reshape(-1)[:n_mult], (n_mult,), "shift")
+    scaled = multiply_by_quantized_multiplier(wrap_int32(acc), mult, shift).astype(np.int64)
+    out = np.clip(scaled + int(out_offset), int(lo), int(hi)).astype(np.int8)
+    return np.ascontiguousarray(out)
+
+
+def _check_out_size(size: int, pad: int, k: int, stride: int, dil: int, out: int, what: str) -> None:
+    # Windows lying wholly in the padding are allowed (they see only zero points).
+    if min(k, stride, dil, out, size) < 1 or pad < 0:
+        raise ValueError(f"{what}: sizes, strides and dilations must be positive and padding >= 0")
+
+
+def _conv_core(p: ConvParams, x, w: np.ndarray) -> np.ndarray:
+    """Grouped, dilated, padded convolution of NHWC ``x``; ``w`` int64 [out_c, k_h, k_w, in_c / groups].
+
+    Returns the int64 accumulators without bias, shape (out_h, out_w, out_c).
+    """
+    _check_out_size(p.in_h, p.pad_t, p.k_h, p.stride_h, p.dil_h, p.out_h, "height")
+    _check_out_size(p.in_w, p.pad_l, p.k_w, p.stride_w, p.dil_w, p.out_w, "width")
+    g = p.groups
+    if g < 1 or p.in_c % g or p.out_c % g:
+        raise ValueError(f"{p.groups} groups do not divide {p.in_c} input / {p.out_c} output channels")
+    cg, og = p.in_c // g, p.out_c // g
+    # Pad the offset-added input with 0 (= the zero point) so that padded taps
+    # contribute nothing; bottom / right padding is whatever the last window needs.
+    xo = _ints(x, (p.in_h, p.in_w, p.in_c), "input").astype(np.float64) + p.in_offset
+    span_h, span_w = (p.k_h - 1) * p.dil_h + 1, (p.k_w - 1) * p.dil_w + 1
+    pad_b = max(0, (p.out_h - 1) * p.stride_h + span_h - p.pad_t - p.in_h)
+    pad_r = max(0, (p.out_w - 1) * p.stride_w + span_w - p.pad_l - p.in_w)
+    xp = np.pad(xo, ((p.pad_t, pad_b), (p.pad_l, pad_r), (0, 0)))
+    win = sliding_window_view(xp, (span_h, span_w), axis=(0, 1))  # (H, W, C, span_h, span_w)
+    win = win[:: p.stride_h, :: p.stride_w, :, :: p.dil_h, :: p.dil_w][: p.out_h, : p.out_w]
+    if cg == 1:
+        # Depthwise-like (one input channel per group): a multiply-accumulate per
+        # tap over the whole map is much faster than g tiny matrix products.
+        wd = w.astype(np.float64).reshape(g, og, p.k_h, p.k_w)
+        total = np.zeros((p.out_h, p.out_w, g, og), dtype=np.float64)
+        for ky in range(p.k_h):
+            for kx in range(p.k_w):
+                total += win[:, :, :, ky, kx, None] * wd[:, :, ky, kx]
+        return total.reshape(p.out_h, p.out_w, p.out_c).astype(np.int64)
+    # Weights as one [K, og] matrix per group, K ordered (channel, k_h, k_w) like the windows.
+    k = cg * p.k_h * p.k_w
+    wm = w.astype(np.float64).reshape(g, og, p.k_h, p.k_w, cg).transpose(0, 4, 2, 3, 1).reshape(g, k, og)
+    acc = np.empty((p.out_h, p.out_w, p.out_c), dtype=np.int64)
+    rows = max(1, _CHUNK_ELEMENTS // max(1, p.out_w * p.in_c * p.k_h * p.k_w))
+    for r0 in range(0, p.out_h, rows):
+        chunk = win[r0 : r0 + rows]
+        n_pix = chunk.shape[0] * p.out_w
+        cols = chunk.reshape(n_pix, g, k).transpose(1, 0, 2)  # (g, pixels, K): the im2col copy
+        prod = np.matmul(cols, wm)  # (g, pixels, og), exact in float64
+        acc[r0 : r0 + rows] = prod.transpose(1, 0, 2).reshape(chunk.shape[0], p.out_w, p.out_c)
+    return acc
+
+
+def conv2d_s8(p: ConvParams, x, w, bias, mult, shift) -> np.ndarray:
+    """int8 Conv2D (TFLM ``ConvPerChannel``), with groups and dilation.
+
+    ``x`` [in_h, in_w, in_c]; ``w`` [out_c, k_h, k_w, in_c / groups] (input
+    channels of group ``g`` are ``g*cg .. g*cg+cg-1``, its outputs ``g*og ..``);
+    ``bias`` int32 [out_c] or None; ``mult`` / ``shift`` int32 [out_c].
+    Returns int8 (1, out_h, out_w, out_c).
+    """
+    wi = _ints(w, (p.out_c, p.k_h, p.k_w, p.in_c // max(1, p.groups)), "weights")
+    acc = _conv_core(p, x, wi)
+    out = _requantize(acc, bias, mult, shift, p.out_c, p.out_offset, p.act_min, p.act_max)
+    return out.reshape(1, p.out_h, p.out_w, p.out_c)
+
+
+def conv2d_1x1_s8(p: ConvParams, x, w, bias, mult, shift) -> np.ndarray:
+    """Pointwise Conv2D: ``k_h = k_w = 1``, no padding, one group, any stride.
+
+    Same arithmetic as :func:`conv2d_s8`; ``w`` [out_c, in_c] (or [out_c, 1, 1, in_c]).
+    Returns int8 (1, out_h, out_w, out_c).
+    """
+    if p.k_h != 1 or p.k_w != 1 or p.pad_t or p.pad_l or p.groups != 1:
+        raise ValueError("conv2d_1x1_s8 needs a 1x1 kernel, no padding and one group")
+    _check_out_size(p.in_h, 0, 1, p.stride_h, 1, p.out_h, "height")
+    _check_out_size(p.in_w, 0, 1, p.stride_w, 1, p.out_w, "width")
+    xi = _ints(x, (p.in_h, p.in_w, p.in_c), "input")
+    xs = xi[:: p.stride_h, :: p.stride_w][: p.out_h, : p.out_w].reshape(-1, p.in_c)
+    wi = _ints(w, (p.out_c, p.in_c), "weights")
+    acc = ((xs.astype(np.float64) + p.in_offset) @ wi.T.astype(np.float64)).astype(np.int64)
+    out = _requantize(acc, bias, mult, shift, p.out_c, p.out_offset, p.act_min, p.act_max)
+    return out.reshape(1, p.out_h, p.out_w, p.out_c)
+
+
+def depthwise_conv2d_s8(p: ConvParams, x, w, bias, mult, shift) -> np.ndarray:
+    """int8 depthwise Conv2D (TFLM ``DepthwiseConvPerChannel``).
+
+    ``w`` [out_c, k_h, k_w] or [out_c, k_h, k_w, 1], ``out_c = in_c * depth_multiplier``;
+    output channel ``o`` reads input channel ``o // depth_multiplier``.  ``p.groups``
+    is not read.  Returns int8 (1, out_h, out_w, out_c).
+    """
+    if p.depth_multiplier < 1 or p.out_c != p.in_c * p.depth_multiplier:
+        raise ValueError(f"out_c {p.out_c} != in_c {p.in_c} * depth_multiplier {p.depth_multiplier}")
+    wi = _ints(w, (p.out_c, p.k_h, p.k_w, 1), "weights")
+    # A grouped convolution with one group per input channel, depth_multiplier outputs each.
+    grouped = ConvParams(**{**vars(p), "groups": p.in_c, "depth_multiplier": 1})
+    acc = _conv_core(grouped, x, wi)
+    out = _requantize(acc, bias, mult, shift, p.out_c, p.out_offset, p.act_min, p.act_max)
+    return out.reshape(1, p.out_h, p.out_w, p.out_c)
+
+
+def fully_connected_s8(p: FCParams, x, w, bias, mult, shift) -> np.ndarray:
+    """int8 FullyConnected (TFLM ``FullyConnected``, int8 weights with zero point 0).
+
+    ``x`` [batches, in_features]; ``w`` [out_features, in_features]; ``bias``
+    int32 [out_features] or None; ``mult`` / ``shift``: one entry when
+    ``p.per_channel == 0``, else ``out_features``.  Returns int8 (batches, out_features).
+    """
+    xi = _ints(x, (p.batches, p.in_features), "input")
+    wi = _ints(w, (p.out_features, p.in_features), "weights")
+    acc = ((xi.astype(np.float64) + p.in_offset) @ wi.T.astype(np.float64)).astype(np.int64)
+    return _requantize(
+        acc, bias, mult, shift, p.out_features, p.out_offset, p.act_min, p.act_max, per_channel=bool(p.per_channel)
+    )

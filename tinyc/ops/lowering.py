@@ -1,0 +1,168 @@
+"""Helpers the ops' ``lower`` methods share: int8 parameters as TFLite computes them.
+
+Every number here follows TFLite Micro's Prepare functions (the float32 scales
+widened to double, QuantizeMultiplier, CalculateActivationRangeQuantized), so
+that the kernels' results are bit-exact with TFLM's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import TinycError
+from ..ir import Graph, Node
+from ..ir.program import KernelCall
+from ..ir.tensor import QuantParams, Tensor
+from ..kernels.params import RequantizeParams
+from ..quant import fixedpoint as fp
+from .base import Clamp
+
+INT8_MIN, INT8_MAX = -128, 127
+
+
+def activation(graph: Graph, name: str, node: Node) -> tuple[float, int]:
+    """(scale, zero point) of an int8 activation tensor, per tensor."""
+    t = graph.tensors[name]
+    q = t.quant
+    if q is None:
+        raise TinycError(
+            f"node {node.name!r} ({node.op}): tensor {name!r} has no int8 scale and zero point; "
+            "give a QDQ model with a QuantizeLinear/DequantizeLinear pair on it, or a float model with --calib"
+        )
+    qdtype = np.dtype(t.attrs.get("qdtype", np.int8))
+    if qdtype != np.int8:
+        raise TinycError(
+            f"node {node.name!r} ({node.op}): tensor {name!r} is quantized as {qdtype.name}; tinyc compiles "
+            "int8 activations only (TFLite's int8 spec): quantize the model to int8 (QInt8 activations and weights)"
+        )
+    if q.per_axis and np.asarray(q.scale).size > 1:
+        raise TinycError(
+            f"node {node.name!r} ({node.op}): activation {name!r} is quantized per axis; "
+            "tinyc (like TFLite) needs one scale and zero point per activation tensor"
+        )
+    zp = int(np.asarray(q.zero_point).reshape(-1)[0])
+    if not INT8_MIN <= zp <= INT8_MAX:
+        raise TinycError(f"node {node.name!r} ({node.op}): activation {name!r} has zero point {zp}, outside int8")
+    return float(np.float32(np.asarray(q.scale).reshape(-1)[0])), zp
+
+
+def same_params(a: tuple[float, int], b: tuple[float, int]) -> bool:
+    return np.float32(a[0]) == np.float32(b[0]) and a[1] == b[1]
+
+
+def act_range(clamp: Clamp, scale: float, zero_point: int) -> tuple[int, int]:
+    """CalculateActivationRangeQuantized for a fused clamp [lo, hi] (float bounds)."""
+    lo, hi = INT8_MIN, INT8_MAX
+    if clamp.lo != -np.inf:
+        lo = max(lo, fp.quantize_value(clamp.lo, scale, zero_point))
+    if clamp.hi != np.inf:
+        hi = min(hi, fp.quantize_value(clamp.hi, scale, zero_point))
+    if lo > hi:  # a clamp that maps everything to one value still yields a valid range
+        lo = hi = min(max(lo, INT8_MIN), INT8_MAX)
+    return lo, hi
+
+
+def weight_scales(graph: Graph, name: str, node: Node, channels: int) -> np.ndarray:
+    """Per-output-channel float32 scales of an int8 weight (a per-tensor scale repeated)."""
+    t = graph.tensors[name]
+    if not t.is_const:
+        raise TinycError(f"node {node.name!r} ({node.op}): weight {name!r} is not a constant; tinyc needs constant weights")
+    if t.dtype is not np.int8 or t.quant is None:
+        raise TinycError(
+            f"node {node.name!r} ({node.op}): weight {name!r} is {np.dtype(t.dtype).name} without int8 quantization; "
+            "quantize the model (QDQ with int8 weights) or give --calib"
+        )
+    q = t.quant
+    if np.any(np.asarray(q.zero_point) != 0):
+        raise TinycError(
+            f"node {node.name!r} ({node.op}): weight {name!r} has a non-zero zero point; "
+            "TFLite's int8 rules need symmetric weights (zero point 0)"
+        )
+    scales = np.asarray(q.scale, dtype=np.float32).reshape(-1)
+    if scales.size == 1:
+        return np.repeat(scales, channels)
+    if q.axis != 0 or scales.size != channels:
+        raise TinycError(
+            f"node {node.name!r} ({node.op}): weight {name!r} is quantized along axis {q.axis} with "
+            f"{scales.size} scales; tinyc needs per-output-channel (axis 0, {channels}) or per-tensor scales"
+        )
+    return scales
+
+
+def bias(graph: Graph, node: Node, index: int = 2) -> str | None:
+    if len(node.inputs) <= index or not node.inputs[index]:
+        return None
+    name = node.inputs[index]
+    t = graph.tensors[name]
+    if not t.is_const or t.dtype is not np.int32:
+        raise TinycError(
+            f"node {node.name!r} ({node.op}): bias {name!r} is not an int32 constant; "
+            "TFLite's int8 rules need an int32 bias with scale input_scale * weight_scale"
+        )
+    return name
+
+
+def const_array(graph: Graph, node: Node, what: str, values) -> str:
+    """Add an int32 constant (multipliers, shifts) made by lowering; returns its name."""
+    return graph.add_const(f"{node.name}:{what}", np.ascontiguousarray(values, dtype=np.int32))
+
+
+def requantize_multiplier(s_in: float, s_out: float) -> tuple[int, int]:
+    return fp.quantize_multiplier(float(np.float32(s_in)) / float(np.float32(s_out)))
+
+
+def requantize_call(graph: Graph, node: Node, src: str, dst: str, act: Clamp | None = None) -> KernelCall:
+    """dst = src in dst's parameters (TFLM's int8 -> int8 QUANTIZE), clamped by ``act``."""
+    s_in, z_in = activation(graph, src, node)
+    s_out, z_out = activation(graph, dst, node)
+    lo, hi = act_range(act, s_out, z_out) if act is not None else (INT8_MIN, INT8_MAX)
+    if same_params((s_in, z_in), (s_out, z_out)):
+        return KernelCall("clamp_s8", None, [src], [dst], node.name, scalars=(graph.tensors[src].size, lo, hi))
+    m, s = requantize_multiplier(s_in, s_out)
+    p = RequantizeParams(graph.tensors[src].size, -z_in, z_out, m, s, lo, hi)
+    return KernelCall("requantize_s8", p, [src], [dst], node.name)
+
+
+def output_in_input_params(graph: Graph, node: Node, src: str) -> tuple[str, list[KernelCall]]:
+    """For kernels that keep their input's scale (pools, concat, pad, resize): the
+    tensor they should write, and the requantize that follows when the model gave
+    the output other parameters."""
+    out = node.outputs[0]
+    if same_params(activation(graph, src, node), activation(graph, out, node)):
+        return out, []
+    t = graph.tensors[out]
+    tmp = graph.unique_name(f"{out}:in_params")
+    graph.add_tensor(Tensor(tmp, t.shape, np.int8, quant=graph.tensors[src].quant))
+    return tmp, [requantize_call(graph, node, tmp, out)]
+
+
+def strides4(shape: tuple[int, ...], out_shape: tuple[int, ...], node: Node) -> tuple[int, int, int, int]:
+    """Element strides of ``shape`` broadcast to ``out_shape`` (right-aligned, 4-D)."""
+    if len(out_shape) > 4:
+        raise TinycError(f"node {node.name!r} ({node.op}): broadcasting over {len(out_shape)} dimensions; tinyc handles up to 4")
+    shape = (1,) * (4 - len(shape)) + tuple(shape)
+    out4 = (1,) * (4 - len(out_shape)) + tuple(out_shape)
+    strides, step = [0] * 4, 1
+    for d in range(3, -1, -1):
+        if shape[d] != 1:
+            strides[d] = step
+        elif out4[d] != 1:
+            strides[d] = 0
+        step *= shape[d]
+    return tuple(strides)
+
+
+def shape4(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    return (1,) * (4 - len(shape)) + tuple(shape)
+
+
+def fixed_output(graph: Graph, node: Node, scale: float, zero_point: int) -> tuple[str, list[KernelCall]]:
+    """For kernels with a fixed output quantization (softmax, logistic: 1/256, -128):
+    the tensor they write, and a requantize when the model's output differs."""
+    out = node.outputs[0]
+    if same_params(activation(graph, out, node), (scale, zero_point)):
+        return out, []
+    t = graph.tensors[out]
+    tmp = graph.unique_name(f"{out}:fixed")
+    graph.add_tensor(Tensor(tmp, t.shape, np.int8, quant=QuantParams(np.float32(scale), np.int32(zero_point))))
+    return tmp, [requantize_call(graph, node, tmp, out)]

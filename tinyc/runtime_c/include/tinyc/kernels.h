@@ -1,0 +1,217 @@
+/* tinyc int8 kernels: portable C99, no allocation, no float, no libc calls.
+ *
+ * Each kernel mirrors one function of the numpy reference in tinyc/kernels/
+ * (same name without the "tinyc_" prefix, same parameter struct fields); the
+ * numpy function is the executable specification and the unit tests compare
+ * the two bit for bit.  All parameters (multipliers, shifts, offsets, clamp
+ * bounds) are computed by the compiler, so the kernels only do integer work.
+ *
+ * Tensors are NHWC with batch 1 (the compiler folds a batch into the outer
+ * dimensions where an op allows it), int8, contiguous.  Conventions:
+ *   in_offset  = -(input zero point)  (added to every input value)
+ *   out_offset = output zero point    (added after requantization)
+ *   act_min / act_max: int8 clamp bounds, fused activations included.
+ *   mult / shift: TFLite's Q31 multiplier and signed shift (shift > 0 is a
+ *   left shift), applied by tinyc_mbqm() in fixedpoint.h.
+ */
+#ifndef TINYC_KERNELS_H
+#define TINYC_KERNELS_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- convolution ------------------------------------------------------- */
+
+typedef struct {
+    int32_t in_h, in_w, in_c;
+    int32_t out_h, out_w, out_c;
+    int32_t k_h, k_w;
+    int32_t stride_h, stride_w;
+    int32_t dil_h, dil_w;
+    int32_t pad_t, pad_l;          /* bottom/right padding follows from the shapes */
+    int32_t groups;                /* conv2d: in_c / groups channels per group; depthwise: unused (1) */
+    int32_t depth_multiplier;      /* depthwise: out_c = in_c * depth_multiplier; conv2d: unused (1) */
+    int32_t in_offset, out_offset;
+    int32_t act_min, act_max;
+} tinyc_conv_params;
+
+/* weights [out_c][k_h][k_w][in_c / groups]; bias int32 [out_c] or NULL;
+ * mult / shift [out_c] (per output channel).  Padded taps contribute 0
+ * (i.e. the input zero point).  acc = bias + sum((x + in_offset) * w);
+ * out = clamp(mbqm(acc, mult[c], shift[c]) + out_offset, act_min, act_max). */
+void tinyc_conv2d_s8(const tinyc_conv_params *p, const int8_t *in, const int8_t *w,
+                     const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out);
+
+/* The same arithmetic for k_h = k_w = 1, no padding, groups = 1, any stride: a
+ * matrix product over channels, the fast path for pointwise convolutions. */
+void tinyc_conv2d_1x1_s8(const tinyc_conv_params *p, const int8_t *in, const int8_t *w,
+                         const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out);
+
+/* Depthwise: weights [out_c][k_h][k_w] (the IR's [out_c][k_h][k_w][1]); output
+ * channel o reads input channel o / depth_multiplier. */
+void tinyc_depthwise_conv2d_s8(const tinyc_conv_params *p, const int8_t *in, const int8_t *w,
+                               const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out);
+
+/* ---- fully connected --------------------------------------------------- */
+
+typedef struct {
+    int32_t batches, in_features, out_features;
+    int32_t in_offset, out_offset;
+    int32_t act_min, act_max;
+    int32_t per_channel;           /* 0: mult[0] / shift[0] for all outputs; 1: per output */
+} tinyc_fc_params;
+
+/* weights [out_features][in_features]; bias int32 [out_features] or NULL. */
+void tinyc_fully_connected_s8(const tinyc_fc_params *p, const int8_t *in, const int8_t *w,
+                              const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out);
+
+/* ---- pooling and reductions -------------------------------------------- */
+
+typedef struct {
+    int32_t in_h, in_w, channels;
+    int32_t out_h, out_w;
+    int32_t k_h, k_w;
+    int32_t stride_h, stride_w;
+    int32_t pad_t, pad_l;
+    int32_t count_include_pad;     /* avg: padded taps count, with value pad_value */
+    int32_t pad_value;             /* the input zero point */
+    int32_t act_min, act_max;
+} tinyc_pool_params;
+
+/* Max over the valid (unpadded) taps, then clamp.  Input and output share
+ * scale and zero point.  As in TFLM the running max starts at -128, so a
+ * window wholly in the padding gives clamp(-128).  count_include_pad and
+ * pad_value are not read.  Bottom / right padding, here and for the average,
+ * is whatever the last window needs (pad_t / pad_l plus the output shape). */
+void tinyc_max_pool_s8(const tinyc_pool_params *p, const int8_t *in, int8_t *out);
+
+/* TFLite's int8 average: sum of the raw int8 values over the taps, divided by
+ * the tap count rounding half away from zero, then clamp.  Input and output
+ * share scale and zero point.  count_include_pad == 0: the taps are the
+ * in-bounds ones (TFLM); == 1: every tap of the window counts (count =
+ * k_h * k_w) and each out-of-bounds tap adds pad_value.  A window with no tap
+ * counted (TFLM would refuse it) gives clamp(0). */
+void tinyc_avg_pool_s8(const tinyc_pool_params *p, const int8_t *in, int8_t *out);
+
+typedef struct {
+    int32_t outer, reduce, inner;  /* input viewed as [outer][reduce][inner] */
+    int32_t in_zero_point, out_offset;
+    int32_t mult, shift;           /* already folded with 1 / reduce */
+} tinyc_mean_params;
+
+/* TFLM int8 MEAN (QuantizedMeanOrSum): sum = sum of raw values over reduce;
+ * out = clamp(mbqm(sum - in_zero_point * reduce, mult, shift) + out_offset, -128, 127). */
+void tinyc_mean_s8(const tinyc_mean_params *p, const int8_t *in, int8_t *out);
+
+/* ---- elementwise arithmetic with 4-D broadcasting ----------------------- */
+
+/* out has shape out_shape[0..3]; input k element (i0,i1,i2,i3) is at
+ * sum(i_d * ink_strides[d]) (stride 0 along a broadcast dimension). */
+typedef struct {
+    int32_t out_shape[4];
+    int32_t in1_strides[4];
+    int32_t in2_strides[4];
+    int32_t in1_offset, in2_offset, out_offset;
+    int32_t left_shift;            /* 20 */
+    int32_t in1_mult, in1_shift;   /* shifts <= 0, applied as TFLite's
+                                      MultiplyByQuantizedMultiplierSmallerThanOneExp */
+    int32_t in2_mult, in2_shift;
+    int32_t out_mult, out_shift;
+    int32_t subtract;              /* 1: in1 - in2 (SUB), 0: in1 + in2 (ADD) */
+    int32_t act_min, act_max;
+} tinyc_add_params;
+
+void tinyc_add_s8(const tinyc_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *out);
+
+typedef struct {
+    int32_t out_shape[4];
+    int32_t in1_strides[4];
+    int32_t in2_strides[4];
+    int32_t in1_offset, in2_offset, out_offset;
+    int32_t out_mult, out_shift;
+    int32_t act_min, act_max;
+} tinyc_mul_params;
+
+/* out = clamp(mbqm((x1 + in1_offset) * (x2 + in2_offset), out_mult, out_shift) + out_offset). */
+void tinyc_mul_s8(const tinyc_mul_params *p, const int8_t *in1, const int8_t *in2, int8_t *out);
+
+/* ---- activations -------------------------------------------------------- */
+
+typedef struct {
+    int32_t size;
+    int32_t in_offset, out_offset;
+    int32_t mult, shift;
+    int32_t act_min, act_max;
+} tinyc_requantize_params;
+
+/* out = clamp(mbqm(x + in_offset, mult, shift) + out_offset, act_min, act_max):
+ * TFLM's int8 -> int8 QUANTIZE, and a standalone ReLU-family clamp whose input
+ * and output parameters differ.  May run in place (out == in). */
+void tinyc_requantize_s8(const tinyc_requantize_params *p, const int8_t *in, int8_t *out);
+
+/* out = clamp(x, lo, hi) (same parameters on both sides).  May run in place. */
+void tinyc_clamp_s8(int32_t size, int32_t lo, int32_t hi, const int8_t *in, int8_t *out);
+
+typedef struct {
+    int32_t rows, depth;           /* softmax over the last dimension (depth) */
+    int32_t input_multiplier, input_left_shift, diff_min;
+} tinyc_softmax_params;
+
+/* TFLite reference int8 softmax; output scale 1/256, zero point -128. */
+void tinyc_softmax_s8(const tinyc_softmax_params *p, const int8_t *in, int8_t *out);
+
+typedef struct {
+    int32_t size;
+    int32_t input_zero_point, input_range_radius;
+    int32_t input_multiplier, input_left_shift;
+} tinyc_logistic_params;
+
+/* TFLM int8 LOGISTIC (gemmlowp fixed point); output scale 1/256, zero point -128. */
+void tinyc_logistic_s8(const tinyc_logistic_params *p, const int8_t *in, int8_t *out);
+
+typedef struct {
+    int32_t size;
+    int32_t input_zero_point, output_zero_point;
+    int32_t reluish_multiplier_fixedpoint_int16, reluish_multiplier_exponent;
+    int32_t output_multiplier_fixedpoint_int16, output_multiplier_exponent;
+} tinyc_hard_swish_params;
+
+/* TFLite reference int8 HARD_SWISH (int16 fixed point). */
+void tinyc_hard_swish_s8(const tinyc_hard_swish_params *p, const int8_t *in, int8_t *out);
+
+/* ---- data movement ------------------------------------------------------ */
+
+/* Concatenate n inputs along one axis: input k is viewed as [outer][inner_k]
+ * and the output as [outer][sum inner_k].  All share scale and zero point. */
+void tinyc_concat_s8(int32_t outer, int32_t n, const int8_t *const *ins, const int32_t *inner,
+                     int8_t *out);
+
+typedef struct {
+    int32_t in_shape[4];
+    int32_t pad_before[4];
+    int32_t pad_after[4];
+    int32_t pad_value;             /* the zero point */
+} tinyc_pad_params;
+
+void tinyc_pad_s8(const tinyc_pad_params *p, const int8_t *in, int8_t *out);
+
+typedef struct {
+    int32_t in_h, in_w, channels;
+    int32_t out_h, out_w;
+} tinyc_resize_params;
+
+/* Nearest neighbour, TFLite RESIZE_NEAREST_NEIGHBOR with align_corners and
+ * half_pixel_centers false: source row = min(floor(y * in_h / out_h), in_h - 1). */
+void tinyc_resize_nearest_s8(const tinyc_resize_params *p, const int8_t *in, int8_t *out);
+
+/* Byte copy (a Reshape whose output the planner could not alias). */
+void tinyc_copy_s8(int32_t size, const int8_t *in, int8_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TINYC_KERNELS_H */
