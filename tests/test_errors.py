@@ -617,3 +617,145 @@ def test_usage_errors_are_one_line(tmp_path, model, args, words):
     r = tinyc(tmp_path, *args)
     assert_user_error(r, *words, "--help")
     assert not (tmp_path / "y.npy").exists()
+
+
+# ------------------------------------------------------------ int8 compilation
+def qdq_model(act_type=TensorProto.INT8, w_zero_point=0, act_axis=None, w_type=TensorProto.INT8) -> onnx.ModelProto:
+    """float x -> Q -> DQ -> Conv(1x1, int8 weights) -> Q -> DQ -> y: a minimal QDQ model."""
+    np_act = {TensorProto.INT8: np.int8, TensorProto.UINT8: np.uint8, TensorProto.INT16: np.int16}[act_type]
+    np_w = {TensorProto.INT8: np.int8, TensorProto.UINT8: np.uint8}[w_type]
+    rng = np.random.default_rng(0)
+    if act_axis is None:
+        s_x = numpy_helper.from_array(np.array(0.05, np.float32), "s_x")
+        z_x = numpy_helper.from_array(np.array(0, np_act), "z_x")
+    else:
+        s_x = numpy_helper.from_array(np.full(3, 0.05, np.float32), "s_x")
+        z_x = numpy_helper.from_array(np.zeros(3, np_act), "z_x")
+    inits = [
+        s_x, z_x,
+        numpy_helper.from_array(np.array(0.1, np.float32), "s_y"),
+        numpy_helper.from_array(np.array(0, np_act), "z_y"),
+        numpy_helper.from_array(rng.integers(0, 100, (4, 3, 1, 1)).astype(np_w), "wq"),
+        numpy_helper.from_array(np.array(0.02, np.float32), "s_w"),
+        numpy_helper.from_array(np.array(w_zero_point, np_w), "z_w"),
+    ]
+    qargs = {} if act_axis is None else {"axis": act_axis}
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s_x", "z_x"], ["xq"], name="quant_x", **qargs),
+        helper.make_node("DequantizeLinear", ["xq", "s_x", "z_x"], ["xd"], name="dequant_x", **qargs),
+        helper.make_node("DequantizeLinear", ["wq", "s_w", "z_w"], ["w"], name="dequant_w"),
+        helper.make_node("Conv", ["xd", "w"], ["c"], name="the_conv"),
+        helper.make_node("QuantizeLinear", ["c", "s_y", "z_y"], ["cq"], name="quant_c"),
+        helper.make_node("DequantizeLinear", ["cq", "s_y", "z_y"], ["y"], name="dequant_c"),
+    ]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.fixture
+def x_qdq(tmp_path) -> Path:
+    p = tmp_path / "xq.npy"
+    np.save(p, np.random.default_rng(3).random((2, 1, 3, 4, 4), dtype=np.float32))
+    return p
+
+
+def test_qdq_model_compiles_and_runs(tmp_path, x_qdq):
+    m = save(qdq_model(), tmp_path / "q.onnx")
+    r = tinyc(tmp_path, "run", m, "--engine", "c", "--input", x_qdq, "-o", "y.npy")
+    assert r.returncode == 0, r.stderr
+    assert np.load(tmp_path / "y.npy").shape == (2, 1, 4, 4, 4)
+
+
+@pytest.mark.parametrize("act_type, word", [(TensorProto.UINT8, "uint8"), (TensorProto.INT16, "int16")])
+def test_qdq_activation_types_other_than_int8(tmp_path, x_qdq, act_type, word):
+    m = save(qdq_model(act_type=act_type), tmp_path / "q.onnx")
+    for engine in ("c", "ref"):
+        r = tinyc(tmp_path, "run", m, "--engine", engine, "--input", x_qdq, "-o", "y.npy")
+        assert_user_error(r, word, "int8")
+        no_leftovers(tmp_path, tmp_path / "y.npy")
+    r = tinyc(tmp_path, "build", m, "-o", "proj")
+    assert_user_error(r, word)
+    assert not (tmp_path / "proj").exists() and not list(tmp_path.glob(".proj*"))
+
+
+def test_qdq_per_axis_activation(tmp_path, x_qdq):
+    m = save(qdq_model(act_axis=1), tmp_path / "q.onnx")
+    r = tinyc(tmp_path, "build", m, "-o", "proj")
+    assert_user_error(r, "per axis")
+    assert not (tmp_path / "proj").exists()
+
+
+def test_weight_with_zero_point(tmp_path):
+    m = save(qdq_model(w_zero_point=5), tmp_path / "q.onnx")
+    r = tinyc(tmp_path, "build", m, "-o", "proj")
+    assert_user_error(r, "the_conv", "zero point")
+    assert not (tmp_path / "proj").exists()
+
+
+def test_uint8_weights(tmp_path):
+    m = save(qdq_model(w_type=TensorProto.UINT8), tmp_path / "q.onnx")
+    r = tinyc(tmp_path, "build", m, "-o", "proj")
+    assert_user_error(r, "the_conv", "int8")
+
+
+def test_float_model_needs_calibration(tmp_path, model, x_ok):
+    for args in (["run", model, "--engine", "c", "--input", x_ok, "-o", "y.npy"], ["build", model, "-o", "proj"]):
+        r = tinyc(tmp_path, *args)
+        assert_user_error(r, "float model", "--calib")
+    assert not (tmp_path / "proj").exists()
+
+
+def test_calibration_data_of_the_wrong_shape(tmp_path, model, x_ok):
+    np.save(tmp_path / "cal.npy", np.zeros((4, 3, 9, 9), np.float32))
+    r = tinyc(tmp_path, "build", model, "--calib", "cal.npy", "-o", "proj")
+    assert_user_error(r, "cal.npy", "shape")
+    assert not (tmp_path / "proj").exists()
+
+
+def test_calibration_data_empty(tmp_path, model):
+    np.save(tmp_path / "cal.npy", np.zeros((0, 1, 3, 8, 8), np.float32))
+    r = tinyc(tmp_path, "build", model, "--calib", "cal.npy", "-o", "proj")
+    assert_user_error(r, "cal.npy", "no samples")
+    (tmp_path / "cal").mkdir()
+    r = tinyc(tmp_path, "build", model, "--calib", "cal", "-o", "proj")
+    assert_user_error(r, "cal", "no .npy")
+    assert not (tmp_path / "proj").exists()
+
+
+def test_calibration_data_not_finite(tmp_path, model):
+    x = np.zeros((2, 1, 3, 8, 8), np.float32)
+    x[1, 0, 0, 0, 0] = np.nan
+    np.save(tmp_path / "cal.npy", x)
+    r = tinyc(tmp_path, "build", model, "--calib", "cal.npy", "-o", "proj")
+    assert_user_error(r, "cal.npy", "NaN")
+
+
+def test_calibrating_a_quantized_model(tmp_path, x_qdq):
+    m = save(qdq_model(), tmp_path / "q.onnx")
+    r = tinyc(tmp_path, "build", m, "--calib", x_qdq, "-o", "proj")
+    assert_user_error(r, "already quantized")
+
+
+def test_build_into_a_foreign_folder(tmp_path, x_qdq):
+    m = save(qdq_model(), tmp_path / "q.onnx")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    r = tinyc(tmp_path, "build", m, "-o", "mine")
+    assert_user_error(r, "mine", "not a tinyc build")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    assert not list(tmp_path.glob(".mine*"))
+
+
+@pytest.mark.parametrize("name", ["9lives", "has space", "semi;colon", "a" * 65, "x-y"])
+def test_build_bad_c_name(tmp_path, name):
+    m = save(qdq_model(), tmp_path / "q.onnx")
+    r = tinyc(tmp_path, "build", m, "-o", "proj", "--name", name)
+    assert_user_error(r, "--name")
+    assert not (tmp_path / "proj").exists()
+
+
+def test_build_unknown_board(tmp_path):
+    m = save(qdq_model(), tmp_path / "q.onnx")
+    r = tinyc(tmp_path, "build", m, "-o", "proj", "--board", "nosuchboard")
+    assert_user_error(r, "nosuchboard")

@@ -122,6 +122,9 @@ def to_batch(graph: Graph, raw: dict[str, np.ndarray], where: str = "input data"
         x = np.asarray(x)
         shape = external_shape(graph, name)
         want = external_dtype(graph, name)
+        if x.ndim == len(shape) + 1 and x.shape[0] == 0 or (x.size == 0 and x.shape != shape):
+            raise TinycError(f"{where}: the array for input {name!r} holds no samples (shape {list(x.shape)}); "
+                             "give at least one sample")
         if x.shape == shape:
             layouts.add("single")
             x = x[None]
@@ -278,6 +281,20 @@ def compile_int8(graph: Graph, model_path=None):
     """Lower a quantized graph to an int8 program; a float model must be calibrated first."""
     from .passes.int8 import is_quantized, lower_to_int8
 
+    for node in graph.nodes:  # Q/DQ the importer could not fold into tensor parameters
+        if node.op in ("Quantize", "Dequantize") and not graph.tensors[node.inputs[0]].is_const:
+            q = node.attrs.quant
+            onnx_op = "QuantizeLinear" if node.op == "Quantize" else "DequantizeLinear"
+            if q.per_axis:
+                raise TinycError(
+                    f"node {node.name!r} ({onnx_op}) quantizes activation {node.inputs[0]!r} per axis; tinyc "
+                    "(like TFLite) needs one scale and zero point per activation tensor"
+                )
+            if np.dtype(node.attrs.dtype) != np.int8:
+                raise TinycError(
+                    f"node {node.name!r} ({onnx_op}) uses {np.dtype(node.attrs.dtype).name}; tinyc compiles int8 "
+                    "activations only (TFLite's int8 spec): quantize the model to int8"
+                )
     if not is_quantized(graph):
         where = f"{model_path}: " if model_path else ""
         raise TinycError(
