@@ -482,19 +482,56 @@ def is_quantized(graph: Graph) -> bool:
     return _is_quantized(graph)
 
 
-def read_calibration(graph: Graph, path) -> list[dict[str, np.ndarray]]:
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm")
+
+
+def read_image(graph: Graph, path: Path, pixel_range: tuple[float, float]) -> Batch:
+    """One image as a sample of the graph's single input: converted to the input's
+    channel count (1: grayscale, 3: RGB), resized to its height and width
+    (bilinear), pixels 0..255 mapped linearly onto ``pixel_range``."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise TinycError(f"{path}: reading images needs Pillow; pip install 'tinyc[images]'") from None
+    if len(graph.inputs) != 1:
+        raise TinycError(f"{path}: images can calibrate a model with one input; this one has {graph.inputs}")
+    name = graph.inputs[0]
+    shape = external_shape(graph, name)
+    if len(shape) != 4 or shape[0] != 1:
+        raise TinycError(f"{path}: the model's input {list(shape)} is not one image [1, C, H, W] or [1, H, W, C]")
+    channels_last = shape[3] in (1, 3) and shape[1] not in (1, 3)
+    c, h, w = (shape[3], shape[1], shape[2]) if channels_last else (shape[1], shape[2], shape[3])
+    if c not in (1, 3):
+        raise TinycError(f"{path}: the model's input has {c} channels; images give 1 (grayscale) or 3 (RGB)")
+    try:
+        with Image.open(path) as im:
+            pixels = np.asarray(im.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR), np.float32)
+    except (OSError, ValueError) as e:
+        raise TinycError(f"{path}: cannot read the image ({e})") from None
+    lo, hi = pixel_range
+    x = pixels.reshape(h, w, c) * np.float32((hi - lo) / 255.0) + np.float32(lo)
+    x = x[None] if channels_last else x.transpose(2, 0, 1)[None]
+    return to_batch(graph, {name: x.astype(np.float32)}, str(path))
+
+
+def read_calibration(graph: Graph, path, pixel_range: tuple[float, float] = (0.0, 1.0)) -> list[dict[str, np.ndarray]]:
     """Calibration samples as float feeds in the internal layout: an .npy / .npz
-    file (same conventions as --input), or a folder of them."""
+    file (same conventions as --input), or a folder of such files or of images."""
     path = Path(path)
+    if not path.exists():
+        raise TinycError(f"{path}: no such calibration file or folder")
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in (".npy", ".npz"))
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".npy", ".npz", *IMAGE_SUFFIXES))
         if not files:
-            raise TinycError(f"{path}: folder has no .npy or .npz files to calibrate with")
+            raise TinycError(f"{path}: folder has no .npy, .npz or image files to calibrate with")
     else:
         files = [path]
     samples = []
     for f in files:
-        batch = read_data(graph, f)
+        if f.suffix.lower() in IMAGE_SUFFIXES:
+            batch = read_image(graph, f, pixel_range)
+        else:
+            batch = read_data(graph, f)
         for k in range(batch.count):
             samples.append({n: _to_internal(graph, n, batch.arrays[n][k]) for n in graph.inputs})
     if not samples:
@@ -506,12 +543,13 @@ def read_calibration(graph: Graph, path) -> list[dict[str, np.ndarray]]:
     return samples
 
 
-def quantize_with_calibration(graph: Graph, calib_path, method: str = "minmax") -> None:
+def quantize_with_calibration(graph: Graph, calib_path, method: str = "minmax",
+                              pixel_range: tuple[float, float] = (0.0, 1.0)) -> None:
     """Post-training quantization of a float graph from calibration samples."""
     from .passes.quantize import calibrate, quantize_graph
 
     if is_quantized(graph):
         raise TinycError(f"{calib_path}: the model is already quantized (QDQ); drop --calib")
-    samples = read_calibration(graph, calib_path)
+    samples = read_calibration(graph, calib_path, pixel_range)
     quantize_graph(graph, calibrate(graph, samples, method))
     graph.validate()

@@ -12,6 +12,7 @@ import click
 
 from . import __version__, api
 from .errors import TinycError
+from .passes.quantize import METHODS as CALIBRATION_METHODS
 
 
 def _parse_input_shapes(values) -> dict[str, tuple[int, ...]]:
@@ -80,16 +81,31 @@ def inspect(model, as_json, input_shape, dump_ir):
 
 calib_option = click.option(
     "--calib", "calib_path", type=click.Path(), default=None,
-    help="Calibration samples (.npy / .npz, or a folder of .npy files) to quantize a float model to int8.")
+    help="Calibration samples to quantize a float model to int8: .npy / .npz (like --input), "
+         "or a folder of such files or of images.")
 calib_method_option = click.option(
-    "--calib-method", type=click.Choice(["minmax", "percentile"]), default="minmax", show_default=True,
+    "--calib-method", type=click.Choice(list(CALIBRATION_METHODS)), default="minmax", show_default=True,
     help="How activation ranges are taken from the calibration data.")
+pixel_range_option = click.option(
+    "--pixel-range", default="0,1", show_default=True, metavar="LO,HI",
+    help="For calibration images: the model input values that pixels 0 and 255 map to.")
 
 
-def _load_for_int8(model, input_shape, dump_ir, calib_path, calib_method):
+def _parse_pixel_range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+        if not lo < hi:
+            raise ValueError
+    except ValueError:
+        raise TinycError(f"--pixel-range {text!r}: write LO,HI with LO < HI, e.g. 0,1 or -1,1 or 0,255") from None
+    return lo, hi
+
+
+def _load_for_int8(model, input_shape, dump_ir, calib_path, calib_method, pixel_range):
+    pixels = _parse_pixel_range(pixel_range)
     graph = _load(model, input_shape, dump_ir)
     if calib_path is not None:
-        api.quantize_with_calibration(graph, calib_path, calib_method)
+        api.quantize_with_calibration(graph, calib_path, calib_method, pixels)
     return graph
 
 
@@ -104,11 +120,12 @@ def _load_for_int8(model, input_shape, dump_ir, calib_path, calib_method):
                    "c: the generated C, compiled with the host compiler.")
 @calib_option
 @calib_method_option
+@pixel_range_option
 @input_shape_option
 @dump_ir_option
-def run(model, input_path, output_path, engine, calib_path, calib_method, input_shape, dump_ir):
+def run(model, input_path, output_path, engine, calib_path, calib_method, pixel_range, input_shape, dump_ir):
     """Run a model on input data and write its outputs."""
-    graph = _load_for_int8(model, input_shape, dump_ir, calib_path, calib_method)
+    graph = _load_for_int8(model, input_shape, dump_ir, calib_path, calib_method, pixel_range)
     api.check_output_path(output_path, len(graph.outputs))  # fail before the work, not after
     batch = api.read_data(graph, input_path)
     if engine == "ref" and not api.is_quantized(graph):
@@ -129,13 +146,14 @@ def run(model, input_path, output_path, engine, calib_path, calib_method, input_
 @click.option("--json", "as_json", is_flag=True, help="Print the build summary as one JSON object.")
 @calib_option
 @calib_method_option
+@pixel_range_option
 @input_shape_option
 @dump_ir_option
-def build(model, board, out_dir, name, as_json, calib_path, calib_method, input_shape, dump_ir):
+def build(model, board, out_dir, name, as_json, calib_path, calib_method, pixel_range, input_shape, dump_ir):
     """Compile a model to a C project: NAME.h / NAME.c, the runtime, a host test program, a Makefile."""
     if board != "host":
         raise TinycError(f"--board {board!r}: this version of tinyc builds for 'host' only")
-    graph = _load_for_int8(model, input_shape, dump_ir, calib_path, calib_method)
+    graph = _load_for_int8(model, input_shape, dump_ir, calib_path, calib_method, pixel_range)
     result = api.compile_c(graph, model, name=name, board=board)
     api.write_project(result, out_dir)
     s = result.summary
