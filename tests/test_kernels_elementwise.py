@@ -27,6 +27,7 @@ from tinyc.kernels.params import (
     RequantizeParams,
     ResizeParams,
     SoftmaxParams,
+    TransposeParams,
 )
 from tinyc.quant import fixedpoint as fx
 
@@ -390,6 +391,21 @@ def test_resize_nearest(lib):
         out = np.empty(spec.size, dtype=np.int8)
         lib.tinyc_resize_nearest_s8(ctypes.byref(p.to_ctypes()), _p(x), _p(out))
         np.testing.assert_array_equal(out, spec.reshape(-1))
+
+
+def test_transpose(lib):
+    import itertools
+
+    rng = np.random.default_rng(1200)
+    for in_shape in [(1, 3, 4, 5), (2, 1, 7, 3), (1, 6, 6, 1)]:
+        x = _i8(rng, int(np.prod(in_shape)))
+        for perm in itertools.permutations(range(4)):
+            p = TransposeParams(in_shape, perm)
+            spec = data.transpose_s8(p, x)
+            np.testing.assert_array_equal(spec, x.reshape(in_shape).transpose(perm))
+            out = np.empty(spec.size, dtype=np.int8)
+            lib.tinyc_transpose_s8(ctypes.byref(p.to_ctypes()), _p(x), _p(out))
+            np.testing.assert_array_equal(out, spec.reshape(-1))
 
 
 def test_copy(lib):

@@ -54,6 +54,7 @@ KERNELS: dict[str, Kernel] = dict([
     _k("hard_swish_s8", "unary", activation.hard_swish_s8),
     _k("pad_s8", "unary", data.pad_s8),
     _k("resize_nearest_s8", "unary", data.resize_nearest_s8),
+    _k("transpose_s8", "unary", data.transpose_s8),
     _k("clamp_s8", "scalars", lambda size, lo, hi, x: activation.clamp_s8(lo, hi, x), has_params=False),
     _k("copy_s8", "scalars", lambda size, x: data.copy_s8(x), has_params=False),
     _k("concat_s8", "concat", lambda outer, n, *rest: data.concat_s8(outer, rest[n:], rest[:n]), has_params=False),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyc.kernels.params import PadParams, ResizeParams
+from tinyc.kernels.params import PadParams, ResizeParams, TransposeParams
 
 __all__ = ["concat_s8", "pad_s8", "resize_nearest_s8", "copy_s8"]
 
@@ -70,3 +70,8 @@ def resize_nearest_s8(p: ResizeParams, x: np.ndarray) -> np.ndarray:
 def copy_s8(x: np.ndarray) -> np.ndarray:
     """A byte copy of ``x`` (same shape)."""
     return np.array(x, dtype=np.int8, order="C", copy=True)
+
+
+def transpose_s8(p: TransposeParams, x: np.ndarray) -> np.ndarray:
+    """Output dimension d is input dimension p.perm[d] (numpy.transpose semantics)."""
+    return np.ascontiguousarray(_flat8(x).reshape(p.in_shape).transpose(p.perm))

@@ -225,3 +225,10 @@ class ResizeParams(KernelParams):
     channels: int
     out_h: int
     out_w: int
+
+
+@dataclass
+class TransposeParams(KernelParams):
+    c_type = "tinyc_transpose_params"
+    in_shape: tuple[int, int, int, int] = field(default_factory=_four)
+    perm: tuple[int, int, int, int] = field(default_factory=_four)

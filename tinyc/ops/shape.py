@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import TinycError
 from ..ir import QuantParams
 from ..ir.program import KernelCall
-from ..kernels.params import PadParams, ResizeParams
+from ..kernels.params import PadParams, ResizeParams, TransposeParams
 from ..quant import fixedpoint as fp
 from . import lowering as lw
 from .base import OpDef, dtype_of, register, shape_of
@@ -62,6 +62,16 @@ class Transpose(OpDef):
 
     def ref(self, node, inputs):
         return [np.ascontiguousarray(inputs[0].transpose(node.attrs.perm))]
+
+    def lower(self, node, graph):
+        x = node.inputs[0]
+        shape, perm = shape_of(graph, x), tuple(node.attrs.perm)
+        if len(shape) > 4:
+            raise TinycError(f"node {node.name!r} (Transpose): tinyc's int8 Transpose handles up to 4 axes")
+        extra = 4 - len(shape)
+        p = TransposeParams(lw.shape4(shape), tuple(range(extra)) + tuple(a + extra for a in perm))
+        out, requant = lw.output_in_input_params(graph, node, x)
+        return [KernelCall("transpose_s8", p, [x], [out], node.name)] + requant
 
 
 @dataclass

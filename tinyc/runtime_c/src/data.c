@@ -89,3 +89,28 @@ void tinyc_copy_s8(int32_t size, const int8_t *in, int8_t *out)
         out[i] = in[i];
     }
 }
+
+void tinyc_transpose_s8(const tinyc_transpose_params *p, const int8_t *in, int8_t *out)
+{
+    int32_t in_stride[4], stride[4], size[4];
+    int32_t d, i0, i1, i2, i3;
+    in_stride[3] = 1;
+    for (d = 2; d >= 0; --d) {
+        in_stride[d] = in_stride[d + 1] * p->in_shape[d + 1];
+    }
+    /* walk the output in order; stride[d] steps the input along output dim d */
+    for (d = 0; d < 4; ++d) {
+        size[d] = p->in_shape[p->perm[d]];
+        stride[d] = in_stride[p->perm[d]];
+    }
+    for (i0 = 0; i0 < size[0]; ++i0) {
+        for (i1 = 0; i1 < size[1]; ++i1) {
+            for (i2 = 0; i2 < size[2]; ++i2) {
+                const int8_t *src = in + i0 * stride[0] + i1 * stride[1] + i2 * stride[2];
+                for (i3 = 0; i3 < size[3]; ++i3) {
+                    *out++ = src[i3 * stride[3]];
+                }
+            }
+        }
+    }
+}

@@ -207,6 +207,14 @@ typedef struct {
  * half_pixel_centers false: source row = min(floor(y * in_h / out_h), in_h - 1). */
 void tinyc_resize_nearest_s8(const tinyc_resize_params *p, const int8_t *in, int8_t *out);
 
+typedef struct {
+    int32_t in_shape[4];
+    int32_t perm[4];               /* output dimension d is input dimension perm[d] */
+} tinyc_transpose_params;
+
+/* A 4-D permutation of the axes (a layout Transpose the compiler could not remove). */
+void tinyc_transpose_s8(const tinyc_transpose_params *p, const int8_t *in, int8_t *out);
+
 /* Byte copy (a Reshape whose output the planner could not alias). */
 void tinyc_copy_s8(int32_t size, const int8_t *in, int8_t *out);
 
