@@ -112,3 +112,25 @@ def test_canonical_example_ir_is_what_an_mcu_runs():
     conv1 = g.nodes[0]
     assert conv1.attrs.act.lo == 0.0 and len(conv1.inputs) == 3  # BN folded into a new bias, ReLU fused
     assert g.input_perm == {"image": (0, 2, 3, 1)}
+
+
+def test_readme_main_command_works(tmp_path):
+    """The README's first command, after its pip install, run as written (paths moved to tmp)."""
+    import re
+    import shlex
+
+    readme = (REPO / "README.md").read_text()
+    first = re.search(r"```sh\n(.*?)\n```", readme, re.S).group(1)
+    steps = [s.strip() for s in first.split("&&")]
+    assert "pip install" in steps[0]
+    for step in steps[1:]:
+        args = shlex.split(step.replace("/tmp/", f"{tmp_path}/"))
+        assert args[0] == "tinyc"
+        proc = subprocess.run([sys.executable, "-m", "tinyc.cli", *args[1:]], cwd=REPO,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, (step, proc.stderr)
+    probs = np.load(tmp_path / "digits_probs.npy")
+    labels = np.load(SAMPLES)["labels"]
+    assert probs.shape == (16, 1, 10) or probs.shape == (16, 10)
+    assert (probs.reshape(16, 10).argmax(1) == labels).mean() >= 0.8
+    assert (tmp_path / "digits_c" / "digits_cnn.c").is_file()
