@@ -378,23 +378,34 @@ class Build:
     summary: dict
 
 
-def compile_c(graph: Graph, model_path, name: str | None = None, board: str = "host") -> Build:
-    """Quantized graph -> int8 program -> memory plan -> generated C files."""
-    from .codegen.c import check_name, default_name, generate, weight_bytes
-    from .passes.memory import plan_memory
+def compile_c(graph: Graph, model_path, name: str | None = None, board: str = "host",
+              plan_strategy: str | None = None, in_place: bool = True, poison: bool = False) -> Build:
+    """Quantized graph -> int8 program -> memory plan -> generated C files.
 
+    ``plan_strategy`` forces one placement strategy (default: the best of all);
+    ``in_place`` allows in-place kernels; ``poison`` makes a debug build that
+    overwrites dead arena bytes between steps."""
+    from .codegen.c import check_name, default_name, generate, weight_bytes
+    from .passes.memory import STRATEGIES, plan_memory
+
+    if plan_strategy is not None and plan_strategy not in STRATEGIES:
+        raise TinycError(f"--plan {plan_strategy!r}: unknown strategy; choose one of {', '.join(STRATEGIES)}")
     macs = sum(get_op(n.op).macs(n, graph) for n in graph.nodes)
-    program = compile_int8(graph, model_path)
-    plan = plan_memory(program)
     name = check_name(name) if name else default_name(model_path)
-    files = generate(program, plan, name, source=Path(str(model_path)).name)
+    program = compile_int8(graph, model_path)
+    plan = plan_memory(program, plan_strategy, in_place=in_place)
+    files = generate(program, plan, name, source=Path(str(model_path)).name, poison=poison)
     summary = {
         "model": str(model_path),
         "name": name,
         "board": board,
         "arena_bytes": plan.arena_size,
         "lower_bound_bytes": plan.lower_bound,
+        "lower_bound_no_inplace_bytes": plan.lower_bound_no_inplace,
         "plan_strategy": plan.strategy,
+        "plan_order": plan.order,
+        "in_place_steps": len(plan.in_place),
+        "poisoned": poison,
         "weights_bytes": weight_bytes(program),
         "input_bytes": sum(program.graph.tensors[n].size for n in program.inputs),
         "output_bytes": sum(program.graph.tensors[n].size for n in program.outputs),
@@ -449,8 +460,9 @@ def write_project(build: Build, out_dir) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def run_program_c(build: Build, batch: Batch) -> dict[str, np.ndarray]:
-    """Compile the generated C for the host and run every sample through it."""
+def run_program_c(build: Build, batch: Batch, cflags: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Compile the generated C for the host (with extra ``cflags``, e.g. a
+    sanitizer) and run every sample through it."""
     from .sim.host import build_host, run_host
 
     program = build.program
@@ -461,7 +473,7 @@ def run_program_c(build: Build, batch: Batch) -> dict[str, np.ndarray]:
     with tempfile.TemporaryDirectory(prefix="tinyc-c-") as tmp:
         root = Path(tmp)
         _write_tree(build, root)
-        exe = build_host(root, build.name)
+        exe = build_host(root, build.name, cflags)
         raw = np.frombuffer(run_host(exe, blob), dtype=np.int8)
     out_size = build.summary["output_bytes"]
     if raw.size != n * out_size:

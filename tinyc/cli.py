@@ -12,6 +12,7 @@ import click
 
 from . import __version__, api
 from .errors import TinycError
+from .passes.memory import STRATEGIES as PLAN_STRATEGIES
 from .passes.quantize import METHODS as CALIBRATION_METHODS
 
 
@@ -86,6 +87,12 @@ calib_option = click.option(
 calib_method_option = click.option(
     "--calib-method", type=click.Choice(list(CALIBRATION_METHODS)), default="minmax", show_default=True,
     help="How activation ranges are taken from the calibration data.")
+plan_option = click.option(
+    "--plan", "plan_strategy", type=click.Choice(list(PLAN_STRATEGIES)), default=None,
+    help="Force one arena placement strategy (default: try all, keep the smallest arena).")
+debug_poison_option = click.option(
+    "--debug-poison", is_flag=True,
+    help="Debug build: overwrite dead arena bytes after every step, so a planning bug shows as wrong numbers.")
 pixel_range_option = click.option(
     "--pixel-range", default="0,1", show_default=True, metavar="LO,HI",
     help="For calibration images: the model input values that pixels 0 and 255 map to.")
@@ -121,9 +128,12 @@ def _load_for_int8(model, input_shape, dump_ir, calib_path, calib_method, pixel_
 @calib_option
 @calib_method_option
 @pixel_range_option
+@plan_option
+@debug_poison_option
 @input_shape_option
 @dump_ir_option
-def run(model, input_path, output_path, engine, calib_path, calib_method, pixel_range, input_shape, dump_ir):
+def run(model, input_path, output_path, engine, calib_path, calib_method, pixel_range, plan_strategy, debug_poison,
+        input_shape, dump_ir):
     """Run a model on input data and write its outputs."""
     graph = _load_for_int8(model, input_shape, dump_ir, calib_path, calib_method, pixel_range)
     api.check_output_path(output_path, len(graph.outputs))  # fail before the work, not after
@@ -131,7 +141,7 @@ def run(model, input_path, output_path, engine, calib_path, calib_method, pixel_
     if engine == "ref" and not api.is_quantized(graph):
         outputs = api.run_reference(graph, batch)
     else:
-        build = api.compile_c(graph, model)
+        build = api.compile_c(graph, model, plan_strategy=plan_strategy, poison=debug_poison)
         outputs = api.run_program_ref(build.program, batch) if engine == "ref" else api.run_program_c(build, batch)
     api.write_outputs(output_path, api.shape_like_input(outputs, batch.layout))
     click.echo(f"ran {batch.count} sample(s) with engine {engine}; wrote {output_path}", err=True)
@@ -147,20 +157,24 @@ def run(model, input_path, output_path, engine, calib_path, calib_method, pixel_
 @calib_option
 @calib_method_option
 @pixel_range_option
+@plan_option
+@debug_poison_option
 @input_shape_option
 @dump_ir_option
-def build(model, board, out_dir, name, as_json, calib_path, calib_method, pixel_range, input_shape, dump_ir):
+def build(model, board, out_dir, name, as_json, calib_path, calib_method, pixel_range, plan_strategy, debug_poison,
+          input_shape, dump_ir):
     """Compile a model to a C project: NAME.h / NAME.c, the runtime, a host test program, a Makefile."""
     if board != "host":
         raise TinycError(f"--board {board!r}: this version of tinyc builds for 'host' only")
     graph = _load_for_int8(model, input_shape, dump_ir, calib_path, calib_method, pixel_range)
-    result = api.compile_c(graph, model, name=name, board=board)
+    result = api.compile_c(graph, model, name=name, board=board, plan_strategy=plan_strategy, poison=debug_poison)
     api.write_project(result, out_dir)
     s = result.summary
     click.echo(
         f"wrote {out_dir}: {s['name']}.c/.h, arena {s['arena_bytes']:,} bytes "
-        f"(lower bound {s['lower_bound_bytes']:,}), weights {s['weights_bytes']:,} bytes, "
-        f"I/O {s['input_bytes']:,} + {s['output_bytes']:,} bytes, {s['kernel_calls']} kernel calls",
+        f"(lower bound {s['lower_bound_bytes']:,}; {s['plan_strategy']} placement, {s['plan_order']} order, "
+        f"{s['in_place_steps']} in-place steps; input {s['input_bytes']:,} and output {s['output_bytes']:,} "
+        f"bytes inside it), weights {s['weights_bytes']:,} bytes, {s['kernel_calls']} kernel calls",
         err=True,
     )
     if as_json:

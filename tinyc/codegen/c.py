@@ -71,8 +71,38 @@ def _c_array_body(data: np.ndarray) -> str:
     return "\n".join(rows)
 
 
-def generate(program: Program, plan: MemoryPlan, name: str, source: str = "model") -> dict[str, str]:
-    """The generated files (name -> text): NAME.h, NAME.c, main.c, Makefile."""
+POISON = -91  # 0xA5: what a debug build writes over dead arena bytes
+
+
+def _poison_after(plan: MemoryPlan, steps: int) -> dict[int, list[tuple[int, int]]]:
+    """step -> byte ranges (offset, size) that no live tensor uses after that step."""
+    ranges: dict[int, list[tuple[int, int]]] = {}
+    for b in plan.buffers:
+        for k, piece in enumerate(b.pieces):
+            nxt = b.pieces[k + 1].size if k + 1 < len(b.pieces) else 0
+            if piece.size > nxt and piece.last <= steps:
+                ranges.setdefault(piece.last, []).append((b.offset + nxt, piece.size - nxt))
+    return ranges
+
+
+def _complement(ranges: list[tuple[int, int]], total: int) -> list[tuple[int, int]]:
+    """(offset, size) ranges of [0, total) outside the given ones."""
+    out, at = [], 0
+    for off, size in sorted(ranges):
+        if off > at:
+            out.append((at, off - at))
+        at = max(at, off + size)
+    if at < total:
+        out.append((at, total - at))
+    return out
+
+
+def generate(program: Program, plan: MemoryPlan, name: str, source: str = "model",
+             poison: bool = False) -> dict[str, str]:
+    """The generated files (name -> text): NAME.h, NAME.c, main.c, Makefile.
+
+    With ``poison`` the code fills the whole arena with a pattern on entry and
+    every dead region after each step, so a planner bug shows as wrong numbers."""
     graph = program.graph
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
@@ -102,14 +132,19 @@ def generate(program: Program, plan: MemoryPlan, name: str, source: str = "model
             return f"(const {const_type} *)0"
         if graph.tensors[tname].is_const:
             return const_ref(tname)
-        where, off = plan.storage[tname]
-        base = {"arena": "arena", "input": "input", "output": "output"}[where]
-        return f"({base} + {off})"
+        return f"(arena + {plan.offsets[tname]})"
+
+    poison_at = _poison_after(plan, len(program.calls) + 1) if poison else {}
+
+    def poison_lines(step: int) -> list[str]:
+        return [f"tinyc_fill_s8({size}, {POISON}, arena + {off});" for off, size in sorted(poison_at.get(step, []))]
 
     structs, calls = [], []
-    uses_input = False
     for k, call in enumerate(program.calls):
+        step = k + 1
         if call.is_alias:
+            if poison_at.get(step):
+                calls.append({"comment": f"view <- node {call.node}", "lines": poison_lines(step)})
             continue
         kern = KERNELS[call.kernel]
         args = []
@@ -119,41 +154,50 @@ def generate(program: Program, plan: MemoryPlan, name: str, source: str = "model
             args.append(f"&{sname}")
         lines = []
         ins = list(call.inputs)
+        c_name = kern.c_name
         if kern.form == "weights":
             x, w, b, m, s = ins
-            args += [ptr(x), ptr(w), ptr(b, "int32_t"), ptr(m), ptr(s)]
+            if k in plan.scratch:  # depthwise in place: buffer, weights, ..., scratch
+                c_name = "tinyc_depthwise_conv2d_inplace_s8"
+                off, _ = plan.scratch[k]
+                args += [ptr(call.outputs[0]), ptr(w), ptr(b, "int32_t"), ptr(m), ptr(s), f"(arena + {off})"]
+            else:
+                args += [ptr(x), ptr(w), ptr(b, "int32_t"), ptr(m), ptr(s), ptr(call.outputs[0])]
         elif kern.form in ("unary", "binary", "scalars"):
-            args = args + [str(v) for v in call.scalars] + [ptr(i) for i in ins]
+            args += [str(v) for v in call.scalars] + [ptr(i) for i in ins] + [ptr(call.outputs[0])]
         elif kern.form == "concat":
             outer, n = call.scalars[:2]
             lines.append(f"static const int32_t inner{k}[{n}] = {{{', '.join(map(str, call.scalars[2:]))}}};")
             lines.append(f"const int8_t *const ins{k}[{n}] = {{{', '.join(ptr(i) for i in ins)}}};")
-            args += [str(outer), str(n), f"ins{k}", f"inner{k}"]
+            args += [str(outer), str(n), f"ins{k}", f"inner{k}", ptr(call.outputs[0])]
         else:
             raise AssertionError(f"kernel form {kern.form!r}")
-        args.append(ptr(call.outputs[0]))
-        uses_input = uses_input or any(i and plan.storage.get(i, ("",))[0] == "input" for i in ins)
-        lines.append(f"{kern.c_name}({', '.join(args)});")
-        calls.append({"comment": f"{call.kernel} <- node {call.node}", "lines": lines})
+        lines.append(f"{c_name}({', '.join(args)});")
+        lines += poison_lines(step)
+        note = " (in place)" if k in plan.in_place else ""
+        calls.append({"comment": f"{call.kernel}{note} <- node {call.node}", "lines": lines})
 
-    def io_info(names, kind):
-        out = []
+    def io_info(names):
+        out, offset = [], 0
         for n in names:
             t = graph.tensors[n]
             out.append({
-                "label": n, "shape": list(t.shape), "size": t.size, "offset": plan.storage[n][1],
+                "label": n, "shape": list(t.shape), "size": t.size, "offset": offset, "arena_offset": plan.offsets[n],
                 "scale": repr(float(np.float32(t.quant.scale))), "zero_point": int(t.quant.zero_point),
             })
+            offset += t.size
         return out
 
-    inputs, outputs = io_info(program.inputs, "input"), io_info(program.outputs, "output")
+    inputs, outputs = io_info(program.inputs), io_info(program.outputs)
     ctx = {
         "name": name, "NAME": name.upper(), "guard": f"TINYC_{name.upper()}_H", "version": __version__,
         "source": source, "arena_size": plan.arena_size, "alignment": plan.alignment,
-        "plan_strategy": plan.strategy,
+        "plan_strategy": plan.strategy, "plan_order": plan.order,
         "input_size": sum(i["size"] for i in inputs), "output_size": sum(o["size"] for o in outputs),
         "inputs": inputs, "outputs": outputs, "calls": calls, "structs": structs,
-        "uses_input": uses_input,
+        "poison": poison, "poison_value": POISON, "single_input": len(inputs) == 1, "single_output": len(outputs) == 1,
+        "copy_in": poison_lines(0),
+        "poison_start": _complement([(i["arena_offset"], i["size"]) for i in inputs], plan.arena_size) if poison else [],
     }
     c_text_ctx = dict(ctx, constants=list(constants.values()),
                       weight_bytes=sum(c.nbytes for c in constants.values()))

@@ -171,3 +171,96 @@ def fully_connected_s8(p: FCParams, x, w, bias, mult, shift) -> np.ndarray:
     return _requantize(
         acc, bias, mult, shift, p.out_features, p.out_offset, p.act_min, p.act_max, per_channel=bool(p.per_channel)
     )
+
+
+# ----------------------------------------------------------------------------
+# In-place depthwise convolution (C: runtime_c/src/dw_inplace.c)
+# ----------------------------------------------------------------------------
+
+
+def _inplace_plane(p: ConvParams) -> tuple[int, int]:
+    """(plane_h, plane_w): the input rows / columns the windows touch, padding included."""
+    plane_h = (p.out_h - 1) * p.stride_h + (p.k_h - 1) * p.dil_h + 1
+    plane_w = (p.out_w - 1) * p.stride_w + (p.k_w - 1) * p.dil_w + 1
+    return plane_h, plane_w
+
+
+def depthwise_inplace_scratch_bytes(p: ConvParams) -> int:
+    """Scratch of ``tinyc_depthwise_conv2d_inplace_s8``: one padded channel plane, ``plane_h * plane_w`` bytes.
+
+    ``plane_h = (out_h - 1) * stride_h + (k_h - 1) * dil_h + 1`` (rows ``-pad_t ..``
+    that some window reads), ``plane_w`` likewise; 0 for an empty output.
+    """
+    if p.out_h < 1 or p.out_w < 1:
+        return 0
+    plane_h, plane_w = _inplace_plane(p)
+    return plane_h * plane_w
+
+
+def depthwise_inplace_ok(p: ConvParams) -> bool:
+    """Whether ``tinyc_depthwise_conv2d_inplace_s8`` may run over the input's own buffer.
+
+    Channel c's pass reads only bytes of channel c (index = c mod C) and writes
+    only bytes of channel c, after it has copied that channel to the scratch
+    plane; so no channel ever clobbers another channel's input, and the only
+    hazard is writing past the buffer.  The last write is at
+    ``out_h*out_w*C - 1``, hence exactly: depth_multiplier 1 (one output channel
+    per input channel, laid out like the input), ``out_h*out_w <= in_h*in_w``
+    (necessary and sufficient for a buffer of the input's size), and an input
+    zero point ``-in_offset`` that fits in int8 (the plane stores the padding
+    as that value, so that padded taps add exactly 0).
+    """
+    return (
+        p.depth_multiplier == 1
+        and p.out_c == p.in_c
+        and min(p.in_h, p.in_w, p.in_c, p.out_h, p.out_w) >= 1
+        and p.out_h * p.out_w <= p.in_h * p.in_w
+        and -128 <= -p.in_offset <= 127
+    )
+
+
+def depthwise_conv2d_inplace_s8(p: ConvParams, x, w, bias, mult, shift) -> np.ndarray:
+    """The in-place depthwise kernel, simulated step by step; returns what :func:`depthwise_conv2d_s8` returns.
+
+    A flat int8 buffer (the input, followed by room for the output if that is
+    larger) is processed channel by channel as the C kernel does: channel c is
+    copied into a padded plane (padding = the input zero point), then output
+    channel c is computed from the plane and written to ``buf[q*C + c]``.
+    Returns int8 (1, out_h, out_w, C).
+    """
+    if p.depth_multiplier != 1 or p.out_c != p.in_c:
+        raise ValueError(
+            f"in-place depthwise needs depth_multiplier 1 and out_c == in_c "
+            f"(got depth_multiplier {p.depth_multiplier}, in_c {p.in_c}, out_c {p.out_c})"
+        )
+    if not -128 <= -p.in_offset <= 127:
+        raise ValueError(f"in_offset {p.in_offset}: the input zero point must fit in int8")
+    _check_out_size(p.in_h, p.pad_t, p.k_h, p.stride_h, p.dil_h, p.out_h, "height")
+    _check_out_size(p.in_w, p.pad_l, p.k_w, p.stride_w, p.dil_w, p.out_w, "width")
+    chans, n_in, n_out = p.in_c, p.in_h * p.in_w, p.out_h * p.out_w
+    wi = _ints(w, (chans, p.k_h, p.k_w), "weights").astype(np.float64)
+    buf = np.zeros(max(n_in, n_out) * chans, dtype=np.int8)
+    buf[: n_in * chans] = _ints(x, (n_in * chans,), "input").astype(np.int8)
+    bias_i = None if bias is None else _ints(bias, (chans,), "bias")
+    mult_i = _ints(np.asarray(mult).reshape(-1)[:chans], (chans,), "mult")
+    shift_i = _ints(np.asarray(shift).reshape(-1)[:chans], (chans,), "shift")
+    plane_h, plane_w = _inplace_plane(p)
+    # Plane rows / columns that hold input (plane row r is input row r - pad_t).
+    r0, r1 = min(max(p.pad_t, 0), plane_h), min(max(p.pad_t + p.in_h, 0), plane_h)
+    c0, c1 = min(max(p.pad_l, 0), plane_w), min(max(p.pad_l + p.in_w, 0), plane_w)
+    r1, c1 = max(r1, r0), max(c1, c0)
+    zp = np.int8(-p.in_offset)
+    for c in range(chans):
+        image = buf[c::chans][:n_in].reshape(p.in_h, p.in_w)  # channel c's bytes, as they are now
+        plane = np.full((plane_h, plane_w), zp, dtype=np.int8)
+        plane[r0:r1, c0:c1] = image[r0 - p.pad_t : r1 - p.pad_t, c0 - p.pad_l : c1 - p.pad_l]
+        xo = plane.astype(np.float64) + p.in_offset  # padding becomes exactly 0
+        span_h, span_w = (p.k_h - 1) * p.dil_h + 1, (p.k_w - 1) * p.dil_w + 1
+        win = sliding_window_view(xo, (span_h, span_w))[:: p.stride_h, :: p.stride_w, :: p.dil_h, :: p.dil_w]
+        acc = np.einsum("yxij,ij->yx", win[: p.out_h, : p.out_w], wi[c]).astype(np.int64).reshape(-1, 1)
+        out = _requantize(
+            acc, None if bias_i is None else bias_i[c : c + 1], mult_i[c : c + 1], shift_i[c : c + 1],
+            1, p.out_offset, p.act_min, p.act_max,
+        )  # fmt: skip
+        buf[c::chans][:n_out] = out.reshape(-1)  # writes channel c's bytes only
+    return buf[: n_out * chans].reshape(1, p.out_h, p.out_w, chans).copy()

@@ -75,3 +75,8 @@ def copy_s8(x: np.ndarray) -> np.ndarray:
 def transpose_s8(p: TransposeParams, x: np.ndarray) -> np.ndarray:
     """Output dimension d is input dimension p.perm[d] (numpy.transpose semantics)."""
     return np.ascontiguousarray(_flat8(x).reshape(p.in_shape).transpose(p.perm))
+
+
+def fill_s8(size: int, value: int) -> np.ndarray:
+    """``size`` bytes of ``(int8_t)value`` (the low byte, as C converts): the debug-build poison fill."""
+    return np.full(int(size), (int(value) + 128) % 256 - 128, dtype=np.int8)

@@ -1,20 +1,41 @@
-"""Memory planning: where every int8 tensor of a program lives.
+"""Memory planning: one static arena for every int8 activation, scratch buffer
+and the model's input and output.
 
-Graph inputs and outputs live in the caller's buffers (``NAME_invoke(input,
-output)``); every other activation lives in one static arena at an offset fixed
-here. A Reshape is a view: its output shares its input's bytes, so the two form
-one buffer whose lifetime covers both. ``validate_plan`` checks every plan, in
-every build: buffers that are live at the same step never overlap, all lie in
-the arena, and offsets keep the alignment.
+Steps: 0 is the copy of the caller's input into the arena, 1..n the kernel calls
+in order, n + 1 the copy of the output back to the caller. Every tensor lives from
+the step that writes it to the last step that reads it (outputs until n + 1).
+
+Zero-cost sharing, decided here:
+- views: a Reshape's output is its input's bytes (one buffer for the chain);
+- in place: an elementwise kernel (add, mul, requantize, clamp, logistic,
+  hard-swish, softmax) writes its output over a same-sized input that dies at
+  that step, and a depthwise convolution overwrites its input channel by channel
+  with one padded channel plane of scratch. Such a chain of tensors is one
+  ``Buffer`` at one offset whose size changes over time (``pieces``): after a
+  stride-2 depthwise only the first quarter stays in use.
+
+Placement: several strategies (``STRATEGIES``) place the buffers; the smallest
+arena wins. Branchy graphs also try other execution orders (``order_candidates``).
+``validate_plan`` checks every plan in every build: pieces live at the same step
+never overlap, all lie inside the arena, offsets keep the alignment, and every
+in-place transition is one the kernel allows.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..ir.program import Program
+from ..ir.program import KernelCall, Program
 
 ALIGNMENT = 16  # bytes; enough for any SIMD load on Cortex-M and the host
+
+# Kernels that may write their output over input k (listed) when that input has the
+# output's size: each reads element i of it before writing element i of the output.
+ELEMENTWISE_IN_PLACE = {
+    "add_s8": (0, 1), "mul_s8": (0, 1), "requantize_s8": (0,), "clamp_s8": (0,),
+    "logistic_s8": (0,), "hard_swish_s8": (0,), "softmax_s8": (0,),
+}
+DEPTHWISE = "depthwise_conv2d_s8"
 
 
 class PlanError(AssertionError):
@@ -22,27 +43,58 @@ class PlanError(AssertionError):
 
 
 @dataclass
-class Buffer:
-    name: str  # the tensor that owns the bytes (the root of a Reshape chain)
-    size: int  # bytes
-    first: int  # step that writes it
-    last: int  # last step that reads it
-    members: list[str] = field(default_factory=list)  # tensors stored here (root first)
-    offset: int = -1
+class Piece:
+    first: int
+    last: int
+    size: int
 
-    def overlaps_in_time(self, other: Buffer) -> bool:
+    def overlaps(self, other: Piece) -> bool:
         return self.first <= other.last and other.first <= self.last
 
 
 @dataclass
+class Buffer:
+    """Bytes at one arena offset: a tensor, its views, and the tensors computed
+    in place over it, one ``Piece`` (lifetime, size) per tensor in the chain."""
+
+    name: str
+    pieces: list[Piece]
+    members: list[str] = field(default_factory=list)
+    offset: int = -1
+
+    @property
+    def size(self) -> int:
+        return max(p.size for p in self.pieces)
+
+    @property
+    def first(self) -> int:
+        return self.pieces[0].first
+
+    @property
+    def last(self) -> int:
+        return self.pieces[-1].last
+
+    def conflicts(self, other: Buffer) -> bool:
+        """True if the two buffers, at their offsets, share a byte at some step."""
+        for a in self.pieces:
+            for b in other.pieces:
+                if a.overlaps(b) and self.offset < other.offset + b.size and other.offset < self.offset + a.size:
+                    return True
+        return False
+
+
+@dataclass
 class MemoryPlan:
-    buffers: list[Buffer]  # arena buffers
+    buffers: list[Buffer]
     arena_size: int
-    lower_bound: int  # the largest sum of live bytes at any step, for this order
+    lower_bound: int  # the largest sum of live bytes at any step, for this order and sharing
+    lower_bound_no_inplace: int  # the same without in-place sharing
     strategy: str
-    # tensor -> ("arena", offset) | ("input", k) | ("output", k): k is the byte
-    # offset inside the caller's input / output buffer
-    storage: dict[str, tuple[str, int]]
+    order: str  # which execution order won
+    offsets: dict[str, int]  # tensor -> arena offset
+    in_place: dict[int, int]  # call index -> index of the input it overwrites
+    scratch: dict[int, tuple[int, int]]  # call index -> (offset, bytes)
+    tried: dict[str, int] = field(default_factory=dict)  # "order/strategy" -> arena
     alignment: int = ALIGNMENT
 
 
@@ -50,96 +102,279 @@ def _align(n: int, a: int) -> int:
     return (n + a - 1) // a * a
 
 
-def buffers_of(program: Program) -> tuple[list[Buffer], dict[str, tuple[str, int]]]:
-    """Lifetimes over the call order; alias chains merged; external tensors set aside."""
-    graph = program.graph
+# ------------------------------------------------------------------ lifetimes
+def _view_roots(calls: list[KernelCall]) -> dict[str, str]:
     root: dict[str, str] = {}
-    for call in program.calls:
+    for call in calls:
         if call.is_alias:
-            src = call.inputs[0]
-            root[call.outputs[0]] = root.get(src, src)
+            root[call.outputs[0]] = root.get(call.inputs[0], call.inputs[0])
+    return root
+
+
+def depthwise_in_place_ok(call: KernelCall) -> bool:
+    from ..kernels import conv
+
+    return call.kernel == DEPTHWISE and conv.depthwise_inplace_ok(call.params)
+
+
+def buffers_of(program: Program, calls: list[KernelCall], in_place: bool = True):
+    """The buffers of ``calls`` in this order: (buffers, in-place decisions, scratch needs)."""
+    graph = program.graph
+    n = len(calls)
+    root = _view_roots(calls)
 
     def owner(name: str) -> str:
         return root.get(name, name)
 
-    external: dict[str, tuple[str, int]] = {}
-    offset = 0
+    # tensor-level lifetimes (a view extends its root's)
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
     for name in program.inputs:
-        external[owner(name)] = ("input", offset)
-        offset += graph.tensors[name].size
-    offset = 0
-    for name in program.outputs:
-        o = owner(name)
-        if o in external:
-            raise PlanError(f"tensor {name!r} is both a program input and output; lowering must copy it")
-        external[o] = ("output", offset)
-        offset += graph.tensors[name].size
-
-    by_owner: dict[str, Buffer] = {}
-    for step, call in enumerate(program.calls):
+        first[owner(name)] = 0
+        last[owner(name)] = 0
+    for step, call in enumerate(calls, start=1):
+        for name in call.inputs:
+            if name and not graph.tensors[name].is_const:
+                last[owner(name)] = max(last.get(owner(name), step), step)
         for name in call.outputs:
             o = owner(name)
-            b = by_owner.get(o)
-            if b is None:
-                b = by_owner[o] = Buffer(o, graph.tensors[o].size, step, step, [o])
-            if name not in b.members:
-                b.members.append(name)
-            b.last = max(b.last, step)
-        for name in call.inputs:
-            if not name or graph.tensors[name].is_const:
-                continue
-            o = owner(name)
-            if o in by_owner:
-                by_owner[o].last = max(by_owner[o].last, step)
+            first.setdefault(o, step)
+            last[o] = max(last.get(o, step), step)
+    for name in program.outputs:
+        last[owner(name)] = n + 1
 
-    storage: dict[str, tuple[str, int]] = {}
+    members: dict[str, list[str]] = {}
     for name, t in graph.tensors.items():
-        if t.is_const:
+        if not t.is_const and owner(name) in first:
+            members.setdefault(owner(name), []).append(name)
+
+    # in-place chains: the output root joins the chain of the input root it overwrites
+    chain_of: dict[str, list[str]] = {o: [o] for o in first}
+    decisions: dict[int, int] = {}
+    scratch: dict[int, int] = {}
+    if in_place:
+        for step, call in enumerate(calls, start=1):
+            if call.is_alias:
+                continue
+            out = owner(call.outputs[0])
+            if first.get(out) != step or len(chain_of[out]) > 1:
+                continue
+            for k in _in_place_candidates(call, graph):
+                src = owner(call.inputs[k])
+                chain = chain_of[src]
+                if last[src] != step or chain[-1] != src or src == out:
+                    continue
+                if any(owner(i) == src for j, i in enumerate(call.inputs) if i and j != k) and call.kernel == DEPTHWISE:
+                    continue
+                chain.append(out)
+                chain_of[out] = chain
+                decisions[step - 1] = k
+                if call.kernel == DEPTHWISE:
+                    from ..kernels import conv
+
+                    scratch[step - 1] = conv.depthwise_inplace_scratch_bytes(call.params)
+                break
+
+    buffers, seen = [], set()
+    for o in first:
+        chain = chain_of[o]
+        if id(chain) in seen:
             continue
-        o = owner(name)
-        if o in external:
-            storage[name] = external[o]
-    buffers = [b for o, b in by_owner.items() if o not in external]
-    return buffers, storage
+        seen.add(id(chain))
+        pieces = []
+        for k, t in enumerate(chain):
+            start = first[t] if k == 0 else first[t] + 1  # the transition step belongs to the input
+            size = graph.tensors[t].size
+            if start <= last[t]:
+                pieces.append(Piece(start, last[t], size))
+        buffers.append(Buffer(chain[0], pieces, [m for t in chain for m in members.get(t, [t])]))
+    for k, size in scratch.items():
+        buffers.append(Buffer(f"scratch:{k}", [Piece(k + 1, k + 1, size)], []))
+    return buffers, decisions, scratch
+
+
+def _in_place_candidates(call: KernelCall, graph) -> tuple[int, ...]:
+    out_size = graph.tensors[call.outputs[0]].size
+    if call.kernel in ELEMENTWISE_IN_PLACE:
+        return tuple(k for k in ELEMENTWISE_IN_PLACE[call.kernel]
+                     if k < len(call.inputs) and call.inputs[k] and not graph.tensors[call.inputs[k]].is_const
+                     and graph.tensors[call.inputs[k]].size == out_size)
+    if depthwise_in_place_ok(call) and not graph.tensors[call.inputs[0]].is_const:
+        return (0,)
+    return ()
 
 
 def lower_bound(buffers: list[Buffer]) -> int:
     if not buffers:
         return 0
-    steps = max(b.last for b in buffers) + 1
-    live = [0] * steps
+    live = [0] * (max(b.last for b in buffers) + 1)
     for b in buffers:
-        for s in range(b.first, b.last + 1):
-            live[s] += b.size
+        for p in b.pieces:
+            for s in range(p.first, p.last + 1):
+                live[s] += p.size
     return max(live)
 
 
-def place_greedy_by_size(buffers: list[Buffer], alignment: int) -> int:
-    """Largest buffer first, each at the lowest aligned offset that is free
-    during its lifetime (first fit). Returns the arena size."""
+# ------------------------------------------------------------------ placement
+def _free_offsets(b: Buffer, placed: list[Buffer], alignment: int) -> list[int]:
+    """Candidate offsets for b: 0 and the aligned ends of everything it must avoid,
+    keeping those where b conflicts with nothing placed."""
+    forbidden = []
+    for p in placed:
+        for pb in b.pieces:
+            for pp in p.pieces:
+                if pb.overlaps(pp):
+                    forbidden.append((p.offset - pb.size, p.offset + pp.size))  # open interval
+    candidates = sorted({0} | {_align(hi, alignment) for _, hi in forbidden})
+    return [c for c in candidates if all(not (lo < c < hi) for lo, hi in forbidden)]
+
+
+def _place_in_order(buffers: list[Buffer], alignment: int, best_fit: bool) -> int:
     placed: list[Buffer] = []
-    for b in sorted(buffers, key=lambda b: (-b.size, b.first, b.name)):
-        busy = sorted((p.offset, p.offset + p.size) for p in placed if p.overlaps_in_time(b))
-        offset = 0
-        for start, end in busy:
-            if offset + b.size <= start:
-                break
-            offset = max(offset, _align(end, alignment))
-        b.offset = offset
-        placed.append(b)
-    return _align(max((b.offset + b.size for b in buffers), default=0), alignment)
-
-
-STRATEGIES = {"greedy-size": place_greedy_by_size}
-
-
-def plan_memory(program: Program, strategy: str = "greedy-size", alignment: int = ALIGNMENT) -> MemoryPlan:
-    buffers, storage = buffers_of(program)
-    arena = STRATEGIES[strategy](buffers, alignment)
+    top = 0
     for b in buffers:
-        for name in b.members:
-            storage[name] = ("arena", b.offset)
-    plan = MemoryPlan(buffers, arena, lower_bound(buffers), strategy, storage, alignment)
+        options = _free_offsets(b, placed, alignment)
+        if best_fit:  # the offset that grows the arena least, then the lowest
+            b.offset = min(options, key=lambda c: (max(top, c + b.size), c))
+        else:
+            b.offset = options[0]
+        top = max(top, b.offset + b.size)
+        placed.append(b)
+    return _align(top, alignment)
+
+
+def place_greedy_by_size(buffers, alignment):
+    """Largest first, each at the lowest offset free during its lifetime."""
+    return _place_in_order(sorted(buffers, key=lambda b: (-b.size, -(b.last - b.first), b.first)), alignment, False)
+
+
+def place_greedy_by_size_best_fit(buffers, alignment):
+    return _place_in_order(sorted(buffers, key=lambda b: (-b.size, -(b.last - b.first), b.first)), alignment, True)
+
+
+def place_greedy_by_breadth(buffers, alignment):
+    """Pisarchyk & Lee: visit steps from the widest (most live bytes) down; place each
+    step's unplaced buffers largest first."""
+    steps = max((b.last for b in buffers), default=0) + 1
+    breadth = [0] * steps
+    for b in buffers:
+        for p in b.pieces:
+            for s in range(p.first, p.last + 1):
+                breadth[s] += p.size
+    order, seen = [], set()
+    for s in sorted(range(steps), key=lambda s: -breadth[s]):
+        live = [b for b in buffers if id(b) not in seen and any(p.first <= s <= p.last for p in b.pieces)]
+        for b in sorted(live, key=lambda b: -b.size):
+            seen.add(id(b))
+            order.append(b)
+    return _place_in_order(order, alignment, False)
+
+
+def place_first_fit_by_lifetime(buffers, alignment):
+    return _place_in_order(sorted(buffers, key=lambda b: (b.first, -b.size)), alignment, False)
+
+
+def place_longest_lived_first(buffers, alignment):
+    return _place_in_order(sorted(buffers, key=lambda b: (-(b.last - b.first), -b.size)), alignment, True)
+
+
+STRATEGIES = {
+    "greedy-size": place_greedy_by_size,
+    "greedy-size-best-fit": place_greedy_by_size_best_fit,
+    "greedy-breadth": place_greedy_by_breadth,
+    "first-fit-lifetime": place_first_fit_by_lifetime,
+    "longest-lived-first": place_longest_lived_first,
+}
+
+
+# ---------------------------------------------------------------- call order
+def _units(calls: list[KernelCall]) -> list[list[KernelCall]]:
+    """Calls grouped by the IR node they come from (a node's calls stay together)."""
+    units: list[list[KernelCall]] = []
+    for call in calls:
+        if units and units[-1][0].node == call.node:
+            units[-1].append(call)
+        else:
+            units.append([call])
+    return units
+
+
+def order_candidates(program: Program) -> dict[str, list[KernelCall]]:
+    """Execution orders worth planning: the model's own, and for graphs with
+    branches a memory-greedy topological order (run next the ready node that
+    leaves the fewest live bytes, preferring one that frees its inputs)."""
+    calls = list(program.calls)
+    orders = {"model": calls}
+    units = _units(calls)
+    graph = program.graph
+    produced_by: dict[str, int] = {}
+    for u, unit in enumerate(units):
+        for call in unit:
+            for o in call.outputs:
+                produced_by[o] = u
+    deps = [{produced_by[i] for c in unit for i in c.inputs if i in produced_by} - {u} for u, unit in enumerate(units)]
+    if all(len(d) <= 1 for d in deps) and len({frozenset(d) for d in deps}) == len(deps):
+        return orders  # a chain: one order only
+    readers: dict[str, int] = {}
+    for unit in units:
+        for i in {i for c in unit for i in c.inputs if i and not graph.tensors[i].is_const}:
+            readers[i] = readers.get(i, 0) + 1
+    outputs = set(program.outputs)
+
+    done: set[int] = set()
+    remaining = dict(readers)
+    order: list[int] = []
+    while len(order) < len(units):
+        ready = [u for u in range(len(units)) if u not in done and deps[u] <= done]
+
+        def effect(u: int) -> tuple[int, int]:
+            unit = units[u]
+            grows = sum(graph.tensors[o].size for c in unit for o in c.outputs if not c.is_alias)
+            frees = 0
+            for i in {i for c in unit for i in c.inputs if i and not graph.tensors[i].is_const}:
+                if remaining.get(i) == 1 and i not in outputs:
+                    frees += graph.tensors[i].size
+            return grows - frees, u
+
+        u = min(ready, key=effect)
+        done.add(u)
+        order.append(u)
+        for i in {i for c in units[u] for i in c.inputs if i and not graph.tensors[i].is_const}:
+            remaining[i] = remaining.get(i, 0) - 1
+    greedy = [c for u in order for c in units[u]]
+    if greedy != calls:
+        orders["memory-greedy"] = greedy
+    return orders
+
+
+# ------------------------------------------------------------------- planning
+def _plan_for(program: Program, calls: list[KernelCall], strategy: str, in_place: bool, alignment: int):
+    buffers, decisions, scratch = buffers_of(program, calls, in_place)
+    arena = STRATEGIES[strategy](buffers, alignment)
+    return buffers, decisions, scratch, arena
+
+
+def plan_memory(program: Program, strategy: str | None = None, in_place: bool = True,
+                alignment: int = ALIGNMENT) -> MemoryPlan:
+    """Plan the program's memory; with ``strategy`` None every strategy and every
+    order candidate is tried and the smallest arena kept. The chosen order is
+    written back to ``program.calls``."""
+    strategies = [strategy] if strategy else list(STRATEGIES)
+    tried: dict[str, int] = {}
+    best = None
+    for order_name, calls in order_candidates(program).items():
+        for s in strategies:
+            buffers, decisions, scratch, arena = _plan_for(program, calls, s, in_place, alignment)
+            tried[f"{order_name}/{s}"] = arena
+            if best is None or arena < best[0]:
+                best = (arena, order_name, s, calls, buffers, decisions, scratch)
+    arena, order_name, s, calls, buffers, decisions, scratch = best
+    program.calls[:] = calls
+    offsets = {m: b.offset for b in buffers for m in b.members}
+    scratch_at = {k: (next(b.offset for b in buffers if b.name == f"scratch:{k}"), size) for k, size in scratch.items()}
+    no_in_place, _, _ = buffers_of(program, calls, in_place=False)
+    plan = MemoryPlan(buffers, arena, lower_bound(buffers), lower_bound(no_in_place), s, order_name,
+                      offsets, decisions, scratch_at, tried, alignment)
     validate_plan(plan, program)
     return plan
 
@@ -151,18 +386,36 @@ def validate_plan(plan: MemoryPlan, program: Program) -> None:
             raise PlanError(f"buffer {b.name!r} at offset {b.offset} breaks the {plan.alignment}-byte alignment")
         if b.offset + b.size > plan.arena_size:
             raise PlanError(f"buffer {b.name!r} ends at {b.offset + b.size}, past the arena ({plan.arena_size} bytes)")
+        for earlier, later in zip(b.pieces, b.pieces[1:]):
+            if later.first != earlier.last + 1:
+                raise PlanError(f"buffer {b.name!r}: in-place pieces do not follow each other")
     ordered = sorted(plan.buffers, key=lambda b: b.offset)
     for i, a in enumerate(ordered):
         for b in ordered[i + 1:]:
             if b.offset >= a.offset + a.size:
                 break
-            if a.overlaps_in_time(b):
-                raise PlanError(
-                    f"buffers {a.name!r} [{a.offset}, {a.offset + a.size}) steps {a.first}-{a.last} and "
-                    f"{b.name!r} [{b.offset}, {b.offset + b.size}) steps {b.first}-{b.last} overlap"
-                )
+            if a.conflicts(b):
+                raise PlanError(f"buffers {a.name!r} at {a.offset} and {b.name!r} at {b.offset} overlap while both live")
     graph = program.graph
-    for call in program.calls:
-        for name in (*call.inputs, *call.outputs):
-            if name and not graph.tensors[name].is_const and name not in plan.storage:
-                raise PlanError(f"tensor {name!r} has no storage")
+    for k, call in enumerate(program.calls):
+        names = [t for t in (*call.inputs, *call.outputs) if t and not graph.tensors[t].is_const]
+        for t in names:
+            if t not in plan.offsets:
+                raise PlanError(f"tensor {t!r} has no place in the arena")
+        out = call.outputs[0]
+        for t in call.inputs:
+            if not t or graph.tensors[t].is_const or call.is_alias:
+                continue
+            lo, hi = plan.offsets[t], plan.offsets[t] + graph.tensors[t].size
+            olo, ohi = plan.offsets[out], plan.offsets[out] + graph.tensors[out].size
+            in_place_input = call.inputs[plan.in_place[k]] if k in plan.in_place else None
+            if lo < ohi and olo < hi and plan.offsets[t] != plan.offsets.get(in_place_input, -1):
+                raise PlanError(f"call {k} ({call.kernel}) writes {out!r} over its input {t!r} without an in-place kernel")
+        if k in plan.in_place:
+            j = plan.in_place[k]
+            if plan.offsets[call.inputs[j]] != plan.offsets[out]:
+                raise PlanError(f"call {k} ({call.kernel}) is in place but its output is not at its input's offset")
+            if call.kernel == DEPTHWISE and (not depthwise_in_place_ok(call) or k not in plan.scratch):
+                raise PlanError(f"call {k}: depthwise convolution in place without its precondition or scratch")
+            if call.kernel != DEPTHWISE and j not in ELEMENTWISE_IN_PLACE.get(call.kernel, ()):
+                raise PlanError(f"call {k}: {call.kernel} cannot run in place")

@@ -114,3 +114,13 @@ void tinyc_transpose_s8(const tinyc_transpose_params *p, const int8_t *in, int8_
         }
     }
 }
+
+void tinyc_fill_s8(int32_t size, int32_t value, int8_t *out)
+{
+    /* value outside [-128, 127]: its low byte (two's complement on every target). */
+    const int8_t v = (int8_t)value;
+    int32_t i;
+    for (i = 0; i < size; ++i) {
+        out[i] = v;
+    }
+}

@@ -55,6 +55,21 @@ void tinyc_conv2d_1x1_s8(const tinyc_conv_params *p, const int8_t *in, const int
 void tinyc_depthwise_conv2d_s8(const tinyc_conv_params *p, const int8_t *in, const int8_t *w,
                                const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out);
 
+/* In-place depthwise (TinyEngine / MCUNet): the output overwrites the input.
+ * On entry buf holds the input [in_h][in_w][C]; on exit buf[0 .. out_h*out_w*C)
+ * holds exactly what tinyc_depthwise_conv2d_s8 writes to a separate output (bytes
+ * of buf past the output are garbage).  Works channel by channel through scratch,
+ * one padded plane of plane_h * plane_w bytes, where
+ *   plane_h = (out_h - 1) * stride_h + (k_h - 1) * dil_h + 1, plane_w likewise;
+ * scratch must not overlap buf.  Preconditions: depth_multiplier == 1 and
+ * out_c == in_c (weights [C][k_h][k_w]); out_h * out_w <= in_h * in_w (the writes
+ * stay inside the input's buffer; in general buf needs max(in, out) pixels * C
+ * bytes); -in_offset (the input zero point) fits in int8, as padding is stored
+ * as that value. */
+void tinyc_depthwise_conv2d_inplace_s8(const tinyc_conv_params *p, int8_t *buf, const int8_t *w,
+                                       const int32_t *bias, const int32_t *mult, const int32_t *shift,
+                                       int8_t *scratch);
+
 /* ---- fully connected --------------------------------------------------- */
 
 typedef struct {
@@ -217,6 +232,9 @@ void tinyc_transpose_s8(const tinyc_transpose_params *p, const int8_t *in, int8_
 
 /* Byte copy (a Reshape whose output the planner could not alias). */
 void tinyc_copy_s8(int32_t size, const int8_t *in, int8_t *out);
+
+/* out[i] = (int8_t)value for i < size: poisons buffers in debug builds. */
+void tinyc_fill_s8(int32_t size, int32_t value, int8_t *out);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Peak SRAM for activations: tinyc's arena against TFLite Micro and TinyEngine.
+
+For every model in ../shared/models/models.json this compiles the int8 ONNX
+model with tinyc and reads, from the same run:
+  - tinyc's arena (every activation, scratch buffer, the input and the output);
+  - its lower bound (largest sum of live bytes at any step, for the chosen order),
+    with and without in-place sharing, and the arena without in-place sharing;
+  - TFLM's planned arena ("head", from goldens/summary.json, measured with PyPI
+    tflite-micro on the same .tflite; it also holds input and output);
+  - TinyEngine's published peak SRAM where one exists (MCUNet).
+and rewrites the "memory" section of BENCHMARKS.md.
+
+    python benchmarks/memory.py [--shared ../shared/models] [--out BENCHMARKS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tinyc import api  # noqa: E402
+
+TINYENGINE_PEAK = {  # bytes: TinyEngine's peak SRAM for the same models, as given in issue 4
+    "mcunet_vww1": 93_992,
+    "mcunet_in3_320kb": 266_344,
+}
+BEGIN, END = "<!-- memory:begin -->", "<!-- memory:end -->"
+
+
+def measure(shared: Path) -> list[dict]:
+    index = json.loads((shared / "models.json").read_text())
+    summary = json.loads((shared / "goldens" / "summary.json").read_text())
+    rows = []
+    for name, info in index.items():
+        t0 = time.time()
+        graph = api.load(shared / info["onnx_int8"])
+        s = api.compile_c(graph, info["onnx_int8"]).summary
+        plain = api.compile_c(api.load(shared / info["onnx_int8"]), info["onnx_int8"], in_place=False).summary
+        rows.append({
+            "model": name,
+            "arena": s["arena_bytes"],
+            "lower_bound": s["lower_bound_bytes"],
+            "lower_bound_no_inplace": s["lower_bound_no_inplace_bytes"],
+            "arena_no_inplace": plain["arena_bytes"],
+            "strategy": s["plan_strategy"],
+            "order": s["plan_order"],
+            "in_place_steps": s["in_place_steps"],
+            "io": s["input_bytes"] + s["output_bytes"],
+            "tflm_head": summary[name]["tflm_arena"]["head"],
+            "tinyengine": TINYENGINE_PEAK.get(name),
+            "seconds": round(time.time() - t0, 2),
+        })
+        print(f"{name}: arena {s['arena_bytes']:,} B", file=sys.stderr)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        BEGIN,
+        "## Peak SRAM for activations (arena)",
+        "",
+        "Written by `python benchmarks/memory.py`. All arenas include the model's input and",
+        "output tensors (TFLM's \"head\" does too). *LB*: the largest sum of bytes live at one",
+        "step of tinyc's execution order; *no in-place*: the same planner with in-place",
+        "sharing (elementwise ops, depthwise convolution) turned off. TFLM: the planned arena",
+        "(head) that PyPI `tflite-micro` reports for the same .tflite (`goldens/summary.json`).",
+        "TinyEngine: its peak SRAM for the same model (the figures issue 4 gives).",
+        "",
+        "| model | tinyc arena | LB | no in-place arena | LB no in-place | arena / LB no in-place "
+        "| TFLM head | tinyc / TFLM | TinyEngine | tinyc / TinyEngine | placement, order, in-place steps |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        te = f"{r['tinyengine']:,}" if r["tinyengine"] else "-"
+        te_ratio = f"{r['arena'] / r['tinyengine']:.3f}" if r["tinyengine"] else "-"
+        lines.append(
+            f"| {r['model']} | {r['arena']:,} | {r['lower_bound']:,} | {r['arena_no_inplace']:,} | "
+            f"{r['lower_bound_no_inplace']:,} | {r['arena'] / r['lower_bound_no_inplace']:.3f} | {r['tflm_head']:,} | "
+            f"{r['arena'] / r['tflm_head']:.3f} | {te} | {te_ratio} | {r['strategy']}, {r['order']}, "
+            f"{r['in_place_steps']} |"
+        )
+    total_t = sum(r["arena"] for r in rows)
+    total_f = sum(r["tflm_head"] for r in rows)
+    lines += ["", f"Sum over the {len(rows)} models: tinyc {total_t:,} B, TFLM {total_f:,} B "
+                  f"({total_t / total_f:.3f}x).", END]
+    return "\n".join(lines)
+
+
+def write_section(path: Path, section: str) -> None:
+    text = path.read_text() if path.exists() else "# tinyc benchmarks\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + section + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "models")
+    ap.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
+    ap.add_argument("--json", type=Path, help="also write the measured rows here")
+    args = ap.parse_args()
+    rows = measure(args.shared)
+    write_section(args.out, table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
