@@ -344,7 +344,63 @@ def order_candidates(program: Program) -> dict[str, list[KernelCall]]:
     greedy = [c for u in order for c in units[u]]
     if greedy != calls:
         orders["memory-greedy"] = greedy
+    best = _min_peak_order(program, units, deps)
+    if best is not None:
+        searched = [c for u in best for c in units[u]]
+        if all(searched != o for o in orders.values()):
+            orders["min-peak"] = searched
     return orders
+
+
+def _min_peak_order(program: Program, units, deps, max_states: int = 20000) -> list[int] | None:
+    """The topological order of ``units`` with the smallest peak of live bytes
+    (views free, no in-place sharing), by dynamic programming over the sets of
+    units already run: what is live next depends only on that set. None when the
+    graph has more than ``max_states`` such sets (then the greedy order stands)."""
+    graph = program.graph
+    root = _view_roots(program.calls)
+
+    def own(t: str) -> str:
+        return root.get(t, t)
+
+    n = len(units)
+    reads = [{own(i) for c in unit for i in c.inputs if i and not graph.tensors[i].is_const} for unit in units]
+    writes = [{own(o) for c in unit for o in c.outputs} for unit in units]
+    size = {t: graph.tensors[t].size for w in writes for t in w}
+    size.update({own(t): graph.tensors[own(t)].size for t in program.inputs})
+    readers: dict[str, set[int]] = {}
+    for u, r in enumerate(reads):
+        for t in r:
+            readers.setdefault(t, set()).add(u)
+    keep = {own(t) for t in program.outputs}
+    inputs = {own(t) for t in program.inputs}
+
+    def live_during(done: frozenset, u: int) -> int:
+        after = done | {u}
+        live = set(writes[u]) | reads[u]
+        for t in inputs | {t for v in done for t in writes[v]}:
+            if t in keep or readers.get(t, set()) - after:
+                live.add(t)
+        return sum(size[t] for t in live)
+
+    best: dict[frozenset, tuple[int, list[int]]] = {frozenset(): (0, [])}
+    frontier = [frozenset()]
+    for _ in range(n):
+        nxt: dict[frozenset, tuple[int, list[int]]] = {}
+        for done in frontier:
+            peak, order = best[done]
+            for u in range(n):
+                if u in done or not deps[u] <= done:
+                    continue
+                key = done | {u}
+                cand = (max(peak, live_during(done, u)), order + [u])
+                if key not in nxt or cand[0] < nxt[key][0]:
+                    nxt[key] = cand
+        if len(nxt) > max_states:
+            return None
+        best.update(nxt)
+        frontier = list(nxt)
+    return best[frozenset(range(n))][1]
 
 
 # ------------------------------------------------------------------- planning
