@@ -122,9 +122,13 @@ def _load_for_int8(model, input_shape, dump_ir, calib_path, calib_method, pixel_
               help=".npy (one sample or a batch) or .npz (per input name, or 'inputs').")
 @click.option("-o", "--output", "output_path", required=True, type=click.Path(dir_okay=False),
               help="Where to write the outputs: .npy, or .npz for several outputs.")
-@click.option("--engine", type=click.Choice(["ref", "c"]), default="ref", show_default=True,
+@click.option("--engine", type=click.Choice(["ref", "c", "qemu"]), default="ref", show_default=True,
               help="ref: the numpy reference interpreter (int8 for quantized models); "
-                   "c: the generated C, compiled with the host compiler.")
+                   "c: the generated C, compiled with the host compiler; "
+                   "qemu: firmware for --board, run on its QEMU stand-in with instruction counts.")
+@click.option("--board", default=None, help="With --engine qemu: the board whose core runs the model.")
+@click.option("--timeout", default=600.0, show_default=True, help="With --engine qemu: seconds before QEMU is stopped.")
+@click.option("--json", "as_json", is_flag=True, help="With --engine qemu: print the run report as JSON.")
 @calib_option
 @calib_method_option
 @pixel_range_option
@@ -132,24 +136,54 @@ def _load_for_int8(model, input_shape, dump_ir, calib_path, calib_method, pixel_
 @debug_poison_option
 @input_shape_option
 @dump_ir_option
-def run(model, input_path, output_path, engine, calib_path, calib_method, pixel_range, plan_strategy, debug_poison,
-        input_shape, dump_ir):
+def run(model, input_path, output_path, engine, board, timeout, as_json, calib_path, calib_method, pixel_range,
+        plan_strategy, debug_poison, input_shape, dump_ir):
     """Run a model on input data and write its outputs."""
+    target = None
+    if engine == "qemu":
+        from .boards import get_board
+
+        if board is None:
+            raise TinycError("--engine qemu needs --board (e.g. --board mps2-an386; see 'tinyc boards')")
+        target = get_board(board)
+        api.qemu_link_board(target)
+    elif board is not None:
+        raise TinycError("--board applies to --engine qemu only")
     graph = _load_for_int8(model, input_shape, dump_ir, calib_path, calib_method, pixel_range)
     api.check_output_path(output_path, len(graph.outputs))  # fail before the work, not after
     batch = api.read_data(graph, input_path)
+    report = None
     if engine == "ref" and not api.is_quantized(graph):
         outputs = api.run_reference(graph, batch)
     else:
         build = api.compile_c(graph, model, plan_strategy=plan_strategy, poison=debug_poison)
-        outputs = api.run_program_ref(build.program, batch) if engine == "ref" else api.run_program_c(build, batch)
+        if engine == "ref":
+            outputs = api.run_program_ref(build.program, batch)
+        elif engine == "c":
+            outputs = api.run_program_c(build, batch)
+        else:
+            outputs, report = api.run_program_qemu(build, batch, target, timeout)
     api.write_outputs(output_path, api.shape_like_input(outputs, batch.layout))
     click.echo(f"ran {batch.count} sample(s) with engine {engine}; wrote {output_path}", err=True)
+    if report is not None:
+        counts = report["instructions"]
+        per_mac = counts[0] / report["macs"] if report["macs"] else 0
+        click.echo(
+            f"QEMU {report['qemu_machine']} ({report['core']}): {min(counts):,}-{max(counts):,} instructions per "
+            f"sample in {build.name}_invoke ({per_mac:.2f} per MAC); stack {report['stack_used_bytes']:,} of "
+            f"{report['stack_bytes']:,} B; flash {report['flash_bytes']:,} B, RAM {report['ram_bytes']:,} B",
+            err=True,
+        )
+        if as_json:
+            click.echo(json.dumps(report, indent=1))
 
 
 @cli.command()
 @model_argument
-@click.option("--board", default="host", show_default=True, help="Target board (host: the host test program).")
+@click.option("--board", default="host", show_default=True,
+              help="Target board (see 'tinyc boards'; host: a C project with a host test program).")
+@click.option("--sample", "sample_path", type=click.Path(dir_okay=False), default=None,
+              help="Board builds: the input (.npy / .npz like --input; the first sample) the firmware runs and checks.")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder to write the project to (replaced only if an earlier tinyc build made it).")
 @click.option("--name", default=None, help="C name of the model (default: from the file name).")
@@ -161,15 +195,22 @@ def run(model, input_path, output_path, engine, calib_path, calib_method, pixel_
 @debug_poison_option
 @input_shape_option
 @dump_ir_option
-def build(model, board, out_dir, name, as_json, calib_path, calib_method, pixel_range, plan_strategy, debug_poison,
-          input_shape, dump_ir):
+def build(model, board, sample_path, out_dir, name, as_json, calib_path, calib_method, pixel_range, plan_strategy,
+          debug_poison, input_shape, dump_ir):
     """Compile a model to a C project: NAME.h / NAME.c, the runtime, a host test program, a Makefile."""
+    target = None
     if board != "host":
-        raise TinycError(f"--board {board!r}: this version of tinyc builds for 'host' only")
+        from .boards import get_board
+
+        target = get_board(board)
     graph = _load_for_int8(model, input_shape, dump_ir, calib_path, calib_method, pixel_range)
+    batch = api.read_data(graph, sample_path) if sample_path else None
     result = api.compile_c(graph, model, name=name, board=board, plan_strategy=plan_strategy, poison=debug_poison)
-    api.write_project(result, out_dir)
-    s = result.summary
+    if target is None:
+        api.write_project(result, out_dir)
+        s = result.summary
+    else:
+        s = api.build_firmware(result, target, out_dir, batch)
     click.echo(
         f"wrote {out_dir}: {s['name']}.c/.h, arena {s['arena_bytes']:,} bytes "
         f"(lower bound {s['lower_bound_bytes']:,}; {s['plan_strategy']} placement, {s['plan_order']} order, "
@@ -177,8 +218,63 @@ def build(model, board, out_dir, name, as_json, calib_path, calib_method, pixel_
         f"bytes inside it), weights {s['weights_bytes']:,} bytes, {s['kernel_calls']} kernel calls",
         err=True,
     )
+    if target is not None:
+        if s.get("elf"):
+            click.echo(
+                f"{s['board']}: {s['elf']}: flash {s['flash_bytes']:,} B ({s['flash_free_bytes']:,} free), RAM "
+                f"{s['ram_bytes']:,} B incl. stack {s['stack_bytes']:,} B ({s['ram_free_bytes']:,} free)",
+                err=True,
+            )
+        else:
+            click.echo(f"{s['board']}: {s['note']}", err=True)
     if as_json:
         click.echo(json.dumps(s, indent=1))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array instead of a table.")
+def boards(as_json):
+    """The boards tinyc builds for: core, FPU, SRAM, flash, clock, QEMU stand-in."""
+    from .boards import all_boards
+
+    known = all_boards()
+    if as_json:
+        click.echo(json.dumps([api.board_info(b) for b in known.values()], indent=1))
+        return
+    header = (f"{'board':12} {'core':14} {'fpu':12} {'dsp':4} {'MHz':>5} {'SRAM KB':>8} {'(largest)':>9} "
+              f"{'flash KB':>9} {'QEMU stand-in':14} aliases")
+    click.echo(header)
+    click.echo("-" * len(header))
+    for b in known.values():
+        click.echo(
+            f"{b.name:12} {b.core:14} {b.fpu:12} {'yes' if b.dsp else 'no':4} {b.clock_hz // 1_000_000:>5} "
+            f"{b.sram_bytes // 1024:>8} {b.main_ram.length // 1024:>9} {b.flash_bytes // 1024:>9} "
+            f"{b.qemu or '-':14} {', '.join(b.aliases)}"
+        )
+    click.echo("host: the machine tinyc runs on (a C project with a host test program)")
+
+
+@cli.command()
+@click.argument("project", type=click.Path())
+@click.option("--board", default=None, help="The board (default: the one the project was built for).")
+@click.option("--probe", default=None, help="pyOCD probe unique ID, when several are connected.")
+@click.option("--dry-run", is_flag=True, help="Print the pyOCD command instead of running it.")
+def flash(project, board, probe, dry_run):
+    """Write a built firmware project to its board through pyOCD."""
+    import importlib.util
+    import shlex
+    import subprocess
+
+    cmd, target = api.flash_command(project, board, probe)
+    if dry_run:
+        click.echo(shlex.join(cmd))
+        return
+    if importlib.util.find_spec("pyocd") is None:
+        raise TinycError("flashing needs pyOCD; pip install 'tinyc[flash]' (or run the --dry-run command yourself)")
+    proc = subprocess.run(cmd)
+    if proc.returncode != 0:
+        raise TinycError(f"pyOCD could not flash {target.name} (exit {proc.returncode}); check the probe connection")
+    click.echo(f"flashed {project} to {target.name}", err=True)
 
 
 # click >= 8.2 raises this for a bare `tinyc`; its show() prints the help text

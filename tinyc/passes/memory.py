@@ -475,3 +475,16 @@ def validate_plan(plan: MemoryPlan, program: Program) -> None:
                 raise PlanError(f"call {k}: depthwise convolution in place without its precondition or scratch")
             if call.kernel != DEPTHWISE and j not in ELEMENTWISE_IN_PLACE.get(call.kernel, ()):
                 raise PlanError(f"call {k}: {call.kernel} cannot run in place")
+
+
+def peak_step(plan: MemoryPlan, program: Program) -> tuple[int, list[str]]:
+    """The step where the most bytes are live, and the IR nodes of the calls there."""
+    steps = max((b.last for b in plan.buffers), default=0) + 1
+    live = [0] * steps
+    for b in plan.buffers:
+        for p in b.pieces:
+            for s in range(p.first, p.last + 1):
+                live[s] += p.size
+    step = max(range(steps), key=lambda s: live[s]) if steps else 0
+    nodes = [program.calls[step - 1].node] if 1 <= step <= len(program.calls) else []
+    return step, nodes
