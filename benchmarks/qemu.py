@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Speed: instructions executed in NAME_invoke on emulated Cortex-M cores.
+
+For every model in ../shared/models/models.json this builds tinyc's firmware for
+the QEMU machines standing in for a Cortex-M4 (mps2-an386), M7 (mps2-an500) and
+M55 (mps3-an547), runs the first golden sample twice (the counts must agree: the
+QEMU TCG plugin counts exactly), checks the output against TFLM's golden, and
+compares with the TFLM counts measured the same way on a Cortex-M4
+(models.json: TFLM with CMSIS-NN kernels, and TFLM's reference kernels).
+Rewrites the "speed" section of BENCHMARKS.md.
+
+    python benchmarks/qemu.py [--shared ../shared/models] [--out BENCHMARKS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tinyc import api  # noqa: E402
+from tinyc.boards import get_board  # noqa: E402
+from tinyc.codegen.firmware import build_elf  # noqa: E402
+from tinyc.errors import TinycError  # noqa: E402
+from tinyc.sim import qemu  # noqa: E402
+
+CORES = {"M4": "mps2-an386", "M7": "mps2-an500", "M55": "mps3-an547"}
+BEGIN, END = "<!-- speed:begin -->", "<!-- speed:end -->"
+
+
+def count(shared: Path, name: str, info: dict, machine: str) -> dict:
+    gold = np.load(shared / "goldens" / f"{name}.npz")
+    graph = api.load(shared / info["onnx_int8"])
+    build = api.compile_c(graph, info["onnx_int8"])
+    board = get_board(machine)
+    batch = api.to_batch(graph, {graph.inputs[0]: gold["inputs"][:1]})
+    feeds = api.program_feeds(build.program, batch)
+    with tempfile.TemporaryDirectory(prefix="tinyc-bench-") as tmp:
+        root = Path(tmp)
+        try:
+            fw = build_elf(root, build, board, board, "qemu")
+        except TinycError as e:
+            return {"fits": False, "why": str(e)}
+        (root / "in.bin").write_bytes(b"".join(feeds[n].tobytes() for n in build.program.inputs))
+        runs = [qemu.run_qemu(fw.elf, machine, root, timeout=900) for _ in range(2)]
+        raw = np.frombuffer((root / "out.bin").read_bytes(), dtype=np.int8)
+    first, second = runs[0].instructions, runs[1].instructions
+    out = raw[: build.program.graph.tensors[build.program.outputs[0]].size]
+    results = api.program_results(build.program, {build.program.outputs[0]: out[None].reshape(
+        (1,) + build.program.graph.tensors[build.program.outputs[0]].shape)}) if len(build.program.outputs) == 1 else None
+    exact = None
+    if results is not None:
+        exact = bool(np.array_equal(results[graph.outputs[0]].reshape(gold["outputs"][:1].shape), gold["outputs"][:1]))
+    return {"fits": True, "instructions": first[0], "repeatable": first == second, "exact": exact,
+            "flash": fw.flash_bytes, "ram": fw.ram_bytes + fw.stack_bytes}
+
+
+def measure(shared: Path) -> list[dict]:
+    index = json.loads((shared / "models.json").read_text())
+    rows = []
+    for name, info in index.items():
+        t0 = time.time()
+        row = {"model": name, "macs": info["macs"],
+               "tflm_cmsisnn_m4": info.get("measured", {}).get("tflm_cmsisnn_m4_invoke_instructions"),
+               "tflm_reference_m4": info.get("measured", {}).get("tflm_reference_m4_invoke_instructions")}
+        for core, machine in CORES.items():
+            row[core] = count(shared, name, info, machine)
+        row["seconds"] = round(time.time() - t0, 1)
+        print(f"{name}: " + ", ".join(f"{c} {row[c].get('instructions', 'n/a')}" for c in CORES), file=sys.stderr)
+        rows.append(row)
+    return rows
+
+
+def _cell(r: dict) -> str:
+    return f"{r['instructions']:,}" if r["fits"] else "does not fit"
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        BEGIN,
+        "## Speed: instructions per inference (QEMU, exact counts)",
+        "",
+        "Written by `python benchmarks/qemu.py`. Instructions executed inside `NAME_invoke` for one",
+        "sample, counted by tinyc's QEMU TCG plugin (`-icount shift=0`; two runs of the same ELF",
+        "and input give the same count, checked for every cell). M4: mps2-an386, M7: mps2-an500,",
+        "M55: mps3-an547 (512 KB ITCM + 512 KB DTCM, so the big models do not fit). TFLM columns:",
+        "the Cortex-M4 counts in `../shared/models/models.json`, measured the same way with",
+        "TFLite Micro (CMSIS-NN kernels, and reference kernels). *exact*: the M4 output equals",
+        "TFLM's golden (micro_speech's ONNX lost a bias; see the README).",
+        "",
+        "| model | MACs | M4 | per MAC | M7 | M55 | TFLM+CMSIS-NN M4 | tinyc / CMSIS-NN | TFLM ref M4 | tinyc / TFLM ref | exact |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        m4 = r["M4"]
+        per_mac = f"{m4['instructions'] / r['macs']:.2f}" if m4["fits"] else "-"
+        cm = f"{r['tflm_cmsisnn_m4']:,}" if r["tflm_cmsisnn_m4"] else "-"
+        cm_ratio = f"{m4['instructions'] / r['tflm_cmsisnn_m4']:.2f}" if m4["fits"] and r["tflm_cmsisnn_m4"] else "-"
+        ref = f"{r['tflm_reference_m4']:,}" if r["tflm_reference_m4"] else "-"
+        ref_ratio = f"{m4['instructions'] / r['tflm_reference_m4']:.2f}" if m4["fits"] and r["tflm_reference_m4"] else "-"
+        exact = {True: "yes", False: "no", None: "-"}[m4.get("exact")]
+        lines.append(f"| {r['model']} | {r['macs']:,} | {_cell(m4)} | {per_mac} | {_cell(r['M7'])} | {_cell(r['M55'])} "
+                     f"| {cm} | {cm_ratio} | {ref} | {ref_ratio} | {exact} |")
+    assert all(r[c]["repeatable"] for r in rows for c in CORES if r[c]["fits"]), "instruction counts differ run to run"
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def write_section(path: Path, section: str) -> None:
+    text = path.read_text() if path.exists() else "# tinyc benchmarks\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + section + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "models")
+    ap.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
+    ap.add_argument("--json", type=Path, help="also write the measured rows here")
+    args = ap.parse_args()
+    rows = measure(args.shared)
+    write_section(args.out, table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
