@@ -279,3 +279,15 @@ def test_flash_errors(tmp_path):
     assert_user_error(tinyc("flash", tmp_path, "--dry-run"), "QEMU machine")
     (tmp_path / "tinyc.json").write_text(json.dumps({"name": "m", "board": "nrf52840", "elf": "build/m.elf"}))
     assert_user_error(tinyc("flash", tmp_path, "--dry-run"), "no firmware image", "make")
+
+
+def test_board_files_agree_with_the_verified_qemu_machines():
+    """The QEMU machines' memory maps were verified by running firmware on them
+    (tinyc.sim.qemu.MACHINES); the board files firmware links against agree."""
+    from tinyc.sim.qemu import MACHINES
+
+    for machine, facts in MACHINES.items():
+        board = api.qemu_link_board(get_board(machine))
+        assert (board.main_flash.origin, board.main_flash.length) == facts.flash, machine
+        assert board.main_ram.origin == facts.ram[0] and board.main_ram.length <= facts.ram[1], machine
+        assert board.core == facts.core, machine
