@@ -755,3 +755,60 @@ def run_program_qemu(build: Build, batch: Batch, board, timeout: float = 600.0) 
     if stack_used > fw.stack_bytes:
         raise TinycError(f"the firmware used {stack_used} B of stack, more than the {fw.stack_bytes} B reserved")
     return program_results(program, outs), report
+
+
+# --------------------------------------------------------------------- report
+def report(build: Build, board_name: str) -> dict:
+    """The memory report of a compiled model for a board, "host", or "all" boards."""
+    from .boards import get_board
+    from .report.data import build_report
+
+    if board_name == "all":
+        return build_report(build, None, every_board=True)
+    if board_name == "host":
+        return build_report(build, None)
+    return build_report(build, get_board(board_name))
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tinyc-", suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is for sharing
+        os.replace(tmp, path)
+        tmp = None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_report(rep: dict, fmt: str, out: Path | None) -> str | None:
+    """Render and write the report; returns the text for stdout when ``out`` is None."""
+    import json
+
+    if fmt == "json":
+        text = json.dumps(rep, indent=1) + "\n"
+        if out is None:
+            return text
+        _atomic_write(out, text.encode())
+        return None
+    from .report.plot import timeline_png
+    from .report.render import render_html, render_markdown
+
+    if fmt == "html":
+        text = render_html(rep)
+        if out is None:
+            return text
+        _atomic_write(out, text.encode())
+        return None
+    if out is None:
+        raise TinycError("--format md writes FILE.md and the plot FILE.png beside it; give -o FILE.md")
+    png = out.with_suffix(".png")
+    png_bytes = timeline_png(rep)
+    text = render_markdown(rep, png.name)
+    _atomic_write(png, png_bytes)
+    _atomic_write(out, text.encode())
+    return None

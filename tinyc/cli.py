@@ -277,6 +277,45 @@ def flash(project, board, probe, dry_run):
     click.echo(f"flashed {project} to {target.name}", err=True)
 
 
+@cli.command()
+@model_argument
+@click.option("--board", required=True, help="A board (see 'tinyc boards'), 'host', or 'all' for every board.")
+@click.option("--format", "fmt", type=click.Choice(["md", "json", "html"]), default="md", show_default=True,
+              help="md: Markdown with the plot as FILE.png beside it; html: one self-contained page; json: the data.")
+@click.option("-o", "--output", "out_path", type=click.Path(dir_okay=False), default=None,
+              help="File to write (json and html go to stdout without it).")
+@calib_option
+@calib_method_option
+@pixel_range_option
+@plan_option
+@input_shape_option
+@dump_ir_option
+def report(model, board, fmt, out_path, calib_path, calib_method, pixel_range, plan_strategy, input_shape, dump_ir):
+    """Where the memory goes: per layer, against a board, and what would make it fit."""
+    from pathlib import Path
+
+    if board not in ("all", "host"):
+        from .boards import get_board
+
+        get_board(board)  # an unknown board fails before any work
+    out = Path(out_path) if out_path else None
+    if out is not None:
+        api.check_output_path(out, 1)
+    graph = _load_for_int8(model, input_shape, dump_ir, calib_path, calib_method, pixel_range)
+    build = api.compile_c(graph, model, board=board, plan_strategy=plan_strategy)
+    rep = api.report(build, board)
+    text = api.write_report(rep, fmt, out)
+    if text is not None:
+        click.echo(text, nl=False)
+    v = rep["verdict"]
+    if v["fits"] is not None:
+        ram = next(r for r in v["regions"] if r["kind"] == "ram")
+        click.echo(f"{rep['name']} on {rep['board']['name']}: {'fits' if v['fits'] else 'does NOT fit'} "
+                   f"(RAM margin {ram['margin_bytes']:,} B, {ram['margin_percent']:.1f}%)", err=True)
+    if out is not None:
+        click.echo(f"wrote {out}" + (f" and {out.with_suffix('.png')}" if fmt == "md" else ""), err=True)
+
+
 # click >= 8.2 raises this for a bare `tinyc`; its show() prints the help text
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 

@@ -1,0 +1,170 @@
+"""The memory report as data (the JSON form; docs/report.md pins its keys).
+
+Everything comes from the same path as ``tinyc build``: ``api.compile_c`` gives the
+program and its memory plan; with the Arm toolchain installed the firmware is linked
+(against the board's own regions made roomy, so a model that does not fit is still
+measured) and flash, RAM and stack are read from the ELF.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+
+from ..boards import Board, Region, all_boards
+from ..boards.fit import CODE_ESTIMATE, STATICS_ESTIMATE
+from ..ir.program import Program
+from ..ops import get_op
+from ..passes.memory import plan_memory
+
+REPORT_VERSION = 1
+ROOMY = 1 << 26  # 64 MB: enough for any model tinyc meets, below the next region on every board
+
+
+def _roomy(board: Board) -> Board:
+    """The board with huge regions at the same origins: links whatever the model's size."""
+    f, r = board.main_flash, board.main_ram
+    return dataclasses.replace(board, flash=(Region(f.name, f.origin, ROOMY),), ram=(Region(r.name, r.origin, ROOMY),))
+
+
+def measure_firmware(build, board: Board) -> dict | None:
+    """Link the board firmware and measure it; None without the Arm toolchain."""
+    from ..api import sample_io
+    from ..codegen.firmware import build_elf
+    from ..sim import qemu
+
+    if qemu.arm_toolchain() is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="tinyc-report-") as tmp:
+        fw = build_elf(Path(tmp), build, board, _roomy(board), "board", sample_io(build))
+    return {"flash_bytes": fw.flash_bytes, "ram_static_bytes": fw.ram_bytes, "stack_bytes": fw.stack_bytes}
+
+
+def _needs(build, measured: dict | None) -> dict:
+    s = build.summary
+    if measured:
+        stack = measured["stack_bytes"]
+        statics = measured["ram_static_bytes"] - s["arena_bytes"]
+        flash = measured["flash_bytes"]
+        return {"flash": flash, "code": flash - s["weights_bytes"], "stack": stack, "statics": statics,
+                "ram": s["arena_bytes"] + statics + stack, "measured": True}
+    from ..codegen.firmware import MIN_STACK
+
+    return {"flash": s["weights_bytes"] + CODE_ESTIMATE, "code": CODE_ESTIMATE, "stack": MIN_STACK,
+            "statics": STATICS_ESTIMATE, "ram": s["arena_bytes"] + STATICS_ESTIMATE + MIN_STACK, "measured": False}
+
+
+def _region(kind: str, region: Region, needed: int) -> dict:
+    margin = region.length - needed
+    return {"kind": kind, "region": region.name, "needed": needed, "available": region.length,
+            "margin_bytes": margin, "margin_percent": round(100.0 * margin / region.length, 2)}
+
+
+def _live_per_step(plan, steps: int) -> list[int]:
+    live = [0] * steps
+    for b in plan.buffers:
+        for p in b.pieces:
+            for s in range(p.first, min(p.last, steps - 1) + 1):
+                live[s] += p.size
+    return live
+
+
+def _layers(program: Program, plan, live: list[int]) -> list[dict]:
+    graph = program.graph
+    nodes = {n.name: n for n in graph.nodes}
+    seen_nodes, seen_consts = set(), set()
+    high = 0
+    layers = []
+    for k, call in enumerate(program.calls):
+        step = k + 1
+        node = nodes.get(call.node)
+        macs = 0
+        if node is not None and node.name not in seen_nodes:
+            seen_nodes.add(node.name)
+            macs = int(get_op(node.op).macs(node, graph))
+        weights = 0
+        for t in call.inputs:
+            if t and graph.tensors[t].is_const and t not in seen_consts:
+                seen_consts.add(t)
+                weights += int(graph.tensors[t].data.nbytes)
+        for b in plan.buffers:
+            for p in b.pieces:
+                if p.first <= step <= p.last:
+                    high = max(high, b.offset + p.size)
+        layers.append({
+            "step": step, "node": call.node, "op": node.op if node is not None else call.kernel,
+            "kernel": call.kernel,
+            "input_shapes": [list(graph.tensors[t].shape) for t in call.inputs if t and not graph.tensors[t].is_const],
+            "output_shape": list(graph.tensors[call.outputs[0]].shape),
+            "macs": macs, "weight_bytes": weights, "live_bytes": live[step] if step < len(live) else 0,
+            "arena_high_water": high, "scratch_bytes": plan.scratch.get(k, (0, 0))[1], "in_place": k in plan.in_place,
+        })
+    return layers
+
+
+def board_row(board: Board, needs: dict) -> dict:
+    ram, flash = board.main_ram, board.main_flash
+    return {"board": board.name, "fits": needs["ram"] <= ram.length and needs["flash"] <= flash.length,
+            "ram_needed": needs["ram"], "ram_available": ram.length, "ram_margin_bytes": ram.length - needs["ram"],
+            "flash_needed": needs["flash"], "flash_available": flash.length,
+            "flash_margin_bytes": flash.length - needs["flash"], "measured": needs["measured"]}
+
+
+def build_report(build, board: Board | None, every_board: bool = False) -> dict:
+    """The report dict for a compiled model (``api.compile_c``) and a board (None: host)."""
+    from ..api import board_info
+
+    program, plan, s = build.program, build.plan, build.summary
+    steps = len(program.calls) + 2
+    live = _live_per_step(plan, steps)
+    measured = measure_firmware(build, board) if board is not None else None
+    needs = _needs(build, measured)
+    totals = {
+        "macs": s["macs"], "arena_bytes": s["arena_bytes"], "lower_bound_bytes": s["lower_bound_bytes"],
+        "lower_bound_no_inplace_bytes": s["lower_bound_no_inplace_bytes"], "weights_bytes": s["weights_bytes"],
+        "code_bytes": needs["code"], "flash_bytes": needs["flash"], "stack_bytes": needs["stack"],
+        "statics_bytes": needs["statics"], "ram_bytes": needs["ram"], "measured": needs["measured"],
+        "plan_strategy": s["plan_strategy"], "plan_order": s["plan_order"], "in_place_steps": s["in_place_steps"],
+    }
+    verdict = {"fits": None, "regions": []}
+    if board is not None:
+        regions = [_region("flash", board.main_flash, needs["flash"]), _region("ram", board.main_ram, needs["ram"])]
+        verdict = {"fits": all(r["margin_bytes"] >= 0 for r in regions), "regions": regions}
+
+    plain = Program(program.graph, list(program.calls), program.inputs, program.outputs, program.float_tail)
+    no_in_place = plan_memory(plain, in_place=False).arena_size
+    peak_steps = [k for k, v in enumerate(live) if v == plan.lower_bound and v > 0]
+    ram_over = max(0, -verdict["regions"][1]["margin_bytes"]) if verdict["regions"] else 0
+    report = {
+        "tinyc_report_version": REPORT_VERSION,
+        "model": s["model"],
+        "name": s["name"],
+        "board": board_info(board) if board is not None else None,
+        "totals": totals,
+        "verdict": verdict,
+        "layers": _layers(program, plan, live),
+        "timeline": {
+            "live_bytes": live,
+            "buffers": [{"name": b.name, "offset": b.offset, "size": b.size, "first": b.first, "last": b.last,
+                         "pieces": [[p.first, p.last, p.size] for p in b.pieces]} for b in plan.buffers],
+        },
+        "what_if": {
+            "strategies": dict(plan.tried),
+            "arena_without_in_place_bytes": no_in_place,
+            "in_place_saving_bytes": no_in_place - s["arena_bytes"],
+            "peak_steps": peak_steps,
+            "peak_layers": [program.calls[k - 1].node for k in peak_steps if 1 <= k <= len(program.calls)],
+            "bytes_to_fit": ram_over,
+        },
+    }
+    if every_board:
+        by_core: dict[tuple, dict] = {}
+        rows = []
+        for b in all_boards().values():
+            key = tuple(b.cflags())
+            if key not in by_core:
+                by_core[key] = _needs(build, measure_firmware(build, b))
+            rows.append(board_row(b, by_core[key]))
+        report["boards"] = rows
+    return report
