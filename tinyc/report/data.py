@@ -30,7 +30,7 @@ def _roomy(board: Board) -> Board:
 
 def measure_firmware(build, board: Board) -> dict | None:
     """Link the board firmware and measure it; None without the Arm toolchain."""
-    from ..api import sample_io
+    from ..build import sample_io
     from ..codegen.firmware import build_elf
     from ..sim import qemu
 
@@ -113,7 +113,7 @@ def board_row(board: Board, needs: dict) -> dict:
 
 def build_report(build, board: Board | None, every_board: bool = False) -> dict:
     """The report dict for a compiled model (``api.compile_c``) and a board (None: host)."""
-    from ..api import board_info
+    from ..build import board_info
 
     program, plan, s = build.program, build.plan, build.summary
     steps = len(program.calls) + 2
