@@ -25,6 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.markdown import write_section  # noqa: E402
 from tinyc import api  # noqa: E402
 
 TINYENGINE_PEAK = {  # bytes: TinyEngine's peak SRAM for the same models, as given in issue 4
@@ -93,16 +94,6 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# tinyc benchmarks\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "models")
@@ -110,7 +101,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the measured rows here")
     args = ap.parse_args()
     rows = measure(args.shared)
-    write_section(args.out, table(rows))
+    write_section(args.out, BEGIN, END, table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.test_kernels_conv import random_act, random_requant
 from tinyc.kernels.conv import (
     depthwise_conv2d_inplace_s8,
     depthwise_conv2d_s8,
@@ -29,7 +30,6 @@ from tinyc.kernels.conv import (
 )
 from tinyc.kernels.data import fill_s8
 from tinyc.kernels.params import ConvParams
-from tinyc.quant import fixedpoint as fx
 
 RUNTIME = Path(__file__).resolve().parent.parent / "tinyc" / "runtime_c"
 SOURCES = sorted((RUNTIME / "src").glob("*.c"))
@@ -68,26 +68,6 @@ def _ptr(a: np.ndarray | None):
 
 def conv_out(size: int, k: int, stride: int, dil: int, pad_total: int) -> int:
     return (size + pad_total - (k - 1) * dil - 1) // stride + 1
-
-
-def random_requant(rng, n: int, fan_in: int):
-    if rng.random() < 0.5:
-        reals = np.exp(rng.uniform(np.log(1e-4), np.log(0.9), n))
-    else:
-        reals = np.clip(rng.uniform(10, 60, n) / (100.0 * 100.0 * np.sqrt(fan_in)), 1e-6, 0.9)
-    if rng.random() < 0.2:
-        reals[rng.random(n) < 0.3] = rng.uniform(1.0, 4.0)
-    return fx.quantize_multiplier_array(reals)
-
-
-def random_act(rng, out_offset: int) -> tuple[int, int]:
-    r = rng.random()
-    if r < 0.4:
-        return -128, 127
-    if r < 0.7:
-        return out_offset, 127
-    lo = int(rng.integers(-128, 100))
-    return lo, int(rng.integers(lo, 128))
 
 
 def random_dw_params(rng, *, valid: bool = True) -> ConvParams:
