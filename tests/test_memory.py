@@ -21,7 +21,7 @@ from tinyc.ir.program import KernelCall, Program
 from tinyc.kernels.params import AddParams, RequantizeParams
 from tinyc.passes.memory import STRATEGIES, PlanError, plan_memory, validate_plan
 
-from .conftest import SHARED_MODELS, needs_shared, shared_models_index
+from .conftest import REPO, SHARED_MODELS, needs_shared, shared_models_index
 
 MODELS = sorted(shared_models_index())
 # TinyEngine's published peak SRAM for the same models (MCUNet papers / repo).
@@ -288,3 +288,16 @@ def test_branch_order_search_lowers_the_peak(tmp_path):
     x = rng.standard_normal((2, 1, 2, 16, 16)).astype(np.float32)
     batch = api.to_batch(graph, {"x": x})
     assert np.array_equal(api.run_program_c(build, batch)["y"], api.run_program_ref(build.program, batch)["y"])
+
+
+@needs_shared
+def test_memory_benchmark_script_writes_its_section(tmp_path):
+    out = tmp_path / "BENCHMARKS.md"
+    out.write_text("# tinyc benchmarks\n\n<!-- speed:begin -->\nkept\n<!-- speed:end -->\n")
+    r = subprocess.run([sys.executable, "benchmarks/memory.py", "--out", str(out)], cwd=REPO, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    text = out.read_text()
+    assert "kept" in text and "<!-- memory:begin -->" in text
+    for name in MODELS:
+        assert f"| {name} |" in text
