@@ -8,9 +8,25 @@
  * the image border, each output pixel first computes the range of kernel rows
  * and columns that fall inside the input; interior pixels get the full kernel,
  * border pixels a smaller one, and the inner loops have no branches.
+ *
+ * On cores with the DSP extension (simd.h: TINYC_DSP) the kernels take fast
+ * paths with the same results, bit for bit (tests/test_kernels_qemu.py):
+ *   pointwise    2 pixels x 2 output channels per step, weights pre-extended
+ *                per channel pair, input offset folded into the bias (pw_*);
+ *   conv2d       K = k_h * k_w * in_c <= TINYC_IM2COL_BYTES / 4: the windows of
+ *                a few pixel pairs, offset-added int16, in a stack buffer, then
+ *                2 x 2 blocks (cv_pairs); larger K: each pixel's kernel rows as
+ *                segments, 4 output channels per input word (tinyc_mac_1x4_rows);
+ *   depthwise    4 channels per input word (dw_dsp);
+ * all with simd.h's exact fast requantization.  Parameters outside the fast
+ * paths' ranges (see each entry point) take the portable code.
  */
+#include <stddef.h>
+
 #include "tinyc/kernels.h"
 #include "tinyc/fixedpoint.h"
+#include "tinyc/simd.h"
+#include "tinyc/matmul_dsp.h"
 
 /* Kernel taps f in [*first, *end) satisfy 0 <= origin + f * dil < size, for a
  * window starting at `origin` (negative inside the top / left padding). */
@@ -43,8 +59,8 @@ static int8_t requantize(int32_t acc, const int32_t *bias, int32_t c, const int3
     return (int8_t)tinyc_clamp32(acc, p->act_min, p->act_max);
 }
 
-void tinyc_conv2d_s8(const tinyc_conv_params *p, const int8_t *in, const int8_t *w,
-                     const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out)
+TINYC_FALLBACK static void conv_portable(const tinyc_conv_params *p, const int8_t *in, const int8_t *w,
+                          const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out)
 {
     const int32_t in_c = p->in_c;
     const int32_t groups = p->groups > 0 ? p->groups : 1;
@@ -100,8 +116,8 @@ void tinyc_conv2d_s8(const tinyc_conv_params *p, const int8_t *in, const int8_t 
     }
 }
 
-void tinyc_conv2d_1x1_s8(const tinyc_conv_params *p, const int8_t *in, const int8_t *w,
-                         const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out)
+TINYC_FALLBACK static void conv1x1_portable(const tinyc_conv_params *p, const int8_t *in, const int8_t *w,
+                             const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out)
 {
     const int32_t in_c = p->in_c;
     const int32_t in_offset = p->in_offset;
@@ -131,8 +147,846 @@ void tinyc_conv2d_1x1_s8(const tinyc_conv_params *p, const int8_t *in, const int
     }
 }
 
-void tinyc_depthwise_conv2d_s8(const tinyc_conv_params *p, const int8_t *in, const int8_t *w,
-                               const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out)
+#if TINYC_DSP
+/* ---- DSP fast paths (see matmul_dsp.h) ------------------------------------ */
+
+/* Arguments of the pw_* assembly (the offsets are fixed in the assembly). */
+typedef struct {
+    const int8_t *x;       /*  0: pixel 0 of the next pixel pair */
+    int32_t xs;            /*  4: bytes from pixel 0 to pixel 1 (= K for pw_*_direct) */
+    int32_t adv;           /*  8: x advance after a pair's K values: 2 * xs - K */
+    const void *wb;        /* 12: pre-extended weights (tinyc_fill_wbuf), or channel 0's int8 row */
+    const void *wend;      /* 16: wb past its K / 4 groups */
+    int32_t odd;           /* 20: K / 4 is odd */
+    int32_t b0, b1;        /* 24: accumulator starts of channels 0 and 1 */
+    int32_t m2_0, m2_1;    /* 32: requantization constants (tinyc_rq) of channels 0 and 1 */
+    int32_t npo_0, npo_1;  /* 40 */
+    int32_t r_0, r_1;      /* 48 */
+    int32_t sm_0, sm_1;    /* 56 */
+    int32_t k_0, k_1;      /* 64 */
+    int8_t *dst;           /* 72: output of pixel 0, channel 0 */
+    int8_t *dst_end;       /* 76: dst past the last pair (dst += 2 * n per pair) */
+    int32_t n;             /* 80: bytes between two pixels' outputs */
+} pw_args;
+
+typedef char pw_args_layout[(offsetof(pw_args, b0) == 24 && offsetof(pw_args, sm_0) == 56 &&
+                             offsetof(pw_args, dst) == 72 && offsetof(pw_args, n) == 80) ? 1 : -1];
+
+/* The pw_* functions: 2 pixels x 2 output channels per step over the pixel
+ * pairs of pw_args, K a multiple of 4, clamp range [-128, 127].  Per group of
+ * 4 input values: the 4 weight words (pre-extended: one LDM; direct: 2 loads
+ * and 4 SXTB16), 2 input words sign-extended (4 SXTB16) and 8 SMLADs; the
+ * group loop is unrolled twice (an odd count enters at the second copy).
+ * Then the 4 sums are requantized (simd.h; _fast_even: both channels of
+ * class 0 and an even group count, _gen: class 0 or 1) and stored as two
+ * halfwords.  Registers: r0-r3
+ * weights, r4-r7 sums (pixel 0 channel 0, pixel 0 channel 1, pixel 1 channel
+ * 0, pixel 1 channel 1), r8 x, r9 xs, r10 weights pointer, r11-r12 inputs, lr
+ * the arguments.  They use 36 bytes of stack (naked: not in gcc's .su). */
+#define PW_BEGIN(odd_check)        \
+    "push {r4-r11, lr}\n\t"        \
+    "mov lr, r0\n\t"               \
+    "ldr r8, [lr, #0]\n\t"         \
+    "ldr r9, [lr, #4]\n\t"         \
+    "1:\n\t"                       \
+    "ldrd r4, r5, [lr, #24]\n\t"   \
+    "mov r6, r4\n\t"               \
+    "mov r7, r5\n\t"               \
+    "ldr r10, [lr, #12]\n\t"       \
+    odd_check                        \
+    "2:\n\t"
+
+/* an odd group count enters the unrolled loop at its second copy */
+#define PW_ODD_ENTRY               \
+    "ldr r11, [lr, #20]\n\t"       \
+    "cmp r11, #0\n\t"              \
+    "bne 3f\n\t"
+
+#define PW_X_GROUP                   \
+    "ldr r11, [r8, r9]\n\t"          \
+    "sxtb16 r12, r11\n\t"            \
+    "sxtb16 r11, r11, ror #8\n\t"    \
+    "smlad r6, r12, r0, r6\n\t"      \
+    "smlad r6, r11, r1, r6\n\t"      \
+    "smlad r7, r12, r2, r7\n\t"      \
+    "smlad r7, r11, r3, r7\n\t"      \
+    "ldr r11, [r8], #4\n\t"          \
+    "sxtb16 r12, r11\n\t"            \
+    "sxtb16 r11, r11, ror #8\n\t"    \
+    "smlad r4, r12, r0, r4\n\t"      \
+    "smlad r4, r11, r1, r4\n\t"      \
+    "smlad r5, r12, r2, r5\n\t"      \
+    "smlad r5, r11, r3, r5\n\t"
+
+/* weights: r0 = channel 0 even, r1 = channel 0 odd, r2 / r3 channel 1 */
+#define PW_W_BUF "ldmia r10!, {r0, r1, r2, r3}\n\t"
+#define PW_W_DIRECT                \
+    "ldr r2, [r10, r9]\n\t"        \
+    "ldr r0, [r10], #4\n\t"        \
+    "sxtb16 r3, r2, ror #8\n\t"    \
+    "sxtb16 r2, r2\n\t"            \
+    "sxtb16 r1, r0, ror #8\n\t"    \
+    "sxtb16 r0, r0\n\t"
+
+#define PW_LOOP_END              \
+    "ldr r11, [lr, #16]\n\t"     \
+    "cmp r10, r11\n\t"           \
+    "bne 2b\n\t"                 \
+    "ldr r11, [lr, #8]\n\t"      \
+    "add r8, r8, r11\n\t"        \
+    "ldrd r0, r1, [lr, #32]\n\t" \
+    "smmlar r4, r4, r0, r4\n\t"  \
+    "smmlar r6, r6, r0, r6\n\t"  \
+    "smmlar r5, r5, r1, r5\n\t"  \
+    "smmlar r7, r7, r1, r7\n\t"
+
+#define PW_RQ_FAST                    \
+    "add r4, r4, r4, asr #31\n\t"     \
+    "add r5, r5, r5, asr #31\n\t"     \
+    "add r6, r6, r6, asr #31\n\t"     \
+    "add r7, r7, r7, asr #31\n\t"
+
+#define PW_RQ_GEN                     \
+    "ldrd r0, r1, [lr, #56]\n\t"      \
+    "and r2, r0, r4, asr #31\n\t"     \
+    "add r4, r4, r2\n\t"              \
+    "and r2, r0, r6, asr #31\n\t"     \
+    "add r6, r6, r2\n\t"              \
+    "and r2, r1, r5, asr #31\n\t"     \
+    "add r5, r5, r2\n\t"              \
+    "and r2, r1, r7, asr #31\n\t"     \
+    "add r7, r7, r2\n\t"              \
+    "ldrd r0, r1, [lr, #64]\n\t"      \
+    "asr r4, r4, r0\n\t"              \
+    "asr r6, r6, r0\n\t"              \
+    "asr r5, r5, r1\n\t"              \
+    "asr r7, r7, r1\n\t"
+
+#define PW_END                        \
+    "ldrd r0, r1, [lr, #40]\n\t"      \
+    "qadd r4, r4, r0\n\t"             \
+    "qadd r6, r6, r0\n\t"             \
+    "qadd r5, r5, r1\n\t"             \
+    "qadd r7, r7, r1\n\t"             \
+    "ldrd r0, r1, [lr, #48]\n\t"      \
+    "asr r4, r4, r0\n\t"              \
+    "asr r6, r6, r0\n\t"              \
+    "asr r5, r5, r1\n\t"              \
+    "asr r7, r7, r1\n\t"              \
+    "ssat r4, #8, r4\n\t"             \
+    "ssat r5, #8, r5\n\t"             \
+    "ssat r6, #8, r6\n\t"             \
+    "ssat r7, #8, r7\n\t"             \
+    "bfi r4, r5, #8, #8\n\t"          \
+    "bfi r6, r7, #8, #8\n\t"          \
+    "ldr r0, [lr, #72]\n\t"           \
+    "ldr r1, [lr, #80]\n\t"           \
+    "strh r4, [r0]\n\t"               \
+    "strh r6, [r0, r1]\n\t"           \
+    "add r0, r0, r1, lsl #1\n\t"      \
+    "str r0, [lr, #72]\n\t"           \
+    "ldr r1, [lr, #76]\n\t"           \
+    "cmp r0, r1\n\t"                  \
+    "bne 1b\n\t"                      \
+    "pop {r4-r11, pc}\n\t"
+
+#define PW_FUNCTION(name, odd, weights, rq)                                                 \
+    __attribute__((naked, noinline)) static void name(const pw_args *args __attribute__((unused))) \
+    {                                                                                       \
+        __asm__ volatile(PW_BEGIN(odd) weights PW_X_GROUP "3:\n\t" weights PW_X_GROUP PW_LOOP_END rq PW_END); \
+    }
+
+/* The common case gets its own copy (class 0, an even group count: no odd
+ * test per pair); the general one serves the rest (larger K: the weights are
+ * extended in the loop, which dwarfs the general requantization). */
+PW_FUNCTION(pw_buf_fast_even, "", PW_W_BUF, PW_RQ_FAST)
+PW_FUNCTION(pw_buf_gen, PW_ODD_ENTRY, PW_W_BUF, PW_RQ_GEN)
+PW_FUNCTION(pw_direct_gen, PW_ODD_ENTRY, PW_W_DIRECT, PW_RQ_GEN)
+
+/* Pixels of a pointwise product: runs of run_len pixels pix_step apart. */
+typedef struct {
+    const int8_t *x;
+    int32_t runs, run_len, pix_step, run_step;
+    int32_t k, n;                 /* values per pixel, output channels */
+    int32_t in_offset, out_offset, act_min, act_max;
+} pw_problem;
+
+/* Channels o0 and o1 (o1 == o0 for an odd last channel) over every pixel, in C:
+ * 2 pixels at a time (tinyc_mac_2x2_wbuf / tinyc_mac_2x2), any K and class. */
+__attribute__((cold, noinline)) static void pw_pair_c(const pw_problem *m, const int8_t *w, const tinyc_rq *q0,
+                                                       const tinyc_rq *q1, int32_t b0, int32_t b1,
+                                                       const uint32_t *wbuf, int32_t o0, int32_t o1, int8_t *out)
+{
+    const int32_t k = m->k, n = m->n, n4 = k >> 2, tail = k & 3;
+    const int8_t *w0 = w + o0 * k;
+    const int8_t *w1 = w + o1 * k;
+    const int8_t *line = m->x;
+    int8_t *dst = out + o0;
+    int32_t r, i;
+    for (r = 0; r < m->runs; ++r) {
+        const int8_t *px = line;
+        for (i = 0; i + 1 < m->run_len; i += 2) {
+            int32_t a[4];
+            const int8_t *xp;
+            a[0] = b0;
+            a[1] = b1;
+            a[2] = b0;
+            a[3] = b1;
+            if (wbuf != 0) {
+                xp = tinyc_mac_2x2_wbuf(px, m->pix_step, wbuf, n4, a);
+            } else {
+                xp = tinyc_mac_2x2(px, m->pix_step, w0, w1, n4, a);
+            }
+            if (tail) {
+                a[0] = tinyc_dot_raw(xp, w0 + 4 * n4, tail, a[0]);
+                a[1] = tinyc_dot_raw(xp, w1 + 4 * n4, tail, a[1]);
+                a[2] = tinyc_dot_raw(xp + m->pix_step, w0 + 4 * n4, tail, a[2]);
+                a[3] = tinyc_dot_raw(xp + m->pix_step, w1 + 4 * n4, tail, a[3]);
+            }
+            dst[0] = tinyc_rq_out(a[0], q0, m->act_min, m->act_max, 0);
+            dst[n] = tinyc_rq_out(a[2], q0, m->act_min, m->act_max, 0);
+            if (o1 != o0) {
+                dst[1] = tinyc_rq_out(a[1], q1, m->act_min, m->act_max, 0);
+                dst[n + 1] = tinyc_rq_out(a[3], q1, m->act_min, m->act_max, 0);
+            }
+            dst += 2 * n;
+            px += 2 * m->pix_step;
+        }
+        if (i < m->run_len) {
+            dst[0] = tinyc_rq_out(tinyc_dot_raw(px, w0, k, b0), q0, m->act_min, m->act_max, 0);
+            if (o1 != o0) {
+                dst[1] = tinyc_rq_out(tinyc_dot_raw(px, w1, k, b1), q1, m->act_min, m->act_max, 0);
+            }
+            dst += n;
+        }
+        line += m->run_step;
+    }
+}
+
+/* The pointwise product: output channel pairs outside (their weights are
+ * sign-extended once into the stack buffer when K <= TINYC_WBUF_K, their
+ * biases take the input offset: bias + in_offset * sum(w)), pixel pairs inside,
+ * in assembly when the pair allows it. */
+TINYC_ALWAYS_INLINE void pw_run(const pw_problem *m, const int8_t *w, const int32_t *bias, const int32_t *mult,
+                                const int32_t *shift, int8_t *out)
+{
+    const int32_t k = m->k, n = m->n, n4 = k >> 2;
+    const int full = m->act_min == -128 && m->act_max == 127;
+    const int use_buf = k <= TINYC_WBUF_K;
+    const int direct = !use_buf && m->pix_step == k;
+    const int32_t pairs = m->run_len >> 1;
+    uint32_t wbuf[TINYC_WBUF_K];
+    pw_args a;
+    int32_t o;
+
+    a.xs = m->pix_step;
+    a.adv = 2 * m->pix_step - 4 * n4;
+    a.odd = n4 & 1;
+    a.n = n;
+    for (o = 0; o < n; o += 2) {
+        const int32_t o1 = o + 1 < n ? o + 1 : o;
+        const int8_t *w0 = w + o * k;
+        const int8_t *w1 = w + o1 * k;
+        const tinyc_rq q0 = tinyc_rq_make(mult[o], shift[o], m->out_offset);
+        const tinyc_rq q1 = tinyc_rq_make(mult[o1], shift[o1], m->out_offset);
+        const int cls = q0.cls > q1.cls ? q0.cls : q1.cls;
+        int32_t s[2], r;
+        if (use_buf) {
+            tinyc_fill_wbuf(wbuf, w0, w1, n4, s);
+        } else {
+            s[0] = tinyc_sum_s8(w0, 4 * n4);
+            s[1] = tinyc_sum_s8(w1, 4 * n4);
+        }
+        a.b0 = tinyc_fold_bias(bias, o, m->in_offset, s[0] + tinyc_sum_s8(w0 + 4 * n4, k & 3));
+        a.b1 = tinyc_fold_bias(bias, o1, m->in_offset, s[1] + tinyc_sum_s8(w1 + 4 * n4, k & 3));
+        if (full && cls <= 1 && o1 != o && (k & 3) == 0 && n4 > 0 && (use_buf || direct)) {
+            void (*fn)(const pw_args *) = !use_buf ? pw_direct_gen
+                                                   : cls == 0 && !(n4 & 1) ? pw_buf_fast_even : pw_buf_gen;
+            int8_t *dst = out + o;
+            const int8_t *line = m->x;
+            a.wb = use_buf ? (const void *)wbuf : (const void *)w0;
+            a.wend = use_buf ? (const void *)(wbuf + 4 * n4) : (const void *)(w0 + 4 * n4);
+            a.m2_0 = q0.m2;
+            a.m2_1 = q1.m2;
+            a.npo_0 = q0.npo;
+            a.npo_1 = q1.npo;
+            a.r_0 = q0.r;
+            a.r_1 = q1.r;
+            a.sm_0 = q0.sm;
+            a.sm_1 = q1.sm;
+            a.k_0 = q0.k;
+            a.k_1 = q1.k;
+            for (r = 0; r < m->runs; ++r) {
+                if (pairs > 0) {
+                    a.x = line;
+                    a.dst = dst;
+                    a.dst_end = dst + 2 * pairs * n;
+                    fn(&a);
+                    dst = a.dst_end;
+                }
+                if ((m->run_len & 1) && !use_buf) {
+                    /* the last pixel alone, in C (the direct loops find channel
+                     * 1's weights at the pixel step, which the pairing below
+                     * sets to 0) */
+                    const int8_t *px = line + 2 * pairs * m->pix_step;
+                    dst[0] = tinyc_rq_out(tinyc_dot_raw(px, w0, k, a.b0), &q0, -128, 127, 1);
+                    dst[1] = tinyc_rq_out(tinyc_dot_raw(px, w1, k, a.b1), &q1, -128, 127, 1);
+                    dst += n;
+                } else if (m->run_len & 1) {
+                    /* the last pixel as a pair with itself: pixel step 0, output
+                     * step 0 (both stores write the same bytes), one pair */
+                    a.x = line + 2 * pairs * m->pix_step;
+                    a.xs = 0;
+                    a.n = 0;
+                    a.dst = dst;
+                    a.dst_end = dst;
+                    fn(&a);
+                    a.xs = m->pix_step;
+                    a.n = n;
+                    dst += n;
+                }
+                line += m->run_step;
+            }
+        } else {
+            pw_pair_c(m, w, &q0, &q1, a.b0, a.b1, use_buf ? wbuf : 0, o, o1, out);
+        }
+    }
+}
+
+/* ---- general convolution -------------------------------------------------- */
+
+/* Stack bytes for the window buffer of the im2col path: 2 pixels x K int16
+ * values per pixel pair, as many pairs as fit (K <= TINYC_IM2COL_BYTES / 4). */
+#ifndef TINYC_IM2COL_BYTES
+#define TINYC_IM2COL_BYTES 640
+#endif
+#define IM2COL_WORDS (TINYC_IM2COL_BYTES / 4)
+
+/* Arguments of cv_pairs (offsets fixed in the assembly). */
+typedef struct {
+    const uint32_t *xb;    /*  0: window words of the next pixel pair (per group: p0 even, p0 odd, p1 even, p1 odd) */
+    int32_t f;             /*  4: filter bytes (channel 1's filter at w0 + f) */
+    const int8_t *w0;      /*  8: channel 0's filter */
+    const int8_t *wend;    /* 12: w0 + 4 * groups */
+    int32_t odd;           /* 16: odd group count */
+    int32_t b0, b1;        /* 20: biases of channels 0 and 1 */
+    int32_t m2_0, m2_1;    /* 28: requantization (class 0) */
+    int32_t npo_0, npo_1;  /* 36 */
+    int32_t r_0, r_1;      /* 44 */
+    int8_t *dst;           /* 52: output of pixel 0, channel 0 */
+    int8_t *dst_end;       /* 56: dst past the last pair */
+    int32_t n;             /* 60: bytes from pixel 0's outputs to pixel 1's (0: a pixel paired with itself) */
+    int32_t dst_step;      /* 64: dst advance per pair */
+} cv_args;
+
+typedef char cv_args_layout[(offsetof(cv_args, b0) == 20 && offsetof(cv_args, dst) == 52 &&
+                             offsetof(cv_args, dst_step) == 64) ? 1 : -1];
+
+/* 2 pixels x 2 output channels per step over the pixel pairs of a window
+ * buffer (the im2col path): per group of 4 window values one LDM of the 4
+ * pre-extended words (offset added, padding 0), the 2 channels' weight words
+ * sign-extended (4 SXTB16), 8 SMLADs.  Registers: r0-r3 window words, r4 / r5
+ * channel 0 (pixel 0 / 1), r6 / r7 channel 1, r8 weights, r9 f, r10 window
+ * pointer, r11-r12 weights, lr the arguments.  Class 0 channels, clamp range
+ * [-128, 127]; 36 bytes of stack. */
+#define CV_GROUP                         \
+    "ldmia r10!, {r0, r1, r2, r3}\n\t"   \
+    "ldr r11, [r8, r9]\n\t"              \
+    "sxtb16 r12, r11\n\t"                \
+    "sxtb16 r11, r11, ror #8\n\t"        \
+    "smlad r6, r0, r12, r6\n\t"          \
+    "smlad r6, r1, r11, r6\n\t"          \
+    "smlad r7, r2, r12, r7\n\t"          \
+    "smlad r7, r3, r11, r7\n\t"          \
+    "ldr r11, [r8], #4\n\t"              \
+    "sxtb16 r12, r11\n\t"                \
+    "sxtb16 r11, r11, ror #8\n\t"        \
+    "smlad r4, r0, r12, r4\n\t"          \
+    "smlad r4, r1, r11, r4\n\t"          \
+    "smlad r5, r2, r12, r5\n\t"          \
+    "smlad r5, r3, r11, r5\n\t"
+
+__attribute__((naked, noinline)) static void cv_pairs(const cv_args *args __attribute__((unused)))
+{
+    __asm__ volatile(
+        "push {r4-r11, lr}\n\t"
+        "mov lr, r0\n\t"
+        "ldr r10, [lr, #0]\n\t"
+        "ldr r9, [lr, #4]\n\t"
+        "1:\n\t"
+        "ldrd r4, r6, [lr, #20]\n\t"
+        "mov r5, r4\n\t"
+        "mov r7, r6\n\t"
+        "ldr r8, [lr, #8]\n\t"
+        "ldr r11, [lr, #16]\n\t"
+        "cmp r11, #0\n\t"
+        "bne 3f\n\t"
+        "2:\n\t" CV_GROUP
+        "3:\n\t" CV_GROUP
+        "ldr r11, [lr, #12]\n\t"
+        "cmp r8, r11\n\t"
+        "bne 2b\n\t"
+        "ldrd r0, r1, [lr, #28]\n\t"
+        "smmlar r4, r4, r0, r4\n\t"
+        "smmlar r5, r5, r0, r5\n\t"
+        "smmlar r6, r6, r1, r6\n\t"
+        "smmlar r7, r7, r1, r7\n\t"
+        "add r4, r4, r4, asr #31\n\t"
+        "add r5, r5, r5, asr #31\n\t"
+        "add r6, r6, r6, asr #31\n\t"
+        "add r7, r7, r7, asr #31\n\t"
+        "ldrd r0, r1, [lr, #36]\n\t"
+        "qadd r4, r4, r0\n\t"
+        "qadd r5, r5, r0\n\t"
+        "qadd r6, r6, r1\n\t"
+        "qadd r7, r7, r1\n\t"
+        "ldrd r0, r1, [lr, #44]\n\t"
+        "asr r4, r4, r0\n\t"
+        "asr r5, r5, r0\n\t"
+        "asr r6, r6, r1\n\t"
+        "asr r7, r7, r1\n\t"
+        "ssat r4, #8, r4\n\t"
+        "ssat r5, #8, r5\n\t"
+        "ssat r6, #8, r6\n\t"
+        "ssat r7, #8, r7\n\t"
+        "bfi r4, r6, #8, #8\n\t"
+        "bfi r5, r7, #8, #8\n\t"
+        "ldr r0, [lr, #52]\n\t"
+        "ldr r1, [lr, #60]\n\t"
+        "strh r4, [r0]\n\t"
+        "strh r5, [r0, r1]\n\t"
+        "ldr r1, [lr, #64]\n\t"
+        "add r0, r0, r1\n\t"
+        "str r0, [lr, #52]\n\t"
+        "ldr r1, [lr, #56]\n\t"
+        "cmp r0, r1\n\t"
+        "bne 1b\n\t"
+        "pop {r4-r11, pc}\n\t");
+}
+
+static void fill_zp(int8_t *dst, int32_t n, int8_t zp)
+{
+    const uint32_t z4 = (uint32_t)(uint8_t)zp * 0x01010101u;
+    for (; n >= 4; n -= 4) {
+        tinyc_st4(dst, z4);
+        dst += 4;
+    }
+    while (n-- > 0) {
+        *dst++ = zp;
+    }
+}
+
+static void copy_bytes(int8_t *dst, const int8_t *src, int32_t n)
+{
+    for (; n >= 4; n -= 4) {
+        tinyc_st4(dst, tinyc_ld4(src));
+        dst += 4;
+        src += 4;
+    }
+    while (n-- > 0) {
+        *dst++ = *src++;
+    }
+}
+
+/* The int8 window of output pixel (oy, ox) in weight order (k_h, k_w, in_c),
+ * padded taps and the bytes up to kp as the zero point (they add 0). */
+__attribute__((noinline)) static void window_bytes(const tinyc_conv_params *p, const int8_t *in, int32_t oy,
+                                                   int32_t ox, int32_t kp, int8_t *dst)
+{
+    const int32_t in_c = p->in_c;
+    const int32_t row_len = p->k_w * in_c;               /* window bytes per kernel row */
+    const int8_t zp = (int8_t)(-p->in_offset);
+    const int32_t iy0 = oy * p->stride_h - p->pad_t;
+    const int32_t ix0 = ox * p->stride_w - p->pad_l;
+    const int32_t y_step = p->dil_h * p->in_w * in_c;
+    int32_t ky0, ky1, kx0, kx1, ky;
+    tap_range(iy0, p->dil_h, p->k_h, p->in_h, &ky0, &ky1);
+    tap_range(ix0, p->dil_w, p->k_w, p->in_w, &kx0, &kx1);
+    if (kx0 == kx1 || ky0 == ky1) {
+        fill_zp(dst, kp, zp);                              /* wholly in the padding */
+        return;
+    }
+    fill_zp(dst, ky0 * row_len, zp);
+    dst += ky0 * row_len;
+    if (ky0 < ky1) {
+        const int8_t *src = in + ((iy0 + ky0 * p->dil_h) * p->in_w + ix0 + kx0 * p->dil_w) * in_c;
+        const int32_t left = kx0 * in_c, run = (kx1 - kx0) * in_c, right = row_len - left - run;
+        for (ky = ky0; ky < ky1; ++ky) {
+            fill_zp(dst, left, zp);
+            dst += left;
+            if (p->dil_w == 1) {
+                copy_bytes(dst, src, run);
+                dst += run;
+            } else {
+                const int8_t *s = src;
+                int32_t kx;
+                for (kx = kx0; kx < kx1; ++kx) {
+                    copy_bytes(dst, s, in_c);
+                    dst += in_c;
+                    s += p->dil_w * in_c;
+                }
+            }
+            fill_zp(dst, right, zp);
+            dst += right;
+            src += y_step;
+        }
+    }
+    fill_zp(dst, (p->k_h - ky1) * row_len + kp - p->k_h * row_len, zp);
+}
+
+/* Output pixel q's window as offset-added int16 pairs into the words xw[0],
+ * xw[1], xw[4], xw[5], ... (per group of 4 values: even, odd; the other
+ * pixel of the pair takes the words between).  Windows wholly inside the
+ * input with rows of whole words are read straight from the input, the others
+ * through window_bytes into `stage`. */
+static void window_words(const tinyc_conv_params *p, const int8_t *in, int32_t q, int32_t groups, uint32_t off2,
+                         int8_t *stage, uint32_t *xw)
+{
+    const int32_t oy = q / p->out_w, ox = q - oy * p->out_w;
+    const int32_t iy0 = oy * p->stride_h - p->pad_t;
+    const int32_t ix0 = ox * p->stride_w - p->pad_l;
+    const int32_t row_len = p->k_w * p->in_c;
+    int32_t g;
+    if (p->dil_w == 1 && (row_len & 3) == 0 && ix0 >= 0 && ix0 + p->k_w <= p->in_w) {
+        /* every column inside: rows inside the input straight from it, rows
+         * in the padding as zeros (x + in_offset = 0) */
+        const int32_t y_step = p->dil_h * p->in_w * p->in_c;
+        const int8_t *src = in + (iy0 * p->in_w + ix0) * p->in_c;
+        int32_t ky, iy = iy0;
+        for (ky = 0; ky < p->k_h; ++ky) {
+            if (iy >= 0 && iy < p->in_h) {
+                const int8_t *s = src;
+                for (g = 0; g < row_len; g += 4) {
+                    const uint32_t v = tinyc_ld4(s);
+                    xw[0] = tinyc_sxtab16(off2, v);
+                    xw[1] = tinyc_sxtab16_r8(off2, v);
+                    xw += 4;
+                    s += 4;
+                }
+            } else {
+                for (g = 0; g < row_len; g += 4) {
+                    xw[0] = 0;
+                    xw[1] = 0;
+                    xw += 4;
+                }
+            }
+            src += y_step;
+            iy += p->dil_h;
+        }
+        return;
+    }
+    if (p->dil_w == 1 && iy0 >= 0 && ix0 >= 0 && iy0 + (p->k_h - 1) * p->dil_h < p->in_h &&
+        ix0 + p->k_w <= p->in_w) {
+        /* wholly inside: the rows back to back into `stage`, then the tail */
+        const int32_t y_step = p->dil_h * p->in_w * p->in_c;
+        const int8_t *src = in + (iy0 * p->in_w + ix0) * p->in_c;
+        int8_t *d = stage;
+        int32_t ky, j;
+        for (ky = 0; ky < p->k_h; ++ky) {
+            const int8_t *s = src;
+            for (j = row_len; j >= 4; j -= 4) {
+                tinyc_st4(d, tinyc_ld4(s));
+                d += 4;
+                s += 4;
+            }
+            for (; j > 0; --j) {
+                *d++ = *s++;
+            }
+            src += y_step;
+        }
+        for (j = (int32_t)(d - stage); j < 4 * groups; ++j) {
+            *d++ = (int8_t)(-p->in_offset);
+        }
+    } else {
+        window_bytes(p, in, oy, ox, 4 * groups, stage);
+    }
+    for (g = 0; g < groups; ++g) {
+        const uint32_t v = tinyc_ld4(stage + 4 * g);
+        xw[0] = tinyc_sxtab16(off2, v);
+        xw[1] = tinyc_sxtab16_r8(off2, v);
+        xw += 4;
+    }
+}
+
+/* (x + in_offset) . w for one channel over the window words of a pixel pair
+ * (lane 0: pixel 0, 1: pixel 1); reads exactly the K weights. */
+static void buf_dot(const uint32_t *xb, const int8_t *wf, int32_t k, int32_t *a0, int32_t *a1)
+{
+    int32_t s0 = *a0, s1 = *a1;
+    int32_t g;
+    for (g = 0; g + 4 <= k; g += 4) {
+        const uint32_t v = tinyc_ld4(wf + g);
+        const uint32_t e = tinyc_sxtb16(v), o = tinyc_sxtb16_r8(v);
+        s0 = tinyc_smlad(xb[0], e, s0);
+        s0 = tinyc_smlad(xb[1], o, s0);
+        s1 = tinyc_smlad(xb[2], e, s1);
+        s1 = tinyc_smlad(xb[3], o, s1);
+        xb += 4;
+    }
+    if (g < k) {
+        /* the last group's weights one by one (no read past the filter) */
+        const int32_t w0 = wf[g], w1 = g + 1 < k ? wf[g + 1] : 0, w2 = g + 2 < k ? wf[g + 2] : 0;
+        const uint32_t e = tinyc_pack16(w0, w2), o = tinyc_pack16(w1, 0);
+        s0 = tinyc_smlad(xb[0], e, s0);
+        s0 = tinyc_smlad(xb[1], o, s0);
+        s1 = tinyc_smlad(xb[2], e, s1);
+        s1 = tinyc_smlad(xb[3], o, s1);
+    }
+    *a0 = s0;
+    *a1 = s1;
+}
+
+/* The im2col path: windows of up to IM2COL_WORDS / (2 * groups) pixel pairs
+ * go into the stack buffer as offset-added int16 pairs; then per output
+ * channel pair, cv_pairs over those pixel pairs. */
+TINYC_ALWAYS_INLINE void conv_im2col(const tinyc_conv_params *p, const int8_t *in, const int8_t *w,
+                                     const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out)
+{
+    const int32_t k = p->k_h * p->k_w * p->in_c;
+    const int32_t groups = (k + 3) >> 2;
+    const int32_t kp = 4 * groups;
+    const int32_t out_c = p->out_c;
+    const int32_t n_pix = p->out_h * p->out_w;
+    const int32_t per_block = IM2COL_WORDS / (4 * groups);     /* pixel pairs per buffer */
+    const int full = p->act_min == -128 && p->act_max == 127;
+    const uint32_t off2 = tinyc_pack16(p->in_offset, p->in_offset);
+    uint32_t xbuf[IM2COL_WORDS];
+    int8_t stage[IM2COL_WORDS];      /* an int8 window (kp <= IM2COL_WORDS) */
+    cv_args a;
+    int32_t pix = 0;
+
+    a.f = k;
+    a.odd = groups & 1;
+    while (pix < n_pix) {
+        /* the block: pairs (pix, pix + 1), ..., a last lone pixel paired with itself */
+        const int32_t left = n_pix - pix;
+        const int32_t pairs = left >= 2 * per_block ? per_block : (left + 1) >> 1;
+        const int lone = 2 * pairs > left;
+        int32_t i, o;
+        for (i = 0; i < pairs; ++i) {
+            const int32_t q0 = pix + 2 * i;
+            const int32_t q1 = lone && i == pairs - 1 ? q0 : q0 + 1;
+            uint32_t *xb = xbuf + i * 4 * groups;
+            window_words(p, in, q0, groups, off2, stage, xb);
+            window_words(p, in, q1, groups, off2, stage, xb + 2);
+        }
+        for (o = 0; o < out_c; o += 2) {
+            const int32_t o1 = o + 1 < out_c ? o + 1 : o;
+            const int32_t b0 = bias != 0 ? bias[o] : 0, b1 = bias != 0 ? bias[o1] : 0;
+            /* the last pair's weights, when a K % 4 tail would make the assembly
+             * read past the last filter: a zero-padded copy in `stage` */
+            const int tail_copy = (k & 3) != 0 && o1 + 1 == out_c && 2 * k + 3 <= IM2COL_WORDS;
+            /* assembly unless: an odd last channel, a class > 0 channel, a clamp, or
+             * the weights' last group would read past the last filter */
+            if (o1 != o && full && ((k & 3) == 0 || o1 + 1 < out_c || tail_copy) &&
+                tinyc_rq_fast(mult[o], shift[o], p->out_offset, &a.m2_0, &a.npo_0, &a.r_0) &&
+                tinyc_rq_fast(mult[o1], shift[o1], p->out_offset, &a.m2_1, &a.npo_1, &a.r_1)) {
+                a.w0 = w + o * k;
+                if (tail_copy) {
+                    for (i = 0; i < 2 * k; ++i) {
+                        stage[i] = a.w0[i];
+                    }
+                    stage[2 * k] = stage[2 * k + 1] = stage[2 * k + 2] = 0;
+                    a.w0 = stage;
+                }
+                a.wend = a.w0 + kp;
+                a.b0 = b0;
+                a.b1 = b1;
+                a.xb = xbuf;
+                a.dst = out + pix * out_c + o;
+                a.dst_step = 2 * out_c;
+                a.n = out_c;
+                if (lone) {
+                    if (pairs > 1) {
+                        a.dst_end = a.dst + (pairs - 1) * 2 * out_c;
+                        cv_pairs(&a);
+                    }
+                    a.xb = xbuf + (pairs - 1) * 4 * groups;
+                    a.dst = out + (pix + 2 * (pairs - 1)) * out_c + o;
+                    a.n = 0;
+                    a.dst_step = 0;
+                    a.dst_end = a.dst;
+                    cv_pairs(&a);
+                } else {
+                    a.dst_end = a.dst + pairs * 2 * out_c;
+                    cv_pairs(&a);
+                }
+                continue;
+            }
+            {
+                /* in C: the other cases (requantization of any class, any clamp) */
+                const tinyc_rq q0 = tinyc_rq_make(mult[o], shift[o], p->out_offset);
+                const tinyc_rq q1 = tinyc_rq_make(mult[o1], shift[o1], p->out_offset);
+                for (i = 0; i < pairs; ++i) {
+                    const uint32_t *xb = xbuf + i * 4 * groups;
+                    int8_t *d = out + (pix + 2 * i) * out_c;
+                    const int second = !(lone && i == pairs - 1);
+                    int32_t s00 = b0, s01 = b0, s10 = b1, s11 = b1;
+                    buf_dot(xb, w + o * k, k, &s00, &s01);
+                    d[o] = tinyc_rq_out(s00, &q0, p->act_min, p->act_max, 0);
+                    if (second) {
+                        d[out_c + o] = tinyc_rq_out(s01, &q0, p->act_min, p->act_max, 0);
+                    }
+                    if (o1 != o) {
+                        buf_dot(xb, w + o1 * k, k, &s10, &s11);
+                        d[o1] = tinyc_rq_out(s10, &q1, p->act_min, p->act_max, 0);
+                        if (second) {
+                            d[out_c + o1] = tinyc_rq_out(s11, &q1, p->act_min, p->act_max, 0);
+                        }
+                    }
+                }
+            }
+        }
+        pix += 2 * pairs - lone;
+    }
+}
+
+/* The direct path (larger K, dil_w 1, in_c a multiple of 4): 4 output channels
+ * at a time (outer loop: their requantization constants once), and per output
+ * pixel its in-bounds kernel rows as segments of contiguous input and weights,
+ * each input word shared by the 4 channels (tinyc_mac_1x4_rows). */
+TINYC_ALWAYS_INLINE void conv_direct(const tinyc_conv_params *p, const int8_t *in, const int8_t *w,
+                                     const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out)
+{
+    const int32_t in_c = p->in_c;
+    const int32_t out_c = p->out_c;
+    const int32_t f = p->k_h * p->k_w * in_c;
+    const int32_t row_bytes = p->in_w * in_c;
+    const uint32_t off2 = tinyc_pack16(p->in_offset, p->in_offset);
+    const int full = p->act_min == -128 && p->act_max == 127;
+    tinyc_m14_args a;
+    int32_t o, oy, ox, j;
+
+    a.f = f;
+    a.off2 = off2;
+    for (o = 0; o < out_c; o += 4) {
+        const int32_t nb = out_c - o < 4 ? out_c - o : 4;
+        int32_t m2[4], npo[4], r[4], b[4];
+        int fast = full;
+        int8_t *dst = out + o;
+        for (j = 0; j < nb; ++j) {
+            fast = fast && tinyc_rq_fast(mult[o + j], shift[o + j], p->out_offset, &m2[j], &npo[j], &r[j]);
+            b[j] = bias != 0 ? bias[o + j] : 0;
+        }
+        for (oy = 0; oy < p->out_h; ++oy) {
+            const int32_t iy0 = oy * p->stride_h - p->pad_t;
+            int32_t ky0, ky1;
+            tap_range(iy0, p->dil_h, p->k_h, p->in_h, &ky0, &ky1);
+            for (ox = 0; ox < p->out_w; ++ox) {
+                const int32_t ix0 = ox * p->stride_w - p->pad_l;
+                int32_t kx0, kx1, seg, segs, acc[4];
+                const int8_t *x0;
+                const int8_t *w0;
+                tap_range(ix0, 1, p->k_w, p->in_w, &kx0, &kx1);
+                seg = (kx1 - kx0) * in_c;            /* bytes per kernel row segment */
+                segs = seg > 0 ? ky1 - ky0 : 0;
+                x0 = in + ((iy0 + ky0 * p->dil_h) * p->in_w + ix0 + kx0) * in_c;
+                w0 = w + o * f + (ky0 * p->k_w + kx0) * in_c;
+                for (j = 0; j < nb; ++j) {
+                    acc[j] = b[j];
+                }
+                if (segs > 0 && nb == 4) {
+                    a.x = x0;
+                    a.w0 = w0;
+                    a.xend = x0 + seg;
+                    a.segs = segs;
+                    a.odd = (seg >> 2) & 1;
+                    a.xskip = p->dil_h * row_bytes - seg;
+                    a.xstep = p->dil_h * row_bytes;
+                    a.wskip = p->k_w * in_c - seg;
+                    a.acc[0] = acc[0];
+                    a.acc[1] = acc[1];
+                    a.acc[2] = acc[2];
+                    a.acc[3] = acc[3];
+                    tinyc_mac_1x4_rows(&a);
+                    acc[0] = a.acc[0];
+                    acc[1] = a.acc[1];
+                    acc[2] = a.acc[2];
+                    acc[3] = a.acc[3];
+                } else if (segs > 0) {
+                    for (j = 0; j < nb; ++j) {
+                        const int8_t *xr = x0;
+                        const int8_t *wr = w0 + j * f;
+                        int32_t q;
+                        for (q = 0; q < segs; ++q) {
+                            acc[j] = tinyc_dot_off(xr, wr, seg, off2, p->in_offset, acc[j]);
+                            xr += p->dil_h * row_bytes;
+                            wr += p->k_w * in_c;
+                        }
+                    }
+                }
+                if (fast) {
+                    for (j = 0; j < nb; ++j) {
+                        dst[j] = (int8_t)__ssat(tinyc_rq_value0(acc[j], m2[j], npo[j], r[j]), 8);
+                    }
+                } else {
+                    for (j = 0; j < nb; ++j) {
+                        const tinyc_rq q = tinyc_rq_make(mult[o + j], shift[o + j], p->out_offset);
+                        dst[j] = tinyc_rq_out(acc[j], &q, p->act_min, p->act_max, 0);
+                    }
+                }
+                dst += out_c;
+            }
+        }
+    }
+}
+
+/* in_offset fits SXTAB16's 16-bit lanes with every int8 x added. */
+static int dsp_offset_ok(int32_t in_offset)
+{
+    return in_offset >= -32767 + 128 && in_offset <= 32767 - 127;
+}
+#endif /* TINYC_DSP */
+
+void tinyc_conv2d_1x1_s8(const tinyc_conv_params *p, const int8_t *in, const int8_t *w,
+                         const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out)
+{
+#if TINYC_DSP
+    if (dsp_offset_ok(p->in_offset) && p->out_h > 0 && p->out_w > 0 &&
+        tinyc_rq_layer_ok(mult, shift, p->out_c, p->out_offset, p->act_min, p->act_max)) {
+        const int whole = p->stride_h == 1 && p->stride_w == 1 && p->out_w == p->in_w;
+        pw_problem m;
+        m.x = in;
+        m.runs = whole ? 1 : p->out_h;
+        m.run_len = whole ? p->out_h * p->out_w : p->out_w;
+        m.pix_step = p->stride_w * p->in_c;
+        m.run_step = p->stride_h * p->in_w * p->in_c;
+        m.k = p->in_c;
+        m.n = p->out_c;
+        m.in_offset = p->in_offset;
+        m.out_offset = p->out_offset;
+        m.act_min = p->act_min;
+        m.act_max = p->act_max;
+        pw_run(&m, w, bias, mult, shift, out);
+        return;
+    }
+#endif
+    conv1x1_portable(p, in, w, bias, mult, shift, out);
+}
+
+void tinyc_conv2d_s8(const tinyc_conv_params *p, const int8_t *in, const int8_t *w,
+                     const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out)
+{
+#if TINYC_DSP
+    if (p->groups <= 1 && p->out_h > 0 && p->out_w > 0 && p->in_offset >= -127 && p->in_offset <= 128 &&
+        tinyc_rq_layer_ok(mult, shift, p->out_c, p->out_offset, p->act_min, p->act_max)) {
+        const int32_t k = p->k_h * p->k_w * p->in_c;
+        if (4 * ((k + 3) >> 2) <= IM2COL_WORDS) {
+            conv_im2col(p, in, w, bias, mult, shift, out);
+            return;
+        }
+        if (p->dil_w == 1 && (p->in_c & 3) == 0) {
+            conv_direct(p, in, w, bias, mult, shift, out);
+            return;
+        }
+    }
+#endif
+    conv_portable(p, in, w, bias, mult, shift, out);
+}
+
+TINYC_FALLBACK static void dw_portable(const tinyc_conv_params *p, const int8_t *in, const int8_t *w,
+                        const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out,
+                        int32_t c_first)
 {
     const int32_t in_c = p->in_c;
     const int32_t dm = p->depth_multiplier > 0 ? p->depth_multiplier : 1;
@@ -152,7 +1006,8 @@ void tinyc_depthwise_conv2d_s8(const tinyc_conv_params *p, const int8_t *in, con
             tap_range(ix0, p->dil_w, p->k_w, p->in_w, &kx0, &kx1);
             /* Index of the first in-bounds tap of the window (channel 0). */
             win = ((iy0 + ky0 * p->dil_h) * p->in_w + (ix0 + kx0 * p->dil_w)) * in_c;
-            for (c = 0; c < in_c; ++c) {
+            int8_t *px = out + (oy * p->out_w + ox) * p->out_c;
+            for (c = c_first; c < in_c; ++c) {
                 /* Input channel c feeds output channels c * dm .. c * dm + dm - 1,
                  * so the output stays in NHWC order. */
                 for (m = 0; m < dm; ++m) {
@@ -170,9 +1025,113 @@ void tinyc_depthwise_conv2d_s8(const tinyc_conv_params *p, const int8_t *in, con
                         }
                         in_row += tap_step_y;
                     }
-                    *out++ = requantize(acc, bias, o, mult, shift, p);
+                    px[o] = requantize(acc, bias, o, mult, shift, p);
                 }
             }
         }
     }
+}
+
+#if TINYC_DSP
+#define DW_TAPS_MAX 64              /* taps whose weights the table holds (2 words each: 512 bytes) */
+
+/* Depthwise with depth multiplier 1 on the DSP: 4 channels at a time, SIMD
+ * across channels.  One input word holds channels c .. c + 3 of a tap; SXTAB16
+ * adds the offset to (c, c + 2) and (c + 1, c + 3), and the 4 channels' weights
+ * of the tap, packed into the same lanes in a stack table once per channel
+ * group, meet them in SMLABB / SMLATT (one MAC each).  The 4 outputs of a
+ * pixel are requantized (simd.h) and stored as one word.  Channels past the
+ * last group of 4 go to the portable loop.  (A pairing of horizontally
+ * adjacent taps by PKHBT / PKHTB into SMLADs spilled in C and was slower.) */
+TINYC_ALWAYS_INLINE int32_t dw_dsp(const tinyc_conv_params *p, const int8_t *in, const int8_t *w,
+                                   const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out)
+{
+    const int32_t chans = p->in_c;
+    const int32_t taps = p->k_h * p->k_w;
+    const int32_t tap_step_x = p->dil_w * chans;
+    const int32_t tap_step_y = p->dil_h * p->in_w * chans;
+    const uint32_t off2 = tinyc_pack16(p->in_offset, p->in_offset);
+    const int32_t lo = p->act_min, hi = p->act_max;
+    uint32_t tab[2 * DW_TAPS_MAX];
+    int32_t c;
+
+    if (taps > DW_TAPS_MAX) {
+        return 0;
+    }
+    for (c = 0; c + 4 <= chans; c += 4) {
+        tinyc_rq q[4];
+        int32_t b[4], j, t, oy, ox;
+        int fast = lo == -128 && hi == 127;
+        for (t = 0; t < taps; ++t) {
+            tab[2 * t] = tinyc_pack16(w[c * taps + t], w[(c + 2) * taps + t]);
+            tab[2 * t + 1] = tinyc_pack16(w[(c + 1) * taps + t], w[(c + 3) * taps + t]);
+        }
+        for (j = 0; j < 4; ++j) {
+            q[j] = tinyc_rq_make(mult[c + j], shift[c + j], p->out_offset);
+            b[j] = bias != 0 ? bias[c + j] : 0;
+            fast = fast && q[j].cls == 0;
+        }
+        for (oy = 0; oy < p->out_h; ++oy) {
+            const int32_t iy0 = oy * p->stride_h - p->pad_t;
+            int32_t ky0, ky1;
+            tap_range(iy0, p->dil_h, p->k_h, p->in_h, &ky0, &ky1);
+            for (ox = 0; ox < p->out_w; ++ox) {
+                const int32_t ix0 = ox * p->stride_w - p->pad_l;
+                int32_t kx0, kx1, ky, kx;
+                int32_t a0 = b[0], a1 = b[1], a2 = b[2], a3 = b[3];
+                const int8_t *row;
+                const uint32_t *tr;
+                tap_range(ix0, p->dil_w, p->k_w, p->in_w, &kx0, &kx1);
+                row = in + ((iy0 + ky0 * p->dil_h) * p->in_w + ix0 + kx0 * p->dil_w) * chans + c;
+                tr = tab + 2 * (ky0 * p->k_w + kx0);
+                for (ky = ky0; ky < ky1; ++ky) {
+                    const int8_t *x = row;
+                    const uint32_t *tw = tr;
+                    for (kx = kx0; kx < kx1; ++kx) {
+                        const uint32_t v = tinyc_ld4(x);
+                        const uint32_t xe = tinyc_sxtab16(off2, v), xo = tinyc_sxtab16_r8(off2, v);
+                        a0 = tinyc_smlabb(xe, tw[0], a0);
+                        a2 = tinyc_smlatt(xe, tw[0], a2);
+                        a1 = tinyc_smlabb(xo, tw[1], a1);
+                        a3 = tinyc_smlatt(xo, tw[1], a3);
+                        x += tap_step_x;
+                        tw += 2;
+                    }
+                    row += tap_step_y;
+                    tr += 2 * p->k_w;
+                }
+                {
+                    int8_t *d = out + (oy * p->out_w + ox) * chans + c;
+                    uint32_t v;
+                    if (fast) {
+                        v = (uint32_t)(uint8_t)__ssat(tinyc_rq_value0(a0, q[0].m2, q[0].npo, q[0].r), 8) |
+                            (uint32_t)(uint8_t)__ssat(tinyc_rq_value0(a1, q[1].m2, q[1].npo, q[1].r), 8) << 8 |
+                            (uint32_t)(uint8_t)__ssat(tinyc_rq_value0(a2, q[2].m2, q[2].npo, q[2].r), 8) << 16 |
+                            (uint32_t)(uint8_t)__ssat(tinyc_rq_value0(a3, q[3].m2, q[3].npo, q[3].r), 8) << 24;
+                    } else {
+                        v = (uint32_t)(uint8_t)tinyc_rq_out(a0, &q[0], lo, hi, 0) |
+                            (uint32_t)(uint8_t)tinyc_rq_out(a1, &q[1], lo, hi, 0) << 8 |
+                            (uint32_t)(uint8_t)tinyc_rq_out(a2, &q[2], lo, hi, 0) << 16 |
+                            (uint32_t)(uint8_t)tinyc_rq_out(a3, &q[3], lo, hi, 0) << 24;
+                    }
+                    tinyc_st4(d, v);
+                }
+            }
+        }
+    }
+    return c;
+}
+#endif
+
+void tinyc_depthwise_conv2d_s8(const tinyc_conv_params *p, const int8_t *in, const int8_t *w,
+                               const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out)
+{
+    int32_t done = 0;
+#if TINYC_DSP
+    if (p->depth_multiplier <= 1 && p->out_h > 0 && p->out_w > 0 && dsp_offset_ok(p->in_offset) &&
+        tinyc_rq_layer_ok(mult, shift, p->out_c, p->out_offset, p->act_min, p->act_max)) {
+        done = dw_dsp(p, in, w, bias, mult, shift, out);
+    }
+#endif
+    dw_portable(p, in, w, bias, mult, shift, out, done);
 }

@@ -5,6 +5,61 @@
  */
 #include "tinyc/kernels.h"
 #include "tinyc/fixedpoint.h"
+#include "tinyc/simd.h"
+
+#if TINYC_DSP
+/* Per byte lane: the signed maximum / minimum of a and b (SSUB8 sets GE
+ * where a >= b, SEL picks its first operand there, the second elsewhere; one
+ * statement, so nothing runs in between). */
+static inline uint32_t max_s8x4(uint32_t a, uint32_t b)
+{
+    uint32_t r;
+    __asm__("ssub8 %0, %1, %2\n\tsel %0, %1, %2" : "=&r"(r) : "r"(a), "r"(b));
+    return r;
+}
+
+static inline uint32_t min_s8x4(uint32_t a, uint32_t b)
+{
+    uint32_t r;
+    __asm__("ssub8 %0, %1, %2\n\tsel %0, %2, %1" : "=&r"(r) : "r"(a), "r"(b));
+    return r;
+}
+
+/* A byte replicated into the 4 lanes. */
+static inline uint32_t splat_s8(int32_t v)
+{
+    return (uint32_t)(uint8_t)v * 0x01010101u;
+}
+
+/* 4 running sums of adjacent int8 values: SXTAB16 adds the even and the odd
+ * bytes of a word into 16-bit lanes, flushed into int32 every 255 words
+ * (|lane| <= 255 * 128 < 2^15). */
+typedef struct {
+    uint32_t e, o;
+    int32_t n;
+    int32_t s[4];
+} sum4;
+
+static inline void sum4_flush(sum4 *a)
+{
+    a->s[0] += (int16_t)a->e;
+    a->s[2] += (int32_t)a->e >> 16;
+    a->s[1] += (int16_t)a->o;
+    a->s[3] += (int32_t)a->o >> 16;
+    a->e = a->o = 0;
+    a->n = 0;
+}
+
+static inline void sum4_add(sum4 *a, const int8_t *x)
+{
+    const uint32_t v = tinyc_ld4(x);
+    a->e = tinyc_sxtab16(a->e, v);
+    a->o = tinyc_sxtab16_r8(a->o, v);
+    if (++a->n == 255) {
+        sum4_flush(a);
+    }
+}
+#endif
 
 /* Window taps f in [*first, *end) satisfy 0 <= origin + f < size. */
 static void tap_range(int32_t origin, int32_t k, int32_t size, int32_t *first, int32_t *end)
@@ -20,6 +75,11 @@ static void tap_range(int32_t origin, int32_t k, int32_t size, int32_t *first, i
 
 void tinyc_max_pool_s8(const tinyc_pool_params *p, const int8_t *in, int8_t *out)
 {
+#if TINYC_DSP
+    const uint32_t lo4 = splat_s8(tinyc_clamp32(p->act_min, -128, 127));
+    const uint32_t hi4 = splat_s8(tinyc_clamp32(p->act_max, -128, 127));
+    const int clamp_ok = p->act_min >= -128 && p->act_max <= 127 && p->act_min <= p->act_max;
+#endif
     const int32_t ch = p->channels;
     const int32_t row_step = p->in_w * ch;
     int32_t oy, ox, c, ky, kx;
@@ -35,7 +95,26 @@ void tinyc_max_pool_s8(const tinyc_pool_params *p, const int8_t *in, int8_t *out
             /* Index of the first in-bounds tap (channel 0); read only when
              * the window is not empty. */
             win = ((iy0 + ky0) * p->in_w + (ix0 + kx0)) * ch;
-            for (c = 0; c < ch; ++c) {
+            c = 0;
+#if TINYC_DSP
+            for (; clamp_ok && c + 4 <= ch; c += 4) {
+                /* 4 channels per word, byte-lane maximum */
+                uint32_t mx = 0x80808080u;
+                int32_t row = win + c;
+                for (ky = ky0; ky < ky1; ++ky) {
+                    int32_t at = row;
+                    for (kx = kx0; kx < kx1; ++kx) {
+                        mx = max_s8x4(tinyc_ld4(in + at), mx);
+                        at += ch;
+                    }
+                    row += row_step;
+                }
+                mx = min_s8x4(max_s8x4(mx, lo4), hi4);
+                tinyc_st4(out, mx);
+                out += 4;
+            }
+#endif
+            for (; c < ch; ++c) {
                 /* As in TFLM the running max starts at -128; padded taps are skipped. */
                 int32_t mx = TINYC_INT8_MIN;
                 int32_t row = win + c;
@@ -82,7 +161,36 @@ void tinyc_avg_pool_s8(const tinyc_pool_params *p, const int8_t *in, int8_t *out
             if (count < 1) {
                 count = 1;                        /* empty window: acc is 0, so is the result */
             }
-            for (c = 0; c < ch; ++c) {
+            c = 0;
+#if TINYC_DSP
+            for (; c + 4 <= ch; c += 4) {
+                /* 4 channels per word: SXTAB16 sums */
+                sum4 a;
+                int32_t row = win + c;
+                int32_t j;
+                uint32_t v = 0;
+                a.e = a.o = 0;
+                a.n = 0;
+                a.s[0] = a.s[1] = a.s[2] = a.s[3] = pad_sum;
+                for (ky = ky0; ky < ky1; ++ky) {
+                    int32_t at = row;
+                    for (kx = kx0; kx < kx1; ++kx) {
+                        sum4_add(&a, in + at);
+                        at += ch;
+                    }
+                    row += row_step;
+                }
+                sum4_flush(&a);
+                for (j = 0; j < 4; ++j) {
+                    const int32_t acc = a.s[j];
+                    const int32_t avg = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
+                    v |= (uint32_t)(uint8_t)tinyc_clamp32(avg, p->act_min, p->act_max) << (8 * j);
+                }
+                tinyc_st4(out, v);
+                out += 4;
+            }
+#endif
+            for (; c < ch; ++c) {
                 int32_t acc = pad_sum;
                 int32_t row = win + c;
                 int32_t avg;
@@ -109,10 +217,44 @@ void tinyc_mean_s8(const tinyc_mean_params *p, const int8_t *in, int8_t *out)
     const int32_t block = p->reduce * inner;      /* elements per outer index */
     const int32_t zp_total = p->in_zero_point * p->reduce;
     int32_t o, i, r;
+#if TINYC_DSP
+    const int fast = tinyc_rq_layer_ok(&p->mult, &p->shift, 1, p->out_offset, -128, 127);
+    const tinyc_rq q = tinyc_rq_make(p->mult, p->shift, p->out_offset);
+#endif
 
     for (o = 0; o < p->outer; ++o) {
         const int8_t *slab = in + o * block;
-        for (i = 0; i < inner; ++i) {
+        i = 0;
+#if TINYC_DSP
+        for (; i + 4 <= inner; i += 4) {
+            /* 4 adjacent inner positions per word: SXTAB16 sums */
+            sum4 a;
+            int32_t at = i, j;
+            a.e = a.o = 0;
+            a.n = 0;
+            a.s[0] = a.s[1] = a.s[2] = a.s[3] = 0;
+            for (r = 0; r < p->reduce; ++r) {
+                sum4_add(&a, slab + at);
+                at += inner;
+            }
+            sum4_flush(&a);
+            for (j = 0; j < 4; ++j) {
+                const int32_t acc = (int32_t)((uint32_t)a.s[j] - (uint32_t)zp_total);
+                if (fast) {
+                    /* simd.h's exact form; the 1 / reduce folding can leave the
+                     * multiplier unnormalized: c = 0, so the addend is 0 */
+                    const int32_t sh = (int32_t)((uint32_t)acc << q.left);
+                    int32_t x = tinyc_smmlar(sh, q.m2, (int32_t)((uint32_t)sh * (uint32_t)q.c));
+                    x = (x + ((x >> 31) & q.sm)) >> q.k;
+                    *out++ = (int8_t)__ssat(__qadd(x, q.npo) >> q.r, 8);
+                } else {
+                    const int32_t v = tinyc_mbqm(acc, p->mult, p->shift) + p->out_offset;
+                    *out++ = (int8_t)tinyc_clamp32(v, TINYC_INT8_MIN, TINYC_INT8_MAX);
+                }
+            }
+        }
+#endif
+        for (; i < inner; ++i) {
             int32_t sum = 0;
             int32_t at = i;
             int32_t v;

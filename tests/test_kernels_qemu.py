@@ -1,0 +1,665 @@
+"""The convolution, fully connected and pooling kernels on emulated Cortex-M cores, bit for bit.
+
+The host tests (test_kernels_conv.py, test_kernels_inplace.py) compile the
+portable C; the Cortex-M4 / M7 / M55 builds take the DSP fast paths
+(__ARM_FEATURE_DSP: SIMD dot products, the exact fast requantization of
+simd.h, the assembly loops), which only run here.  Many random kernel cases
+(odd shapes, channel counts that are not multiples of 4, strides, padding,
+dilation, depth multipliers, groups, clamp ranges, requantization parameters
+inside and outside the fast paths' ranges) are generated in Python with their
+expected outputs from the numpy specs (tinyc/kernels), written into one C
+program as constant arrays, and run on mps2-an386 (Cortex-M4), mps2-an500
+(Cortex-M7) and mps3-an547 (Cortex-M55) under QEMU.  The program checks every
+output byte and the guard bytes around the output and the in-place scratch,
+exits 0 when every case matches, else reports the first mismatch over
+semihosting.  Also: the runtime builds without warnings and without undefined
+symbols for these cores and for the Cortex-M0+ (portable code).
+
+Skipped without arm-none-eabi-gcc or qemu-system-arm.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinyc.kernels.conv import (
+    conv2d_1x1_s8,
+    conv2d_s8,
+    depthwise_conv2d_s8,
+    depthwise_inplace_scratch_bytes,
+    fully_connected_s8,
+)
+from tinyc.kernels.params import ConvParams, FCParams, KernelParams, MeanParams, PoolParams
+from tinyc.kernels.pool import avg_pool_s8, max_pool_s8, mean_s8
+from tinyc.quant import fixedpoint as fx
+
+RUNTIME = Path(__file__).resolve().parent.parent / "tinyc" / "runtime_c"
+KERNEL_SOURCES = ["conv.c", "fc.c", "dw_inplace.c", "pool.c"]
+GUARD = 16
+HAVE_TOOLS = shutil.which("arm-none-eabi-gcc") is not None and shutil.which("qemu-system-arm") is not None
+needs_tools = pytest.mark.skipif(not HAVE_TOOLS, reason="needs arm-none-eabi-gcc and qemu-system-arm")
+
+# machine -> (core, float flags, flash bytes the cases may use)
+MACHINES = {
+    "mps2-an386": ("cortex-m4", ("-mfpu=fpv4-sp-d16", "-mfloat-abi=hard")),
+    "mps2-an500": ("cortex-m7", ("-mfpu=fpv5-d16", "-mfloat-abi=hard")),
+    "mps3-an547": ("cortex-m55", ("-mfloat-abi=hard",)),
+}
+BUILD_CORES = {**{core: flags for core, flags in MACHINES.values()}, "cortex-m0plus": ("-mfloat-abi=soft",)}
+
+KINDS = {  # kind -> C call (x, w, b, m, s, out, scratch)
+    "conv": "tinyc_conv2d_s8((const tinyc_conv_params *)c->p, c->x, c->w, c->b, c->m, c->s, out)",
+    "conv1x1": "tinyc_conv2d_1x1_s8((const tinyc_conv_params *)c->p, c->x, c->w, c->b, c->m, c->s, out)",
+    "dw": "tinyc_depthwise_conv2d_s8((const tinyc_conv_params *)c->p, c->x, c->w, c->b, c->m, c->s, out)",
+    "dw_inplace": "tinyc_depthwise_conv2d_inplace_s8((const tinyc_conv_params *)c->p, out, c->w, c->b, c->m, "
+    "c->s, scratch)",
+    "fc": "tinyc_fully_connected_s8((const tinyc_fc_params *)c->p, c->x, c->w, c->b, c->m, c->s, out)",
+    "max_pool": "tinyc_max_pool_s8((const tinyc_pool_params *)c->p, c->x, out)",
+    "avg_pool": "tinyc_avg_pool_s8((const tinyc_pool_params *)c->p, c->x, out)",
+    "mean": "tinyc_mean_s8((const tinyc_mean_params *)c->p, c->x, out)",
+}
+
+
+@dataclass
+class Case:
+    kind: str
+    params: KernelParams
+    x: np.ndarray
+    want: np.ndarray
+    w: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    mult: np.ndarray | None = None
+    shift: np.ndarray | None = None
+    scratch: int = 0  # in-place depthwise: scratch bytes
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def macs(self) -> int:
+        p = self.params
+        if self.kind in ("conv", "conv1x1"):
+            return p.out_h * p.out_w * p.out_c * p.k_h * p.k_w * (p.in_c // p.groups)
+        if self.kind in ("dw", "dw_inplace"):
+            return p.out_h * p.out_w * p.out_c * p.k_h * p.k_w
+        if self.kind == "fc":
+            return p.batches * p.in_features * p.out_features
+        return 0
+
+
+# ----------------------------------------------------------------------------
+# random cases
+# ----------------------------------------------------------------------------
+
+
+def conv_out(size: int, k: int, stride: int, dil: int, pad_total: int) -> int:
+    return (size + pad_total - (k - 1) * dil - 1) // stride + 1
+
+
+def requant(rng, n: int, fan_in: int, style: str):
+    """(mult, shift) per channel.  fast: real scales in (0, 0.5), the shifts the
+    fast requantization takes; shift0: some channels in [0.5, 1) (shift 0);
+    generic: some channels > 1 or tiny (left shifts, shifts below -23), which
+    the fast paths leave to the portable code."""
+    if rng.random() < 0.5:
+        reals = np.exp(rng.uniform(np.log(1e-4), np.log(0.45), n))
+    else:
+        reals = np.clip(rng.uniform(10, 60, n) / (100.0 * 100.0 * np.sqrt(fan_in)), 1e-6, 0.45)
+    if style == "shift0":
+        reals[rng.random(n) < 0.4] = rng.uniform(0.5, 0.99)
+    elif style == "generic":
+        pick = rng.random(n)
+        reals[pick < 0.3] = rng.uniform(1.0, 4.0)
+        reals[(pick >= 0.3) & (pick < 0.4)] = 1e-9
+    return fx.quantize_multiplier_array(reals)
+
+
+def act_range(rng, out_offset: int, style: str) -> tuple[int, int]:
+    if style != "clamp":
+        return -128, 127
+    lo = int(rng.integers(-128, 100))
+    return lo, int(rng.integers(lo, 128))
+
+
+def style_of(rng) -> str:
+    r = rng.random()
+    return "fast" if r < 0.6 else "shift0" if r < 0.75 else "clamp" if r < 0.9 else "generic"
+
+
+def weighted(rng, out_c: int, w_shape, fan_in: int, style: str):
+    w = rng.integers(-128, 128, w_shape, dtype=np.int8)
+    spread = int(74 * 74 * np.sqrt(fan_in))
+    bias = None if rng.random() < 0.15 else rng.integers(-spread, spread, out_c).astype(np.int32)
+    if bias is not None and rng.random() < 0.1:
+        bias[rng.random(out_c) < 0.5] = int(rng.choice([2**30, -(2**30), 2**31 - 1, -(2**31)]))  # huge biases
+    mult, shift = requant(rng, out_c, fan_in, "fast" if style == "clamp" else style)
+    return w, bias, mult, shift
+
+
+def conv_params(rng, *, kind: str) -> ConvParams:
+    while True:
+        if kind == "conv1x1":
+            kh = kw = dh = dw = 1
+            sh, sw = (1, 1) if rng.random() < 0.7 else (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+            pt = pl = pb = pr = 0
+            h, w = int(rng.integers(1, 10)), int(rng.integers(1, 10))
+        else:
+            kh, kw = [(3, 3), (3, 3), (5, 5), (7, 7), (1, 1), (3, 1), (1, 3), (2, 3), (10, 4), (1, 7)][rng.integers(10)]
+            dh, dw = (int(rng.integers(1, 3)), int(rng.integers(1, 3))) if rng.random() < 0.2 else (1, 1)
+            sh, sw = (1, 1) if rng.random() < 0.5 else (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+            h, w = int(rng.integers(1, 14)), int(rng.integers(1, 14))
+            if rng.random() < 0.2:
+                pt, pb, pl, pr = (int(v) for v in rng.integers(0, 5, 4))
+            else:
+                pt, pb = int(rng.integers(0, (kh - 1) * dh // 2 + 1)), int(rng.integers(0, (kh - 1) * dh // 2 + 1))
+                pl, pr = int(rng.integers(0, (kw - 1) * dw // 2 + 1)), int(rng.integers(0, (kw - 1) * dw // 2 + 1))
+        oh, ow = conv_out(h, kh, sh, dh, pt + pb), conv_out(w, kw, sw, dw, pl + pr)
+        if oh < 1 or ow < 1:
+            continue
+        groups, dm = 1, 1
+        if kind == "conv1x1":
+            in_c = int(rng.choice([1, 2, 3, 4, 5, 8, 12, 16, 17, 24, 32, 40, 64, 128, 132, 136, 160]))
+            out_c = int(rng.choice([1, 2, 3, 4, 5, 8, 9, 16, 17]))
+        elif kind == "conv":
+            if rng.random() < 0.15:
+                groups = int(rng.choice([2, 3]))
+                in_c, out_c = groups * int(rng.integers(1, 5)), groups * int(rng.integers(1, 4))
+            else:
+                in_c = int(rng.choice([1, 2, 3, 4, 5, 8, 16, 17, 32]))
+                out_c = int(rng.choice([1, 2, 3, 4, 5, 8, 16, 17]))
+        else:  # depthwise
+            in_c = int(rng.choice([1, 2, 3, 4, 5, 8, 16, 17, 24, 33]))
+            dm = 1 if kind == "dw_inplace" else int(rng.choice([1, 1, 1, 2, 3]))
+            out_c = in_c * dm
+            if kind == "dw_inplace" and oh * ow > h * w:
+                continue
+        size = h * w * in_c + oh * ow * out_c + out_c * kh * kw * in_c // max(groups, 1 if kind != "dw" else in_c)
+        if size > 12000:
+            continue
+        return ConvParams(
+            in_h=h,
+            in_w=w,
+            in_c=in_c,
+            out_h=oh,
+            out_w=ow,
+            out_c=out_c,
+            k_h=kh,
+            k_w=kw,
+            stride_h=sh,
+            stride_w=sw,
+            dil_h=dh,
+            dil_w=dw,
+            pad_t=pt,
+            pad_l=pl,
+            groups=groups,
+            depth_multiplier=dm,
+            in_offset=int(rng.integers(-127, 129)),
+        )
+
+
+def conv_case(rng, kind: str) -> Case:
+    style = style_of(rng)
+    p = conv_params(rng, kind=kind)
+    p.out_offset = int(rng.integers(-128, 128))
+    p.act_min, p.act_max = act_range(rng, p.out_offset, style)
+    x = rng.integers(-128, 128, (1, p.in_h, p.in_w, p.in_c), dtype=np.int8)
+    if kind in ("dw", "dw_inplace"):
+        w, bias, mult, shift = weighted(rng, p.out_c, (p.out_c, p.k_h, p.k_w), p.k_h * p.k_w, style)
+        want = depthwise_conv2d_s8(p, x, w, bias, mult, shift)
+    elif kind == "conv1x1":
+        w, bias, mult, shift = weighted(rng, p.out_c, (p.out_c, p.in_c), p.in_c, style)
+        want = conv2d_1x1_s8(p, x, w, bias, mult, shift)
+    else:
+        cg = p.in_c // p.groups
+        w, bias, mult, shift = weighted(rng, p.out_c, (p.out_c, p.k_h, p.k_w, cg), p.k_h * p.k_w * cg, style)
+        want = conv2d_s8(p, x, w, bias, mult, shift)
+    scratch = depthwise_inplace_scratch_bytes(p) if kind == "dw_inplace" else 0
+    return Case(kind, p, x, want, w, bias, mult, shift, scratch, note=style)
+
+
+def fc_case(rng) -> Case:
+    style = style_of(rng)
+    while True:
+        batches = int(rng.choice([1, 1, 1, 2, 3]))
+        n_in = int(rng.choice([1, 3, 4, 5, 8, 16, 17, 64, 100, 250, 256]))
+        n_out = int(rng.choice([1, 2, 3, 4, 5, 7, 8, 13]))
+        if n_in * n_out <= 6000:
+            break
+    per_channel = int(rng.random() < 0.6)
+    out_offset = int(rng.integers(-128, 128))
+    lo, hi = act_range(rng, out_offset, style)
+    p = FCParams(
+        batches=batches,
+        in_features=n_in,
+        out_features=n_out,
+        in_offset=int(rng.integers(-127, 129)),
+        out_offset=out_offset,
+        act_min=lo,
+        act_max=hi,
+        per_channel=per_channel,
+    )
+    x = rng.integers(-128, 128, (batches, n_in), dtype=np.int8)
+    w, bias, mult, shift = weighted(rng, n_out, (n_out, n_in), n_in, style)
+    if not per_channel:
+        mult, shift = mult[:1], shift[:1]
+    want = fully_connected_s8(p, x, w, bias, mult, shift)
+    return Case("fc", p, x, want, w, bias, mult, shift, note=style)
+
+
+def pool_case(rng, kind: str) -> Case:
+    if kind == "mean":
+        shape = tuple(int(v) for v in rng.integers(1, 9, 3))
+        axis = int(rng.integers(0, 3))
+        outer, reduce, inner = int(np.prod(shape[:axis])), shape[axis], int(np.prod(shape[axis + 1 :]))
+        m, s = fx.quantize_multiplier(float(rng.uniform(0.2, 1.5)))
+        m, s = fx.mean_int8_multiplier(m, s, reduce)
+        p = MeanParams(
+            outer=outer,
+            reduce=reduce,
+            inner=inner,
+            in_zero_point=int(rng.integers(-128, 128)),
+            out_offset=int(rng.integers(-128, 128)),
+            mult=m,
+            shift=s,
+        )
+        x = rng.integers(-128, 128, shape, dtype=np.int8)
+        return Case(kind, p, x, mean_s8(p, x))
+    while True:
+        kh, kw = int(rng.integers(1, 6)), int(rng.integers(1, 6))
+        sh, sw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        h, w = int(rng.integers(1, 13)), int(rng.integers(1, 13))
+        pt, pl = (int(rng.integers(0, kh)), int(rng.integers(0, kw))) if rng.random() < 0.6 else (0, 0)
+        pb, pr = int(rng.integers(0, kh)), int(rng.integers(0, kw))
+        oh, ow = conv_out(h, kh, sh, 1, pt + pb), conv_out(w, kw, sw, 1, pl + pr)
+        if oh >= 1 and ow >= 1:
+            break
+    lo, hi = act_range(rng, 0, "clamp" if rng.random() < 0.3 else "fast")
+    p = PoolParams(
+        in_h=h,
+        in_w=w,
+        channels=int(rng.choice([1, 3, 4, 5, 8, 16, 17])),
+        out_h=oh,
+        out_w=ow,
+        k_h=kh,
+        k_w=kw,
+        stride_h=sh,
+        stride_w=sw,
+        pad_t=pt,
+        pad_l=pl,
+        count_include_pad=int(rng.random() < 0.3),
+        pad_value=int(rng.integers(-128, 128)),
+        act_min=lo,
+        act_max=hi,
+    )
+    x = rng.integers(-128, 128, (1, p.in_h, p.in_w, p.channels), dtype=np.int8)
+    return Case(kind, p, x, (max_pool_s8 if kind == "max_pool" else avg_pool_s8)(p, x))
+
+
+def realistic_cases(rng) -> list[Case]:
+    """Layer shapes of the benchmark models, scaled down (fast-path parameters)."""
+    out = []
+    shapes = [  # kind, in_h, in_w, in_c, out_c, k, stride, pad
+        ("conv1x1", 6, 5, 16, 24, 1, 1, 0),
+        ("conv1x1", 4, 4, 64, 10, 1, 1, 0),
+        ("conv1x1", 3, 3, 144, 8, 1, 1, 0),
+        ("conv1x1", 7, 3, 8, 12, 1, 1, 0),
+        ("conv1x1", 6, 6, 16, 8, 1, 2, 0),
+        ("conv1x1", 1, 1, 48, 12, 1, 1, 0),
+        ("conv", 9, 9, 3, 16, 3, 2, 1),
+        ("conv", 12, 6, 1, 8, 4, 2, 1),
+        ("conv", 8, 8, 16, 8, 3, 1, 1),
+        ("conv", 6, 6, 32, 6, 3, 2, 1),
+        ("dw_inplace", 9, 9, 16, 16, 3, 1, 1),
+        ("dw_inplace", 10, 10, 8, 8, 3, 2, 1),
+        ("dw_inplace", 9, 9, 8, 8, 5, 1, 2),
+        ("dw_inplace", 11, 11, 5, 5, 7, 1, 3),
+        ("dw_inplace", 12, 12, 4, 4, 7, 2, 3),
+        ("dw_inplace", 14, 1, 9, 9, 0, 1, 0),
+        ("dw", 9, 9, 16, 16, 3, 1, 1),
+        ("dw", 10, 10, 8, 8, 3, 2, 1),
+        ("dw", 9, 9, 8, 8, 5, 1, 2),
+    ]
+    for kind, h, w, cin, cout, k, s, pad in shapes:
+        if k == 0:  # a 5x1 kernel over a one-column map (sww)
+            kh, kw, pt, pl = 5, 1, 0, 0
+        else:
+            kh = kw = k
+            pt = pl = pad
+        oh, ow = conv_out(h, kh, s, 1, 2 * pt), conv_out(w, kw, s, 1, 2 * pl)
+        p = ConvParams(
+            in_h=h,
+            in_w=w,
+            in_c=cin,
+            out_h=oh,
+            out_w=ow,
+            out_c=cout,
+            k_h=kh,
+            k_w=kw,
+            stride_h=s,
+            stride_w=s,
+            pad_t=pt,
+            pad_l=pl,
+            in_offset=int(rng.integers(-127, 129)),
+            out_offset=-128 if rng.random() < 0.5 else int(rng.integers(-128, 128)),
+        )
+        x = rng.integers(-128, 128, (1, h, w, cin), dtype=np.int8)
+        if kind.startswith("dw"):
+            w_, bias, mult, shift = weighted(rng, cout, (cout, kh, kw), kh * kw, "fast")
+            want = depthwise_conv2d_s8(p, x, w_, bias, mult, shift)
+        elif kind == "conv1x1":
+            w_, bias, mult, shift = weighted(rng, cout, (cout, cin), cin, "fast")
+            want = conv2d_1x1_s8(p, x, w_, bias, mult, shift)
+        else:
+            w_, bias, mult, shift = weighted(rng, cout, (cout, kh, kw, cin), kh * kw * cin, "fast")
+            want = conv2d_s8(p, x, w_, bias, mult, shift)
+        scratch = depthwise_inplace_scratch_bytes(p) if kind == "dw_inplace" else 0
+        out.append(Case(kind, p, x, want, w_, bias, mult, shift, scratch, note="model-like"))
+    # pools over more than 255 taps (the SIMD sums flush their 16-bit lanes)
+    p = PoolParams(in_h=18, in_w=18, channels=8, out_h=1, out_w=1, k_h=18, k_w=18)
+    x = rng.integers(-128, 128, (1, 18, 18, 8), dtype=np.int8)
+    out.append(Case("avg_pool", p, x, avg_pool_s8(p, x), note="model-like"))
+    x = np.full((1, 18, 18, 8), 127, dtype=np.int8)  # the largest sums
+    out.append(Case("avg_pool", p, x, avg_pool_s8(p, x), note="model-like"))
+    m, s_ = fx.mean_int8_multiplier(*fx.quantize_multiplier(0.8), 300)
+    p = MeanParams(outer=2, reduce=300, inner=8, in_zero_point=-3, out_offset=5, mult=m, shift=s_)
+    x = rng.integers(-128, 128, (2, 300, 8), dtype=np.int8)
+    out.append(Case("mean", p, x, mean_s8(p, x), note="model-like"))
+    x = np.full((2, 300, 8), -128, dtype=np.int8)
+    out.append(Case("mean", p, x, mean_s8(p, x), note="model-like"))
+    for n_in, n_out in ((250, 12), (64, 10), (17, 7)):
+        p = FCParams(
+            batches=1,
+            in_features=n_in,
+            out_features=n_out,
+            in_offset=int(rng.integers(-127, 129)),
+            out_offset=int(rng.integers(-128, 128)),
+            per_channel=1,
+        )
+        x = rng.integers(-128, 128, (1, n_in), dtype=np.int8)
+        w_, bias, mult, shift = weighted(rng, n_out, (n_out, n_in), n_in, "fast")
+        out.append(
+            Case("fc", p, x, fully_connected_s8(p, x, w_, bias, mult, shift), w_, bias, mult, shift, note="model-like")
+        )
+    return out
+
+
+def make_cases(seed: int = 2024) -> list[Case]:
+    rng = np.random.default_rng(seed)
+    cases = realistic_cases(rng)
+    counts = {"conv1x1": 45, "conv": 45, "dw": 35, "dw_inplace": 45}
+    for kind, n in counts.items():
+        cases += [conv_case(rng, kind) for _ in range(n)]
+    cases += [fc_case(rng) for _ in range(40)]
+    for kind, n in (("max_pool", 15), ("avg_pool", 15), ("mean", 10)):
+        cases += [pool_case(rng, kind) for _ in range(n)]
+    return cases
+
+
+# ----------------------------------------------------------------------------
+# the C program
+# ----------------------------------------------------------------------------
+
+
+def _c_array(ctype: str, name: str, a: np.ndarray | None) -> tuple[str, str]:
+    """(definition, expression) of a constant array; (\"\", \"0\") for None."""
+    if a is None:
+        return "", "0"
+    flat = np.asarray(a).reshape(-1)
+    vals = [str(int(v)) if int(v) != -(2**31) else "(-2147483647 - 1)" for v in flat] or ["0"]
+    lines = [", ".join(vals[i : i + 32]) for i in range(0, len(vals), 32)]
+    return f"static const {ctype} {name}[{len(vals)}] = {{\n    " + ",\n    ".join(lines) + "\n};\n", name
+
+
+def c_program(cases: list[Case]) -> str:
+    defs = []
+    rows = []
+    max_out = max(max(c.want.size, c.x.size if c.kind == "dw_inplace" else 0) for c in cases)
+    max_scratch = max([c.scratch for c in cases] + [1])
+    for i, c in enumerate(cases):
+        parts = {}
+        for key, ctype, arr in (
+            ("x", "int8_t", c.x),
+            ("w", "int8_t", c.w),
+            ("b", "int32_t", c.bias),
+            ("m", "int32_t", c.mult),
+            ("s", "int32_t", c.shift),
+            ("y", "int8_t", c.want),
+        ):
+            d, expr = _c_array(ctype, f"c{i}_{key}", arr)
+            defs.append(d)
+            parts[key] = expr
+        defs.append(f"static const {c.params.c_type} c{i}_p = {c.params.c_initializer()};\n")
+        kind = list(KINDS).index(c.kind)
+        rows.append(
+            f"    {{{kind}, &c{i}_p, {parts['x']}, {parts['w']}, {parts['b']}, {parts['m']}, {parts['s']}, "
+            f"{parts['y']}, {c.want.size}, {c.x.size}, {c.scratch}}},"
+        )
+    switch = "\n".join(f"    case {k}: {call}; break;" for k, call in enumerate(KINDS.values()))
+    names = ", ".join(f'"{k}"' for k in KINDS)
+    return f"""/* Generated by tests/test_kernels_qemu.py: {len(cases)} kernel cases. */
+#include <stdint.h>
+#include "tinyc/kernels.h"
+#include "bench.h"
+#include "semihost.h"
+
+typedef struct {{
+    int kind;
+    const void *p;
+    const int8_t *x, *w;
+    const int32_t *b, *m, *s;
+    const int8_t *y;
+    int32_t n_out, n_in, n_scratch;
+}} tcase;
+
+{"".join(defs)}
+static const tcase cases[{len(cases)}] = {{
+{chr(10).join(rows)}
+}};
+
+#define GUARD {GUARD}
+#define GUARD_BYTE 0x5A
+static int8_t out_region[{max_out} + 2 * GUARD];
+static int8_t scratch_region[{max_scratch} + 2 * GUARD];
+static const char *const kind_names[] = {{{names}}};
+
+static void put_int(int32_t v)
+{{
+    char buf[16];
+    int i = 15;
+    uint32_t u = v < 0 ? 0u - (uint32_t)v : (uint32_t)v;
+    buf[i] = 0;
+    do {{
+        buf[--i] = (char)('0' + u % 10u);
+        u /= 10u;
+    }} while (u != 0u);
+    if (v < 0) {{
+        buf[--i] = '-';
+    }}
+    tinyc_sh_write0(buf + i);
+}}
+
+static int guards_ok(const int8_t *region, int32_t size)
+{{
+    int32_t i;
+    for (i = 0; i < GUARD; ++i) {{
+        if (region[i] != GUARD_BYTE || region[GUARD + size + i] != GUARD_BYTE) {{
+            return 0;
+        }}
+    }}
+    return 1;
+}}
+
+static int run(int32_t index, const tcase *c)
+{{
+    int8_t *out = out_region + GUARD;
+    int8_t *scratch = scratch_region + GUARD;
+    int32_t i, size = c->kind == {list(KINDS).index("dw_inplace")} ? c->n_in : c->n_out;
+    for (i = 0; i < (int32_t)sizeof out_region; ++i) {{
+        out_region[i] = GUARD_BYTE;
+    }}
+    for (i = 0; i < (int32_t)sizeof scratch_region; ++i) {{
+        scratch_region[i] = GUARD_BYTE;
+    }}
+    if (c->kind == {list(KINDS).index("dw_inplace")}) {{
+        for (i = 0; i < c->n_in; ++i) {{
+            out[i] = c->x[i];
+        }}
+        for (i = 0; i < c->n_scratch; ++i) {{
+            scratch[i] = (int8_t)(i * 7 + 3);  /* garbage: the kernel writes before it reads */
+        }}
+    }} else {{
+        for (i = 0; i < size; ++i) {{
+            out[i] = 99;
+        }}
+    }}
+    tinyc_bench_begin();
+    switch (c->kind) {{
+{switch}
+    default: return 3;
+    }}
+    tinyc_bench_end();
+    for (i = 0; i < c->n_out; ++i) {{
+        if (out[i] != c->y[i]) {{
+            tinyc_sh_write0("MISMATCH case ");
+            put_int(index);
+            tinyc_sh_write0(" (");
+            tinyc_sh_write0(kind_names[c->kind]);
+            tinyc_sh_write0(") byte ");
+            put_int(i);
+            tinyc_sh_write0(": got ");
+            put_int(out[i]);
+            tinyc_sh_write0(", want ");
+            put_int(c->y[i]);
+            tinyc_sh_write0("\\n");
+            return 1;
+        }}
+    }}
+    if (!guards_ok(out_region, size) || (c->n_scratch > 0 && !guards_ok(scratch_region, c->n_scratch))) {{
+        tinyc_sh_write0("GUARD case ");
+        put_int(index);
+        tinyc_sh_write0(" (");
+        tinyc_sh_write0(kind_names[c->kind]);
+        tinyc_sh_write0(")\\n");
+        return 2;
+    }}
+    return 0;
+}}
+
+int main(void)
+{{
+    int32_t i;
+    for (i = 0; i < (int32_t)(sizeof cases / sizeof cases[0]); ++i) {{
+        const int r = run(i, &cases[i]);
+        if (r != 0) {{
+            return r;
+        }}
+    }}
+    tinyc_sh_write0("all cases match\\n");
+    return 0;
+}}
+"""
+
+
+def build(work: Path, cases: list[Case], machine: str, extra_cflags: tuple[str, ...] = ()) -> Path:
+    from tinyc.sim import qemu
+
+    core, flags = MACHINES[machine]
+    m = qemu.MACHINES[machine]
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "cases.c").write_text(c_program(cases))
+    ld = work / "fw.ld"
+    ld.write_text(qemu.render_linker_script(m.flash[0], m.flash[1], m.ram[0], m.ram[1], 16384))
+    elf = work / "fw.elf"
+    sources = [work / "cases.c", *(RUNTIME / "src" / s for s in KERNEL_SOURCES), *qemu.firmware_sources()]
+    qemu.compile_firmware(
+        sources, [RUNTIME / "include", qemu.FIRMWARE_DIR], elf, core, list(flags), ld, list(extra_cflags)
+    )
+    return elf
+
+
+def run_cases(work: Path, cases: list[Case], machine: str, count: bool = False):
+    from tinyc.sim import qemu
+
+    elf = build(work, cases, machine)
+    return qemu.run_qemu(elf, machine, work, timeout=120, count=count)
+
+
+# ----------------------------------------------------------------------------
+# tests
+# ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cases() -> list[Case]:
+    return make_cases()
+
+
+# Different random cases on each machine (the M55's 512 KB ITCM holds one set,
+# the MPS2 boards' 4 MB two): more shapes for the same time.
+SEEDS = {"mps2-an386": (2024, 7), "mps2-an500": (2025, 9), "mps3-an547": (13,)}
+
+
+@needs_tools
+@pytest.mark.parametrize("machine", list(MACHINES))
+def test_kernels_bit_exact_on_qemu(tmp_path, machine):
+    cases = [c for seed in SEEDS[machine] for c in make_cases(seed)]
+    result = run_cases(tmp_path, cases, machine)
+    assert result.fault is None, result.fault
+    assert result.exit_code == 0, result.stderr
+    assert "all cases match" in result.stderr
+
+
+def test_cases_cover_the_fast_paths(cases):
+    kinds = {c.kind for c in cases}
+    assert kinds == set(KINDS)
+    styles = {(c.kind, c.note) for c in cases}
+    for kind in ("conv", "conv1x1", "dw", "dw_inplace", "fc"):
+        for style in ("fast", "shift0", "clamp", "generic"):
+            assert (kind, style) in styles, (kind, style)
+    conv1x1 = [c.params for c in cases if c.kind == "conv1x1"]
+    assert any(p.in_c % 4 for p in conv1x1) and any(p.in_c > 128 for p in conv1x1)
+    assert any(p.stride_w > 1 for p in conv1x1) and any(p.out_h * p.out_w % 2 for p in conv1x1)
+
+
+@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="needs arm-none-eabi-gcc")
+@pytest.mark.parametrize("core", list(BUILD_CORES))
+@pytest.mark.parametrize("opt", ["-O0", "-O2", "-Os"])
+def test_runtime_builds_clean_for_cortex_m(tmp_path, core, opt):
+    """Every runtime source, -Wall -Wextra -Werror, for each core and optimization
+    level (the assembly loops must build at -O0 too); no undefined symbol on the
+    DSP cores, only libgcc's arithmetic helpers on the Cortex-M0+."""
+    objects = []
+    for src in sorted((RUNTIME / "src").glob("*.c")):
+        obj = tmp_path / (src.stem + ".o")
+        cmd = [
+            "arm-none-eabi-gcc",
+            f"-mcpu={core}",
+            "-mthumb",
+            *BUILD_CORES[core],
+            "-std=c99",
+            opt,
+            "-ffreestanding",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-I",
+            str(RUNTIME / "include"),
+            "-c",
+            str(src),
+            "-o",
+            str(obj),
+        ]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        objects.append(str(obj))
+    res = subprocess.run(["arm-none-eabi-nm", "-u", *objects], capture_output=True, text=True, check=True)
+    undefined = {line.split()[-1] for line in res.stdout.splitlines() if line.strip() and not line.endswith(":")}
+    if core == "cortex-m0plus":
+        assert all(name.startswith("__aeabi_") for name in undefined), undefined
+    else:
+        assert undefined == set(), undefined
