@@ -39,15 +39,8 @@ ARM_FLAGS = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d1
 
 
 @pytest.fixture(scope="module")
-def lib(tmp_path_factory):
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no host C compiler")
-    so = tmp_path_factory.mktemp("kernels_conv") / "libtinyc_conv.so"
-    cmd = [cc, *CFLAGS, "-shared", "-fPIC", "-I", str(RUNTIME / "include"), *map(str, SOURCES), "-o", str(so)]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    dll = ctypes.CDLL(str(so))
+def lib(runtime_lib):
+    dll = runtime_lib
     for name in ("tinyc_conv2d_s8", "tinyc_conv2d_1x1_s8", "tinyc_depthwise_conv2d_s8", "tinyc_fully_connected_s8"):
         getattr(dll, name).argtypes = [ctypes.c_void_p] * 7
         getattr(dll, name).restype = None

@@ -40,15 +40,8 @@ GUARD_BYTE = 0x5A
 
 
 @pytest.fixture(scope="module")
-def lib(tmp_path_factory):
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no host C compiler")
-    so = tmp_path_factory.mktemp("kernels_inplace") / "libtinyc_all.so"
-    cmd = [cc, *CFLAGS, "-shared", "-fPIC", "-I", str(RUNTIME / "include"), *map(str, SOURCES), "-o", str(so)]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    dll = ctypes.CDLL(str(so))
+def lib(runtime_lib):
+    dll = runtime_lib
     for name in ("tinyc_depthwise_conv2d_s8", "tinyc_depthwise_conv2d_inplace_s8"):
         getattr(dll, name).argtypes = [ctypes.c_void_p] * 7
         getattr(dll, name).restype = None
