@@ -118,6 +118,16 @@ def write_project(build: Build, out_dir) -> None:
     replace_dir(out_dir, lambda root: _write_tree(build, root))
 
 
+def _split_outputs(program, raw: np.ndarray) -> dict[str, np.ndarray]:
+    """(N, output bytes back to back) -> per output tensor (N, *shape)."""
+    outs, offset = {}, 0
+    for name in program.outputs:
+        t = program.graph.tensors[name]
+        outs[name] = raw[:, offset:offset + t.size].reshape((raw.shape[0],) + t.shape)
+        offset += t.size
+    return outs
+
+
 def run_program_c(build: Build, batch: Batch, cflags: list[str] | None = None) -> dict[str, np.ndarray]:
     """Compile the generated C for the host (with extra ``cflags``, e.g. a
     sanitizer) and run every sample through it."""
@@ -134,12 +144,7 @@ def run_program_c(build: Build, batch: Batch, cflags: list[str] | None = None) -
     out_size = build.summary["output_bytes"]
     if raw.size != n * out_size:
         raise TinycError(f"the generated program wrote {raw.size} bytes for {n} samples; expected {n * out_size}")
-    raw = raw.reshape(n, out_size)
-    outs, offset = {}, 0
-    for name in program.outputs:
-        t = program.graph.tensors[name]
-        outs[name] = raw[:, offset:offset + t.size].reshape((n,) + t.shape)
-        offset += t.size
+    outs = _split_outputs(program, raw.reshape(n, out_size))
     return program_results(program, outs)
 
 
@@ -261,12 +266,7 @@ def run_program_qemu(build: Build, batch: Batch, board, timeout: float = 600.0) 
     out_size = build.summary["output_bytes"]
     if raw.size != n * out_size or len(result.instructions) != n:
         raise TinycError(f"the firmware returned {raw.size} bytes and {len(result.instructions)} counts for {n} samples")
-    raw = raw.reshape(n, out_size)
-    outs, offset = {}, 0
-    for name in program.outputs:
-        t = program.graph.tensors[name]
-        outs[name] = raw[:, offset:offset + t.size].reshape((n,) + t.shape)
-        offset += t.size
+    outs = _split_outputs(program, raw.reshape(n, out_size))
     report = {"board": board.name, "qemu_machine": board.qemu, "core": board.core,
               "instructions": result.instructions, "macs": build.summary["macs"],
               "stack_used_bytes": stack_used, "stack_bytes": fw.stack_bytes,

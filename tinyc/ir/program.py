@@ -38,6 +38,3 @@ class Program:
     # Float ops after the int8 outputs (e.g. a LogSoftmax after a Dequantize,
     # which TFLite runs in float): run on the host after dequantizing.
     float_tail: list[Node] = field(default_factory=list)
-    # graph output name -> the int8 tensor it is computed from (itself unless a
-    # float tail follows)
-    tail_sources: dict[str, str] = field(default_factory=dict)

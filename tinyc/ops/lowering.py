@@ -123,17 +123,22 @@ def requantize_call(graph: Graph, node: Node, src: str, dst: str, act: Clamp | N
     return KernelCall("requantize_s8", p, [src], [dst], node.name)
 
 
-def output_in_input_params(graph: Graph, node: Node, src: str) -> tuple[str, list[KernelCall]]:
-    """For kernels that keep their input's scale (pools, concat, pad, resize): the
-    tensor they should write, and the requantize that follows when the model gave
-    the output other parameters."""
+def _written_in(graph: Graph, node: Node, quant: QuantParams, why: str) -> tuple[str, list[KernelCall]]:
+    """The tensor a kernel whose output parameters are ``quant`` should write, and
+    the requantize to the model's output when the model gave it other parameters."""
     out = node.outputs[0]
-    if same_params(activation(graph, src, node), activation(graph, out, node)):
+    scale, zp = float(np.float32(quant.scale)), int(quant.zero_point)
+    if same_params(activation(graph, out, node), (scale, zp)):
         return out, []
-    t = graph.tensors[out]
-    tmp = graph.unique_name(f"{out}:in_params")
-    graph.add_tensor(Tensor(tmp, t.shape, np.int8, quant=graph.tensors[src].quant))
+    tmp = graph.unique_name(f"{out}:{why}")
+    graph.add_tensor(Tensor(tmp, graph.tensors[out].shape, np.int8, quant=quant))
     return tmp, [requantize_call(graph, node, tmp, out)]
+
+
+def output_in_input_params(graph: Graph, node: Node, src: str) -> tuple[str, list[KernelCall]]:
+    """For kernels that keep their input's scale (pools, concat, pad, resize)."""
+    activation(graph, src, node)  # the input must have int8 parameters
+    return _written_in(graph, node, graph.tensors[src].quant, "in_params")
 
 
 def strides4(shape: tuple[int, ...], out_shape: tuple[int, ...], node: Node) -> tuple[int, int, int, int]:
@@ -157,12 +162,5 @@ def shape4(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
 
 
 def fixed_output(graph: Graph, node: Node, scale: float, zero_point: int) -> tuple[str, list[KernelCall]]:
-    """For kernels with a fixed output quantization (softmax, logistic: 1/256, -128):
-    the tensor they write, and a requantize when the model's output differs."""
-    out = node.outputs[0]
-    if same_params(activation(graph, out, node), (scale, zero_point)):
-        return out, []
-    t = graph.tensors[out]
-    tmp = graph.unique_name(f"{out}:fixed")
-    graph.add_tensor(Tensor(tmp, t.shape, np.int8, quant=QuantParams(np.float32(scale), np.int32(zero_point))))
-    return tmp, [requantize_call(graph, node, tmp, out)]
+    """For kernels with a fixed output quantization (softmax, logistic: 1/256, -128)."""
+    return _written_in(graph, node, QuantParams(np.float32(scale), np.int32(zero_point)), "fixed")
