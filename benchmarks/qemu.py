@@ -14,7 +14,6 @@ Rewrites the "speed" section of BENCHMARKS.md.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.markdown import write_section  # noqa: E402
+from benchmarks.markdown import run  # noqa: E402
 from tinyc import api  # noqa: E402
 from tinyc.boards import get_board  # noqa: E402
 from tinyc.codegen.firmware import build_elf  # noqa: E402
@@ -116,16 +115,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "models")
-    ap.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
-    ap.add_argument("--json", type=Path, help="also write the measured rows here")
-    args = ap.parse_args()
-    rows = measure(args.shared)
-    write_section(args.out, BEGIN, END, table(rows))
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1) + "\n")
-    print(f"wrote {args.out}", file=sys.stderr)
+    run(__doc__, measure, table, BEGIN, END)
 
 
 if __name__ == "__main__":
