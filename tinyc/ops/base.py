@@ -76,6 +76,13 @@ class OpDef:
     # True when the op works elementwise on its (broadcast) inputs, so that any
     # layout permutation of all inputs commutes with it.
     elementwise: bool = False
+    # TFLite's rule for the op's int8 output parameters: "input" (it moves bytes:
+    # the output keeps the input's), a fixed (scale, zero point), or None (any).
+    int8_output: str | tuple[float, int] | None = None
+
+    @property
+    def has_int8_kernel(self) -> bool:
+        return type(self).lower is not OpDef.lower
 
     def infer(self, node: Node, graph: Graph) -> list[tuple[tuple[int, ...], type]]:
         raise NotImplementedError

@@ -156,6 +156,7 @@ class LeakyRelu(_Unary):
 @register
 class Sigmoid(_Unary):
     name = "Sigmoid"
+    int8_output = (1.0 / 256.0, -128)
 
     def fn(self, x, attrs):
         # exp of the negative magnitude never overflows
@@ -176,6 +177,7 @@ class Sigmoid(_Unary):
 @register
 class Tanh(_Unary):
     name = "Tanh"
+    int8_output = (1.0 / 128.0, 0)
 
     def fn(self, x, attrs):
         return np.tanh(x)

@@ -28,6 +28,7 @@ class PoolAttrs:
 
 class _Pool(OpDef):
     attrs_type = PoolAttrs
+    int8_output = "input"
 
     def infer(self, node, graph):
         n, h, w, c = shape_of(graph, node.inputs[0])
@@ -156,6 +157,7 @@ class AxisAttrs:
 @register
 class Softmax(OpDef):
     name = "Softmax"
+    int8_output = (1.0 / 256.0, -128)
     attrs_type = AxisAttrs
 
     def infer(self, node, graph):
@@ -173,8 +175,6 @@ class Softmax(OpDef):
         """TFLite's int8 softmax over the last axis; its output is 1/256, -128."""
         x = node.inputs[0]
         shape = shape_of(graph, x)
-        if self.name != "Softmax":
-            return super().lower(node, graph)
         if node.attrs.axis % len(shape) != len(shape) - 1:
             raise TinycError(f"node {node.name!r} (Softmax): int8 softmax works on the last axis, not axis {node.attrs.axis}")
         s_in, _ = lw.activation(graph, x, node)
@@ -187,6 +187,8 @@ class Softmax(OpDef):
 @register
 class LogSoftmax(Softmax):
     name = "LogSoftmax"
+    int8_output = (16.0 / 256.0, 127)
+    lower = OpDef.lower  # no int8 kernel: TFLite models run it in float after DEQUANTIZE
 
     def ref(self, node, inputs):
         """TFLite's float LOG_SOFTMAX step for step, so a float tail after an int8

@@ -26,6 +26,7 @@ class Reshape(OpDef):
     """A view: same bytes, new shape (Flatten, Squeeze, Unsqueeze import as this)."""
 
     name = "Reshape"
+    int8_output = "input"
     attrs_type = ReshapeAttrs
 
     def infer(self, node, graph):
@@ -54,6 +55,7 @@ class TransposeAttrs:
 @register
 class Transpose(OpDef):
     name = "Transpose"
+    int8_output = "input"
     attrs_type = TransposeAttrs
 
     def infer(self, node, graph):
@@ -82,6 +84,7 @@ class ConcatAttrs:
 @register
 class Concat(OpDef):
     name = "Concat"
+    int8_output = "input"
     attrs_type = ConcatAttrs
 
     def infer(self, node, graph):
@@ -126,6 +129,7 @@ class PadAttrs:
 @register
 class Pad(OpDef):
     name = "Pad"
+    int8_output = "input"
     attrs_type = PadAttrs
 
     def infer(self, node, graph):
@@ -176,6 +180,7 @@ class SliceAttrs:
 @register
 class Slice(OpDef):
     name = "Slice"
+    int8_output = "input"
     attrs_type = SliceAttrs
 
     def _index(self, attrs):
@@ -202,6 +207,7 @@ class GatherAttrs:
 @register
 class Gather(OpDef):
     name = "Gather"
+    int8_output = "input"
     attrs_type = GatherAttrs
 
     def infer(self, node, graph):
@@ -243,6 +249,7 @@ class ResizeNearest(OpDef):
     """Nearest-neighbour upsampling by integer factors (what MCU detectors use)."""
 
     name = "ResizeNearest"
+    int8_output = "input"
     attrs_type = ResizeAttrs
 
     def infer(self, node, graph):

@@ -19,9 +19,6 @@ from ..ir import Graph, QuantParams, Tensor
 from ..ir.program import KernelCall, Program
 from ..ops import get_op
 
-_KEEPS_INPUT_PARAMS = ("Reshape", "MaxPool2D", "AvgPool2D", "ResizeNearest", "Pad")
-_FIXED_OUTPUT = {"Softmax": (1.0 / 256, -128), "Sigmoid": (1.0 / 256, -128)}
-
 
 def is_quantized(graph: Graph) -> bool:
     """A model is compiled to int8 when its inputs carry int8 parameters (a QDQ
@@ -30,20 +27,26 @@ def is_quantized(graph: Graph) -> bool:
 
 
 def propagate_quant(graph: Graph) -> None:
+    """Fill parameters by the ops' int8 output rules (OpDef.int8_output), for ops
+    with an int8 kernel: a one-input byte mover shares its input's parameters in
+    both directions; a fixed-output op gets TFLite's fixed ones."""
     changed = True
     while changed:
         changed = False
         for node in graph.nodes:
-            if node.op in _KEEPS_INPUT_PARAMS:
+            op = get_op(node.op)
+            if not op.has_int8_kernel:
+                continue
+            if op.int8_output == "input" and len(node.inputs) == 1:
                 x, y = graph.tensors[node.inputs[0]], graph.tensors[node.outputs[0]]
                 if y.quant is None and x.quant is not None:
                     y.quant, changed = x.quant, True
                 elif x.quant is None and y.quant is not None and not x.is_const:
                     x.quant, changed = y.quant, True
-            elif node.op in _FIXED_OUTPUT:
+            elif isinstance(op.int8_output, tuple):
                 y = graph.tensors[node.outputs[0]]
                 if y.quant is None and graph.tensors[node.inputs[0]].quant is not None:
-                    scale, zp = _FIXED_OUTPUT[node.op]
+                    scale, zp = op.int8_output
                     y.quant, changed = QuantParams(np.float32(scale), np.int32(zp)), True
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import TinycError
 from ..ir import Graph, QuantParams
+from ..ops import all_ops
 from ..reference import run_float
 
 METHODS = ("minmax", "percentile", "mse")
@@ -26,16 +27,9 @@ _MSE_VALUES = 1 << 16
 _MSE_GRID = np.linspace(1.0, 0.05, 96)  # candidate fractions of the observed extreme
 _INT32_MAX = 2**31 - 1
 
-# Ops whose int8 kernels copy or select bytes: their output must keep the input's
-# parameters (TFLite requires it for these kernels).
-SAME_PARAMS = ("Reshape", "MaxPool2D", "AvgPool2D", "Pad", "ResizeNearest", "Transpose", "Slice", "Gather", "Concat")
-# Ops whose int8 output parameters TFLite fixes.
-FIXED_OUTPUT = {
-    "Softmax": (1.0 / 256.0, -128),
-    "Sigmoid": (1.0 / 256.0, -128),
-    "Tanh": (1.0 / 128.0, 0),
-    "LogSoftmax": (16.0 / 256.0, 127),
-}
+# TFLite's output-parameter rules, from the ops (OpDef.int8_output).
+SAME_PARAMS = tuple(name for name, op in all_ops().items() if op.int8_output == "input")
+FIXED_OUTPUT = {name: op.int8_output for name, op in all_ops().items() if isinstance(op.int8_output, tuple)}
 INT8_OPS = set(SAME_PARAMS) | set(FIXED_OUTPUT) | {
     "Conv2D", "FullyConnected", "Add", "Mul", "ReduceMean", "Clamp", "HardSwish"}
 
