@@ -94,7 +94,7 @@ def table(rows: list[dict]) -> str:
         "M55: mps3-an547 (512 KB ITCM + 512 KB DTCM, so the big models do not fit). TFLM columns:",
         "the Cortex-M4 counts in `../shared/models/models.json`, measured the same way with",
         "TFLite Micro (CMSIS-NN kernels, and reference kernels). *exact*: the M4 output equals",
-        "TFLM's golden (micro_speech's ONNX lost a bias; see the README).",
+        "TFLM's golden.",
         "",
         "| model | MACs | M4 | per MAC | M7 | M55 | TFLM+CMSIS-NN M4 | tinyc / CMSIS-NN | TFLM ref M4 | tinyc / TFLM ref | exact |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",

@@ -26,7 +26,6 @@ from .conftest import REPO, SHARED_MODELS, needs_shared, shared_models_index
 MODELS = sorted(shared_models_index())
 # TinyEngine's published peak SRAM for the same models (MCUNet papers / repo).
 TINYENGINE_PEAK = {"mcunet_vww1": 93_992, "mcunet_in3_320kb": 266_344}
-ONNX_LOST_FC_BIAS = {"tflm_micro_speech"}  # see test_int8_goldens.py
 
 
 def _tflm_head(name: str) -> int:
@@ -83,8 +82,7 @@ def test_poisoned_sanitized_build_is_bit_exact(name):
     first = out[graph.outputs[0]].reshape(gold["outputs"].shape)
     ref = api.run_program_ref(build.program, batch)[graph.outputs[0]].reshape(gold["outputs"].shape)
     assert np.array_equal(first, ref)
-    if name not in ONNX_LOST_FC_BIAS:
-        assert np.array_equal(first, gold["outputs"])
+    assert np.array_equal(first, gold["outputs"])
 
 
 @needs_shared
