@@ -39,18 +39,16 @@ def fold_constants(g: Graph) -> None:
 
 def simplify_reshapes(g: Graph) -> None:
     """Reshape to the same shape disappears; Reshape of a Reshape reads the source;
-    a unary elementwise op after a Reshape moves before it (so a Clamp can reach
-    the Conv it belongs to)."""
+    an elementwise op whose one data input comes through a Reshape moves before it
+    (so a batch norm's Mul / Add and a Clamp can reach the Conv they belong to, e.g.
+    a 1-D Conv run as 2-D with H = 1 and reshaped back)."""
     changed = True
     while changed:
         changed = False
         prod = g.producers()
         cons = g.consumers()
         for node in list(g.nodes):
-            up = prod.get(node.inputs[0]) if node.inputs else None
-            if (get_op(node.op).elementwise and len(node.inputs) == 1 and up is not None and up.op == "Reshape"
-                    and _single_reader(g, cons, up.outputs[0]) is node):
-                _swap_unary_above_reshape(g, up, node)
+            if get_op(node.op).elementwise and _hoist_above_reshape(g, node, prod, cons):
                 changed = True
                 break
             if node.op != "Reshape":
@@ -72,21 +70,51 @@ def simplify_reshapes(g: Graph) -> None:
                 break
 
 
-def _swap_unary_above_reshape(g: Graph, reshape: Node, unary: Node) -> None:
-    """x -> Reshape -> r -> unary -> y   becomes   x -> unary -> u -> Reshape -> y."""
-    x = reshape.inputs[0]
-    xt = g.tensors[x]
-    u = g.unique_name(unary.outputs[0] + "_pre")
-    g.add_tensor(Tensor(u, xt.shape, g.tensors[unary.outputs[0]].dtype, quant=g.tensors[unary.outputs[0]].quant))
-    unary.inputs = [x]
-    y = unary.outputs[0]
-    unary.outputs = [u]
-    reshape.inputs = [u]
-    r = reshape.outputs[0]
-    reshape.outputs = [y]
+def _hoist_above_reshape(g: Graph, node: Node, prod, cons) -> bool:
+    """x -> Reshape -> r -> op(r, constants) -> y   becomes   x -> op(x, constants') -> u -> Reshape -> y."""
+    data = [i for i in node.inputs if i and not g.tensors[i].is_const]
+    if len(data) != 1 or len(node.outputs) != 1:
+        return False
+    reshape = prod.get(data[0])
+    if reshape is None or reshape.op != "Reshape" or _single_reader(g, cons, data[0]) is not node:
+        return False
+    x, r, y = reshape.inputs[0], reshape.outputs[0], node.outputs[0]
+    if g.tensors[y].shape != g.tensors[r].shape:  # a constant broadcasts r to a larger shape
+        return False
+    consts = {i: _rebroadcast(g, i, g.tensors[r].shape, g.tensors[x].shape) for i in node.inputs if i and i != r}
+    if None in consts.values():
+        return False
+    inputs = [x if i == r else consts.get(i, i) for i in node.inputs]
+    u = g.unique_name(y + "_pre")
+    g.add_tensor(Tensor(u, g.tensors[x].shape, g.tensors[y].dtype, quant=g.tensors[y].quant))
+    node.inputs, node.outputs = inputs, [u]
+    reshape.inputs, reshape.outputs = [u], [y]
     del g.tensors[r]
-    g.nodes.remove(unary)
-    g.nodes.insert(g.nodes.index(reshape), unary)
+    g.nodes.remove(node)
+    g.nodes.insert(g.nodes.index(reshape), node)
+    return True
+
+
+def _rebroadcast(g: Graph, name: str, r_shape, x_shape) -> str | None:
+    """A constant that broadcasts against x as ``name`` does against r = x reshaped to
+    ``r_shape``: its values spread over r, reshaped like x, kept to one entry along
+    every axis where they do not vary, without leading unit axes (a per-channel
+    vector stays a vector). None for per-axis quantized constants."""
+    t = g.tensors[name]
+    if t.quant is not None and t.quant.per_axis:
+        return None
+    # the reshape only regroups elements, so the constant's value at each element of x
+    # is its value at the same (row-major) element of r
+    v = np.broadcast_to(t.data, r_shape).reshape(x_shape)
+    for ax in range(v.ndim):
+        first = v.take([0], axis=ax)
+        if (v == first).all():
+            v = first
+    lead = next((k for k, d in enumerate(v.shape) if d != 1), v.ndim)
+    v = v.reshape(v.shape[lead:])
+    if v.shape == t.data.shape and np.array_equal(v, t.data):
+        return name
+    return g.add_const(name + "_r", np.ascontiguousarray(v), t.quant)
 
 
 def _single_reader(g: Graph, cons, name: str) -> Node | None:

@@ -13,7 +13,13 @@ repeated until nothing changes:
    order of the weight columns;
 5. Transposes right after a graph input or right before a graph output become part of
    the interface (``Graph.input_perm`` / ``output_perm``): the runner permutes the
-   caller's data, the C code sees the internal layout.
+   caller's data, the C code sees the internal layout;
+6. a Transpose next to a Reshape that only drops or inserts size-1 axes trades places
+   with it so that the Transpose permutes the tensor without those axes. The importer
+   runs a 1-D op as 2-D with H = 1 (NCW -> Reshape NC1W -> Transpose N1WC -> op ->
+   Transpose NC1W -> Reshape NCW); after the swap the Transposes are NWC <-> NCW on
+   both sides of the elementwise ops between two convolutions, where rules 1 and 3
+   cancel them as they do for 2-D models.
 """
 
 from __future__ import annotations
@@ -59,7 +65,7 @@ def _rewrite_once(g: Graph) -> bool:
                 return True
         elif len(node.outputs) == 1 and _sink_through(g, node, prod):
             return True
-        elif node.op == "Reshape" and _fold_into_fc(g, node, prod, cons):
+        elif node.op == "Reshape" and (_fold_into_fc(g, node, prod, cons) or _swap_with_transpose(g, node, prod, cons)):
             return True
     # Rule 2 only when nothing else applies: a Transpose turned into a Reshape early
     # can no longer cancel its inverse or let ops sink (e.g. one-channel Conv -> BN).
@@ -168,6 +174,65 @@ def _fold_into_fc(g: Graph, reshape: Node, prod, cons) -> bool:
         r.inputs[1] = g.add_const(r.inputs[1] + "_cols", np.ascontiguousarray(permuted).reshape(o, -1), w.quant)
     _inherit_quant(g, up.inputs[0], up.outputs[0])
     reshape.inputs[0] = up.inputs[0]
+    return True
+
+
+def _dropped_unit_axes(long: tuple[int, ...], short: tuple[int, ...]) -> list[int] | None:
+    """The axes of ``long`` to delete to get ``short`` when they are all of size 1 (a
+    Reshape between the two shapes only drops unit axes), else None."""
+    if len(short) >= len(long):
+        return None
+    dropped, j = [], 0
+    for i, d in enumerate(long):
+        if j < len(short) and d == short[j]:
+            j += 1
+        elif d == 1:
+            dropped.append(i)
+        else:
+            return None
+    return dropped if j == len(short) else None
+
+
+def _without_axes(perm: tuple[int, ...], axes) -> tuple[int, ...]:
+    """``perm`` on the tensor whose input ``axes`` (all of size 1) were removed."""
+    kept = [a for a in range(len(perm)) if a not in axes]
+    return tuple(kept.index(p) for p in perm if p not in axes)
+
+
+def _swap_with_transpose(g: Graph, reshape: Node, prod, cons) -> bool:
+    """Rule 6: Transpose -> (drop unit axes) becomes (drop unit axes) -> Transpose, and
+    (insert unit axes) -> Transpose becomes Transpose -> (insert unit axes). Each swap
+    lowers the rank of a Transpose, so the rewrites terminate. Transposes at the
+    interface stay where rule 5 takes them."""
+    src, out = reshape.inputs[0], reshape.outputs[0]
+    up = prod.get(src)
+    dropped = _dropped_unit_axes(g.tensors[src].shape, g.tensors[out].shape)
+    if up is not None and up.op == "Transpose" and dropped is not None:
+        if len(cons[src]) != 1 or src in g.outputs or up.inputs[0] in g.inputs:
+            return False
+        perm = tuple(up.attrs.perm)
+        axes = {perm[d] for d in dropped}  # the same unit axes, numbered before the Transpose
+        x = up.inputs[0]
+        g.tensors[src].shape = tuple(d for a, d in enumerate(g.tensors[x].shape) if a not in axes)
+        reshape.inputs, reshape.outputs = [x], [src]
+        reshape.attrs = ReshapeAttrs(g.tensors[src].shape)
+        up.inputs, up.outputs = [src], [out]
+        up.attrs = TransposeAttrs(_without_axes(perm, axes))
+        return True
+    readers = cons.get(out, [])
+    if len(readers) != 1 or readers[0].op != "Transpose" or out in g.outputs:
+        return False
+    down = readers[0]
+    inserted = _dropped_unit_axes(g.tensors[out].shape, g.tensors[src].shape)
+    if inserted is None or down.outputs[0] in g.outputs:
+        return False
+    perm = _without_axes(tuple(down.attrs.perm), inserted)
+    y = down.outputs[0]
+    g.tensors[out].shape = tuple(g.tensors[src].shape[p] for p in perm)
+    down.inputs, down.outputs = [src], [out]
+    down.attrs = TransposeAttrs(perm)
+    reshape.inputs, reshape.outputs = [out], [y]
+    reshape.attrs = ReshapeAttrs(g.tensors[y].shape)
     return True
 
 
