@@ -43,7 +43,9 @@ def test_build_reports_arena_and_weights(tmp_path, name):
     assert summary["lower_bound_bytes"] <= summary["arena_bytes"]
     assert f"arena {summary['arena_bytes']:,} bytes" in r.stderr
     assert f"weights {summary['weights_bytes']:,} bytes" in r.stderr
-    assert json.loads((out / "tinyc.json").read_text()) == summary
+    meta = json.loads((out / "tinyc.json").read_text())  # the summary, plus what tinyc run DIR and rebuilds read
+    assert {k: meta[k] for k in summary} == summary
+    assert set(meta) - set(summary) == {"interface", "tinyc_project", "files", "products"}
     cname = summary["name"]
     for f in (f"{cname}.h", f"{cname}.c", "main.c", "Makefile", "tinyc/include/tinyc/kernels.h"):
         assert (out / f).is_file(), f
@@ -198,10 +200,12 @@ def test_build_replaces_its_own_folder_only(tmp_path):
     onnx.save(_qdq_relu_model(), model)
     proj = tmp_path / "proj"
     assert tinyc("build", model, "-o", proj).returncode == 0
-    (proj / "stale.txt").write_text("from the first build")
+    (proj / "notes.txt").write_text("the user's")
     r = tinyc("build", model, "-o", proj, "--name", "again")
     assert r.returncode == 0, r.stderr
-    assert (proj / "again.c").exists() and not (proj / "stale.txt").exists()
+    # tinyc's files of the first build are gone, the user's file stays
+    assert (proj / "again.c").exists() and not (proj / "m.c").exists()
+    assert (proj / "notes.txt").read_text() == "the user's"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".proj")], "temporary folders left behind"
 
 

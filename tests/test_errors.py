@@ -742,7 +742,7 @@ def test_build_into_a_foreign_folder(tmp_path, x_qdq):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     r = tinyc(tmp_path, "build", m, "-o", "mine")
-    assert_user_error(r, "mine", "not a tinyc build")
+    assert_user_error(r, "mine", "not empty and was not written by tinyc")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     assert not list(tmp_path.glob(".mine*"))
 

@@ -193,7 +193,7 @@ def test_png_needs_matplotlib(monkeypatch, report):
     from tinyc.errors import TinycError
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(TinycError, match=r"pip install 'tinyc\[plot\]'"):
+    with pytest.raises(TinycError, match=r"plots need matplotlib.*pip install matplotlib"):
         timeline_png(report)
 
 

@@ -14,22 +14,26 @@ from .build import (  # noqa: F401  (re-exported)
     Build,
     board_info,
     build_firmware,
+    check_output_dir,
     compile_c,
     flash_command,
     qemu_link_board,
     run_program_c,
     run_program_qemu,
-    sample_io,
+    self_test,
     write_project,
 )
+from .codegen.c import check_name  # noqa: F401  (re-exported)
 from .data import (  # noqa: F401  (re-exported)
     Batch,
     _to_internal,
+    check_output_file,
     check_output_path,
     external_dtype,
     external_shape,
     read_calibration,
     read_data,
+    same_file,
     shape_like_input,
     to_batch,
     write_file,
@@ -49,6 +53,7 @@ from .frontend.onnx import load_onnx
 from .ir import Graph
 from .ops import get_op
 from .passes.manager import canonicalize
+from .project import load_project  # noqa: F401  (re-exported)
 
 
 def load(model_path, input_shapes=None, dump=None) -> Graph:

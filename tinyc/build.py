@@ -5,6 +5,7 @@ and the generated code run on the host or on QEMU.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -17,9 +18,20 @@ from pathlib import Path
 import numpy as np
 
 from .boards import all_boards, get_board
-from .boards.fit import check_fit
+from .boards.fit import check_fit, roomy
 from .codegen.c import check_name, default_name, generate, runtime_files, weight_bytes
-from .codegen.firmware import MIN_STACK, build_elf, project_files, region_overflow, write_files
+from .codegen.firmware import (
+    MIN_STACK,
+    SelfTest,
+    build_elf,
+    compile_project,
+    generated_input,
+    link_model_only,
+    link_project,
+    project_files,
+    region_overflow,
+    write_files,
+)
 from .data import Batch
 from .engines import compile_int8, program_feeds, program_results
 from .errors import TinycError
@@ -38,6 +50,14 @@ class Build:
     name: str
     files: dict[str, str]  # generated file -> text
     summary: dict
+    runtime: Path | None = None  # a project's own copy of the runtime (tinyc run DIR); None: tinyc's
+
+
+def _meta(build: Build, summary: dict) -> str:
+    """tinyc.json: the summary, and the interface tinyc run DIR needs."""
+    from .project import interface
+
+    return json.dumps({**summary, "interface": interface(build.program)}, indent=1) + "\n"
 
 
 def compile_c(graph: Graph, model_path, name: str | None = None, board: str = "host",
@@ -78,25 +98,122 @@ def _write_tree(build: Build, root: Path) -> None:
 
     for rel, text in build.files.items():
         (root / rel).write_text(text)
-    for rel, src in runtime_files().items():
+    runtime = runtime_files() if build.runtime is None else {
+        f"tinyc/{p.relative_to(build.runtime).as_posix()}": p
+        for sub in ("include/tinyc", "src") for p in sorted((build.runtime / sub).glob("*.[ch]"))
+        if p.is_file() and not p.is_symlink()}
+    for rel, src in runtime.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, root / rel)
-    (root / "tinyc.json").write_text(json.dumps(build.summary, indent=1) + "\n")
+    (root / "tinyc.json").write_text(_meta(build, build.summary))
 
 
-def replace_dir(out_dir, fill: Callable[[Path], None]) -> None:
-    """Create out_dir atomically: ``fill`` writes into a temporary folder beside it,
-    which is renamed into place only when complete. An existing out_dir is replaced
-    only if an earlier tinyc build made it (it holds tinyc.json)."""
+PROJECT_FORMAT = 1  # tinyc.json's "tinyc_project": marks a folder tinyc wrote
+
+
+def _files_below(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink())
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _is_product(rel: str, products: list[str]) -> bool:
+    """Made by the project's Makefile (build/, the host program): tinyc's to remove."""
+    return any(rel == p or (p.endswith("/") and rel.startswith(p)) for p in products)
+
+
+def _earlier_build(out: Path) -> tuple[dict[str, str], list[str]] | None:
+    """The files (relative path -> sha256) and Makefile products an earlier tinyc
+    build recorded in out/tinyc.json; None when out is not a folder tinyc wrote."""
+    try:
+        meta = json.loads((out / "tinyc.json").read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(meta, dict) or meta.get("tinyc_project") != PROJECT_FORMAT:
+        return None
+    files, products = meta.get("files"), meta.get("products", [])
+    if (not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())
+            or not isinstance(products, list) or not all(isinstance(x, str) for x in products)):
+        return None
+    return files, products
+
+
+def _user_files(out: Path) -> list[str]:
+    """Files in an existing -o folder that tinyc must keep: everything when tinyc
+    did not write the folder (then it must be empty), else what the user added.
+    A file tinyc wrote that the user changed since is refused."""
+    if out.is_symlink():
+        raise TinycError(f"{out}: is a symbolic link; give the folder it points to, or another -o")
+    if not out.is_dir():
+        raise TinycError(f"{out}: exists and is not a folder; choose another -o")
+    earlier = _earlier_build(out)
+    present = _files_below(out)
+    if earlier is None:
+        if present or any(out.iterdir()):
+            raise TinycError(f"{out}: exists, is not empty and was not written by tinyc; choose another -o "
+                             "(tinyc writes into an empty folder or replaces one it wrote)")
+        return []
+    ours, products = earlier
+    keep = []
+    for rel in present:
+        if rel == "tinyc.json" or _is_product(rel, products):
+            continue
+        if rel in ours:
+            if (out / rel).is_symlink() or _sha256(out / rel) != ours[rel]:
+                raise TinycError(f"{out / rel}: was changed since tinyc wrote it; move it out of {out} (or delete "
+                                 "it) before building into this folder again")
+            continue
+        keep.append(rel)
+    return keep
+
+
+def check_output_dir(out_dir) -> None:
+    """Refuse, before any work, an -o folder that replace_dir would refuse."""
     out = Path(out_dir)
-    if out.exists() and not (out.is_dir() and (out / "tinyc.json").is_file()):
-        raise TinycError(f"{out}: exists and is not a tinyc build folder; choose another -o or remove it")
-    if not out.parent.is_dir():
+    if out.exists() or out.is_symlink():
+        _user_files(out)
+    elif not out.parent.is_dir():
         raise TinycError(f"{out}: folder {out.parent} does not exist; create it or choose another -o")
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tinyc-"))
+
+
+def replace_dir(out_dir, fill: Callable[[Path], None], products: tuple[str, ...] = ()) -> None:
+    """Create out_dir atomically: ``fill`` writes into a temporary folder beside it,
+    which is renamed into place only when complete. An existing out_dir is
+    replaced only when it is empty or an earlier tinyc build wrote it (its
+    tinyc.json lists the files it wrote, with their hashes); then only tinyc's
+    files are replaced: files the user added are carried over, and a file of
+    tinyc's that the user changed stops the build. ``products`` are paths the
+    project's Makefile makes (a trailing / for a folder): tinyc's to remove."""
+    out = Path(out_dir)
+    check_output_dir(out)
+    keep = _user_files(out) if out.exists() else []
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tinyc-"))
+    except OSError as e:
+        raise TinycError(f"{out}: cannot write in {out.parent} ({e.strerror or e}); check permissions") from None
     old = None
     try:
         fill(tmp)
+        written = _files_below(tmp)
+        clash = [rel for rel in keep if rel in written or any(w.startswith(rel + "/") for w in written)]
+        if clash:
+            raise TinycError(f"{out / clash[0]}: was not written by tinyc, and this build writes a file of that name; "
+                             f"move it out of {out} first")
+        meta_path = tmp / "tinyc.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        meta.update(tinyc_project=PROJECT_FORMAT, products=list(products),
+                    files={rel: _sha256(tmp / rel) for rel in written if rel != "tinyc.json"})
+        meta_path.write_text(json.dumps(meta, indent=1) + "\n")
+        for rel in keep:  # the user's files move with the folder: hard links, or copies across devices
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                if (out / rel).is_symlink():
+                    raise OSError
+                os.link(out / rel, tmp / rel)
+            except OSError:
+                shutil.copy2(out / rel, tmp / rel, follow_symlinks=False)
         if out.exists():
             old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
             os.replace(out, old / "prev")
@@ -115,7 +232,7 @@ def replace_dir(out_dir, fill: Callable[[Path], None]) -> None:
 
 def write_project(build: Build, out_dir) -> None:
     """The host project (model, runtime, test program, Makefile) in out_dir."""
-    replace_dir(out_dir, lambda root: _write_tree(build, root))
+    replace_dir(out_dir, lambda root: _write_tree(build, root), products=(f"{build.name}_host",))
 
 
 def _split_outputs(program, raw: np.ndarray) -> dict[str, np.ndarray]:
@@ -159,20 +276,23 @@ def board_info(board) -> dict:
     }
 
 
-def sample_io(build: Build, batch: Batch | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The int8 input bytes (all inputs back to back) the board firmware embeds, and
-    the output bytes the int8 reference computes for them. Without data: a fixed
-    pseudo-random input."""
+def self_test(build: Build, batch: Batch | None = None) -> SelfTest:
+    """What the board firmware's self-test runs: the first sample of ``batch``
+    (embedded in flash), or without data the input the firmware generates itself;
+    and the output bytes the int8 reference computes for it."""
     program = build.program
     if batch is not None:
         feeds = {n: f[0] for n, f in program_feeds(program, batch).items()}
     else:
-        rng = np.random.default_rng(20261128)
-        feeds = {n: rng.integers(-128, 128, program.graph.tensors[n].shape).astype(np.int8) for n in program.inputs}
+        blob = generated_input(build.summary["input_bytes"])
+        feeds, at = {}, 0
+        for n in program.inputs:
+            t = program.graph.tensors[n]
+            feeds[n], at = blob[at:at + t.size].reshape(t.shape), at + t.size
     outs = run_int8(program, feeds)
-    sample = np.concatenate([feeds[n].reshape(-1) for n in program.inputs])
     expected = np.concatenate([outs[n].reshape(-1) for n in program.outputs])
-    return sample, expected
+    embedded = np.concatenate([feeds[n].reshape(-1) for n in program.inputs]) if batch is not None else None
+    return SelfTest(embedded, expected)
 
 
 def _peak_note(build: Build) -> str:
@@ -184,52 +304,61 @@ def _peak_note(build: Build) -> str:
 def build_firmware(build: Build, board, out_dir, batch: Batch | None = None) -> dict:
     """A firmware project for ``board`` in out_dir (atomically), linked into an ELF
     when arm-none-eabi-gcc is installed. Refuses (TinycError) a model that does not
-    fit, naming the region, the bytes over and what would help."""
+    fit, naming the region, the bytes over and what would help.
+
+    The fit verdict and the figures (flash_bytes, ram_bytes, stack_bytes) are the
+    model's: the model, the runtime and the startup code, linked with a main that
+    only calls NAME_invoke. The project's self-test harness (main.c, sample.h) is
+    measured apart (harness_flash_bytes, harness_ram_bytes); the ELF in the project
+    includes it (firmware_flash_bytes, firmware_ram_bytes)."""
     s = build.summary
     model = build.name
     fit = check_fit(board, s["arena_bytes"], s["weights_bytes"], MIN_STACK)
     if not fit.fits:  # clear before any file is written or any compiler runs
         raise TinycError(fit.describe_failure(model, _peak_note(build)))
-    sample = sample_io(build, batch)
-    summary = dict(s, board=board.name, core=board.core)
+    test = self_test(build, batch)
+    summary = dict(s, board=board.name, core=board.core,
+                   sample="embedded from --sample" if batch is not None else "generated by the firmware",
+                   sample_checksum=f"0x{test.checksum:08x}")
 
     def fill(root: Path) -> None:
         if qemu.arm_toolchain() is None:
-            write_files(project_files(build, board, board, "board", MIN_STACK, sample), root)
+            write_files(project_files(build, board, board, "board", MIN_STACK, test), root)
             summary.update(fits=True, elf=None, toolchain=False,
                            note="arm-none-eabi-gcc not found: wrote the C project only; install gcc-arm-none-eabi "
                                 "libnewlib-arm-none-eabi (Debian) and run make in the folder")
         else:
+            objects, frames = compile_project(root, build, board, "board", test)
+            with tempfile.TemporaryDirectory(prefix="tinyc-model-") as scratch:
+                alone = link_model_only(root, objects, frames, Path(scratch), build, board, roomy(board))
+            measured = check_fit(board, s["arena_bytes"], s["weights_bytes"], alone.stack_bytes,
+                                 {"flash_bytes": alone.flash_bytes, "ram_bytes": alone.ram_bytes})
+            if not measured.fits:
+                raise TinycError(measured.describe_failure(model, _peak_note(build)))
             try:
-                fw = build_elf(root, build, board, board, "board", sample)
+                fw = link_project(root, build, objects, frames, board, board)
             except TinycError as e:
                 over = region_overflow(str(e))
                 if over is None:
                     raise
                 region, nbytes = over
                 raise TinycError(
-                    f"{model} does not fit {board.name}: the linker's region {region} is over by {nbytes:,} B "
-                    f"(arena {s['arena_bytes']:,} B, weights {s['weights_bytes']:,} B). What would help: a board "
-                    f"with more memory (tinyc boards), or a smaller model") from None
-            measured = check_fit(board, s["arena_bytes"], s["weights_bytes"], fw.stack_bytes,
-                                 {"flash_bytes": fw.flash_bytes, "ram_bytes": fw.ram_bytes})
-            if not measured.fits:
-                raise TinycError(measured.describe_failure(model, _peak_note(build)))
-            summary.update(fits=True, toolchain=True, elf=str(fw.elf.relative_to(root)), flash_bytes=fw.flash_bytes,
-                           ram_bytes=fw.ram_bytes + fw.stack_bytes, stack_bytes=fw.stack_bytes,
-                           flash_free_bytes=measured.regions[0].margin, ram_free_bytes=measured.regions[1].margin)
-        summary["sample_checksum"] = f"0x{_fnv1a(sample[1]):08x}"
-        (root / "tinyc.json").write_text(json.dumps(summary, indent=1) + "\n")
+                    f"{model} fits {board.name} (flash {alone.flash_bytes:,} B, RAM "
+                    f"{alone.ram_bytes + alone.stack_bytes:,} B), but not with the self-test's sample embedded from "
+                    f"--sample: region {region} is over by {nbytes:,} B; build without --sample (the self-test then "
+                    "generates its input and costs no flash for it)") from None
+            summary.update(
+                fits=True, toolchain=True, elf=str(fw.elf.relative_to(root)), flash_bytes=alone.flash_bytes,
+                ram_bytes=alone.ram_bytes + alone.stack_bytes, stack_bytes=alone.stack_bytes,
+                flash_free_bytes=measured.regions[0].margin, ram_free_bytes=measured.regions[1].margin,
+                harness_flash_bytes=fw.flash_bytes - alone.flash_bytes,
+                harness_ram_bytes=fw.ram_bytes + fw.stack_bytes - alone.ram_bytes - alone.stack_bytes,
+                firmware_flash_bytes=fw.flash_bytes, firmware_ram_bytes=fw.ram_bytes + fw.stack_bytes,
+                firmware_stack_bytes=fw.stack_bytes)
+        (root / "tinyc.json").write_text(_meta(build, summary))
 
-    replace_dir(out_dir, fill)
+    replace_dir(out_dir, fill, products=("build/",))
     return summary
-
-
-def _fnv1a(data: np.ndarray) -> int:
-    h = 2166136261
-    for b in data.astype(np.uint8).tolist():
-        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
-    return h
 
 
 def qemu_link_board(board):

@@ -108,24 +108,29 @@ def _parse_pixel_range(text: str) -> tuple[float, float]:
     return lo, hi
 
 
-def _load_for_int8(model, input_shape, dump_ir, calib_path, calib_method, pixel_range):
+def _load_for_int8(model, input_shape, dump_ir, calib_path, calib_method, pixel_range, check=None):
+    """Import the model; run ``check(graph)`` (cheap checks that need the graph);
+    then quantize it when calibration data is given."""
     pixels = _parse_pixel_range(pixel_range)
     graph = _load(model, input_shape, dump_ir)
+    if check is not None:
+        check(graph)
     if calib_path is not None:
         api.quantize_with_calibration(graph, calib_path, calib_method, pixels)
     return graph
 
 
 @cli.command()
-@model_argument
+@click.argument("model", type=click.Path(dir_okay=True), metavar="MODEL|DIR")
 @click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False),
               help=".npy (one sample or a batch) or .npz (per input name, or 'inputs').")
 @click.option("-o", "--output", "output_path", required=True, type=click.Path(dir_okay=False),
               help="Where to write the outputs: .npy, or .npz for several outputs.")
-@click.option("--engine", type=click.Choice(["ref", "c", "qemu"]), default="ref", show_default=True,
+@click.option("--engine", type=click.Choice(["ref", "c", "qemu"]), default=None,
               help="ref: the numpy reference interpreter (int8 for quantized models); "
                    "c: the generated C, compiled with the host compiler; "
-                   "qemu: firmware for --board, run on its QEMU stand-in with instruction counts.")
+                   "qemu: firmware for --board, run on its QEMU stand-in with instruction counts. "
+                   "Default: ref for a model, c for a folder tinyc build wrote.")
 @click.option("--board", default=None, help="With --engine qemu: the board whose core runs the model.")
 @click.option("--timeout", default=600.0, show_default=True, help="With --engine qemu: seconds before QEMU is stopped.")
 @click.option("--json", "as_json", is_flag=True, help="With --engine qemu: print the run report as JSON.")
@@ -138,7 +143,13 @@ def _load_for_int8(model, input_shape, dump_ir, calib_path, calib_method, pixel_
 @dump_ir_option
 def run(model, input_path, output_path, engine, board, timeout, as_json, calib_path, calib_method, pixel_range,
         plan_strategy, debug_poison, input_shape, dump_ir):
-    """Run a model on input data and write its outputs."""
+    """Run a model, or a C project that tinyc build wrote (DIR), on input data and write its outputs."""
+    from pathlib import Path
+
+    api.check_output_path(output_path, None, inputs=[model, input_path, calib_path])  # before any work
+    if Path(model).is_dir():
+        return _run_project(model, input_path, output_path, engine or "c", locals())
+    engine = engine or "ref"
     target = None
     if engine == "qemu":
         from .boards import get_board
@@ -149,8 +160,8 @@ def run(model, input_path, output_path, engine, board, timeout, as_json, calib_p
         api.qemu_link_board(target)
     elif board is not None:
         raise TinycError("--board applies to --engine qemu only")
-    graph = _load_for_int8(model, input_shape, dump_ir, calib_path, calib_method, pixel_range)
-    api.check_output_path(output_path, len(graph.outputs))  # fail before the work, not after
+    graph = _load_for_int8(model, input_shape, dump_ir, calib_path, calib_method, pixel_range,
+                           check=lambda g: api.check_output_path(output_path, len(g.outputs)))
     batch = api.read_data(graph, input_path)
     report = None
     if engine == "ref" and not api.is_quantized(graph):
@@ -178,14 +189,34 @@ def run(model, input_path, output_path, engine, board, timeout, as_json, calib_p
             click.echo(json.dumps(report, indent=1))
 
 
+def _run_project(project, input_path, output_path, engine, options):
+    """tinyc run DIR: the project's own C, compiled for the host, on the input."""
+    model_only = {"calib_path": "--calib", "plan_strategy": "--plan", "debug_poison": "--debug-poison",
+                  "input_shape": "--input-shape", "dump_ir": "--dump-ir", "board": "--board", "as_json": "--json"}
+    given = [flag for key, flag in model_only.items() if options[key]]
+    if given:
+        raise TinycError(f"{given[0]} applies to a model file; {project} is a built project, which runs as it was built")
+    if engine != "c":
+        raise TinycError(f"{project}: a built project runs with --engine c (its own C); for --engine {engine} "
+                         "give the model file")
+    build = api.load_project(project)
+    batch = api.read_data(build.program.graph, input_path)
+    api.check_output_path(output_path, len(build.program.graph.outputs))
+    outputs = api.run_program_c(build, batch)
+    api.write_outputs(output_path, api.shape_like_input(outputs, batch.layout))
+    click.echo(f"ran {batch.count} sample(s) through the C of {project}; wrote {output_path}", err=True)
+
+
 @cli.command()
 @model_argument
 @click.option("--board", default="host", show_default=True,
               help="Target board (see 'tinyc boards'; host: a C project with a host test program).")
 @click.option("--sample", "sample_path", type=click.Path(dir_okay=False), default=None,
-              help="Board builds: the input (.npy / .npz like --input; the first sample) the firmware runs and checks.")
+              help="Board builds: the input (.npy / .npz like --input; the first sample) the firmware's self-test "
+                   "embeds in flash and checks (default: an input the firmware generates, costing no flash).")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Folder to write the project to (replaced only if an earlier tinyc build made it).")
+              help="Folder to write the project to: a new or empty folder, or one an earlier tinyc build wrote "
+                   "(then only tinyc's files are replaced).")
 @click.option("--name", default=None, help="C name of the model (default: from the file name).")
 @click.option("--json", "as_json", is_flag=True, help="Print the build summary as one JSON object.")
 @calib_option
@@ -203,6 +234,14 @@ def build(model, board, sample_path, out_dir, name, as_json, calib_path, calib_m
         from .boards import get_board
 
         target = get_board(board)
+    elif sample_path is not None:
+        raise TinycError("--sample applies to board builds (--board B); a host project runs any data: tinyc run DIR")
+    if name is not None:
+        api.check_name(name)
+    for given in (model, sample_path, calib_path):
+        if given is not None and api.same_file(out_dir, given):
+            raise TinycError(f"{out_dir}: is also an input of this command; choose another -o")
+    api.check_output_dir(out_dir)  # before any work
     graph = _load_for_int8(model, input_shape, dump_ir, calib_path, calib_method, pixel_range)
     batch = api.read_data(graph, sample_path) if sample_path else None
     result = api.compile_c(graph, model, name=name, board=board, plan_strategy=plan_strategy, poison=debug_poison)
@@ -221,8 +260,14 @@ def build(model, board, sample_path, out_dir, name, as_json, calib_path, calib_m
     if target is not None:
         if s.get("elf"):
             click.echo(
-                f"{s['board']}: {s['elf']}: flash {s['flash_bytes']:,} B ({s['flash_free_bytes']:,} free), RAM "
-                f"{s['ram_bytes']:,} B incl. stack {s['stack_bytes']:,} B ({s['ram_free_bytes']:,} free)",
+                f"{s['board']}: model, runtime and startup: flash {s['flash_bytes']:,} B ({s['flash_free_bytes']:,} "
+                f"free), RAM {s['ram_bytes']:,} B incl. stack {s['stack_bytes']:,} B ({s['ram_free_bytes']:,} free)",
+                err=True,
+            )
+            click.echo(
+                f"self-test harness (main.c, sample.h; input {s['sample']}): +{s['harness_flash_bytes']:,} B flash, "
+                f"+{s['harness_ram_bytes']:,} B RAM; {s['elf']}: flash {s['firmware_flash_bytes']:,} B, "
+                f"RAM {s['firmware_ram_bytes']:,} B",
                 err=True,
             )
         else:
@@ -294,13 +339,23 @@ def report(model, board, fmt, out_path, calib_path, calib_method, pixel_range, p
     """Where the memory goes: per layer, against a board, and what would make it fit."""
     from pathlib import Path
 
+    # everything that can be refused is refused before the work (quantizing, linking)
     if board not in ("all", "host"):
         from .boards import get_board
 
-        get_board(board)  # an unknown board fails before any work
+        get_board(board)
     out = Path(out_path) if out_path else None
+    if fmt == "md" and out is None:
+        raise TinycError("--format md writes FILE.md and the plot FILE.png beside it; give -o FILE.md")
     if out is not None:
-        api.check_output_path(out, 1)
+        api.check_output_file(out, [model, calib_path], (f".{fmt}",) if fmt != "md" else (".md",), "report")
+    if fmt in ("md", "html"):
+        from .report.plot import is_tinyc_png, require_matplotlib
+
+        require_matplotlib()
+        png = out.with_suffix(".png") if fmt == "md" else None
+        if png is not None and png.exists() and not is_tinyc_png(png):
+            raise TinycError(f"{png}: exists and is not a plot tinyc wrote; move it, or give -o another name")
     graph = _load_for_int8(model, input_shape, dump_ir, calib_path, calib_method, pixel_range)
     build = api.compile_c(graph, model, board=board, plan_strategy=plan_strategy)
     rep = api.report(build, board)

@@ -178,17 +178,41 @@ def shape_like_input(outputs: dict[str, np.ndarray], layout: str) -> dict[str, n
     return outputs
 
 
-def check_output_path(path, n_outputs: int) -> None:
-    """Refuse an output path that write_outputs could not write, before any work is done."""
+def same_file(a, b) -> bool:
+    """Do two paths name the same file (the same path, a link to it, or a hard link)?"""
+    a, b = Path(a), Path(b)
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def check_output_file(path, inputs=(), suffixes: tuple[str, ...] = (), what: str = "output") -> None:
+    """Refuse, before any work, an output file that is one of the command's inputs
+    (or a link to one), has the wrong kind of name, or cannot be written where it is."""
     path = Path(path)
-    if path.suffix != ".npz" and n_outputs > 1:
-        raise TinycError(f"{path}: the model has {n_outputs} outputs; write them to an .npz file")
-    if not path.parent.exists():
-        raise TinycError(f"{path}: folder {path.parent} does not exist; create it or choose another output path")
-    if not path.parent.is_dir():
-        raise TinycError(f"{path}: {path.parent} is not a folder; choose another output path")
+    for given in inputs:
+        if given is not None and same_file(path, given):
+            raise TinycError(f"{path}: is also an input of this command ({given}); give the {what} another name")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise TinycError(f"{path}: the {what} must be a file ending in {' or '.join(suffixes)}")
     if path.is_dir():
-        raise TinycError(f"{path}: is a directory; give a file name ending in .npy or .npz")
+        raise TinycError(f"{path}: is a directory; give a file name ending in {' or '.join(suffixes) or 'a suffix'}")
+    if not path.parent.exists():
+        raise TinycError(f"{path}: folder {path.parent} does not exist; create it or choose another {what} path")
+    if not path.parent.is_dir():
+        raise TinycError(f"{path}: {path.parent} is not a folder; choose another {what} path")
+
+
+def check_output_path(path, n_outputs: int | None = None, inputs=()) -> None:
+    """Refuse an output path that write_outputs could not or must not write, before
+    any work is done (``n_outputs`` None: not known yet)."""
+    path = Path(path)
+    check_output_file(path, inputs, (".npy", ".npz"))
+    if path.suffix.lower() != ".npz" and n_outputs is not None and n_outputs > 1:
+        raise TinycError(f"{path}: the model has {n_outputs} outputs; write them to an .npz file")
 
 
 def write_outputs(path, outputs: dict[str, np.ndarray]) -> None:

@@ -24,7 +24,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 RUNTIME = Path(__file__).parent.parent / "runtime_c"
 
 _C_TYPES = {np.dtype(np.int8): "int8_t", np.dtype(np.int32): "int32_t"}
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def c_comment(text) -> str:
@@ -37,20 +37,53 @@ def c_comment(text) -> str:
     return text.rstrip("\\")
 
 
+# C99 / C11 keywords and names the standard headers define as macros
+C_KEYWORDS = frozenset("""
+    auto break case char const continue default do double else enum extern float for goto if inline int long
+    register restrict return short signed sizeof static struct switch typedef union unsigned void volatile while
+    _Alignas _Alignof _Atomic _Bool _Complex _Generic _Imaginary _Noreturn _Static_assert _Thread_local
+    bool true false NULL asm fortran errno assert
+""".split())
+# File stems a project writes beside NAME.c / NAME.h (main.c, sample.h), compared
+# without case for case-insensitive file systems
+RESERVED_STEMS = frozenset({"main", "sample"})
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a model's files and C symbols, or None."""
+    if not _IDENT.fullmatch(name):
+        return "use a C identifier (letters, digits, underscores; not starting with a digit)"
+    if len(name) > 64:
+        return "use at most 64 characters"
+    if name in C_KEYWORDS:
+        return "it is a C keyword or standard name"
+    if name.startswith("_"):
+        return "names starting with an underscore are reserved in C"
+    if name.lower() in RESERVED_STEMS:
+        return f"the project has its own {name.lower()}.{'c' if name.lower() == 'main' else 'h'}"
+    if name.lower().startswith("tinyc"):
+        return "names starting with tinyc are the runtime's"
+    return None
+
+
 def check_name(name: str) -> str:
     """A model name usable as a C identifier prefix and a file name."""
-    if not _IDENT.match(name) or len(name) > 64:
+    problem = name_problem(name)
+    if problem:
         from ..errors import TinycError
 
-        raise TinycError(f"--name {name!r}: use a C identifier (letters, digits, underscores; not starting with a digit)")
+        raise TinycError(f"--name {name!r}: {problem}; choose another name")
     return name
 
 
 def default_name(model_path) -> str:
-    stem = re.sub(r"[^A-Za-z0-9_]", "_", Path(str(model_path)).stem) or "model"
+    """The model's C name from its file name, made valid: my-net.onnx -> my_net,
+    main.onnx -> model_main."""
+    stem = re.sub(r"[^A-Za-z0-9_]", "_", Path(str(model_path)).stem).lstrip("_") or "model"
     if stem[0].isdigit():
         stem = "m_" + stem
-    return stem[:64]
+    stem = stem[:58]
+    return stem if name_problem(stem) is None else "model_" + stem
 
 
 @dataclass
@@ -69,6 +102,34 @@ def _c_array_body(data: np.ndarray) -> str:
     for k in range(0, len(flat), 24):
         rows.append("    " + ", ".join("(-2147483647 - 1)" if v == -(2**31) else str(v) for v in flat[k:k + 24]) + ",")
     return "\n".join(rows)
+
+
+# internal = external.transpose(perm) -> (the ONNX layout, tinyc's channels-last layout)
+_LAYOUT_NAMES = {(0, 2, 3, 1): ("NCHW", "NHWC"), (0, 2, 1): ("NCW", "NWC")}
+
+
+def layout_note(graph, name: str, is_input: bool) -> str:
+    """How an int8 tensor of the C API is laid out, against the ONNX tensor it
+    stands for: tinyc moves channels last (NCHW -> NHWC, NCW -> NWC)."""
+    shape = list(graph.tensors[name].shape)
+    perm = (graph.input_perm if is_input else graph.output_perm).get(name)
+    if is_input or name in graph.outputs:
+        external = [0] * len(shape)
+        if perm is None:
+            external = shape
+        elif is_input:  # internal = external.transpose(perm)
+            for i, p in enumerate(perm):
+                external[p] = shape[i]
+        else:  # external = internal.transpose(perm)
+            external = [shape[p] for p in perm]
+            perm = tuple(sorted(range(len(perm)), key=lambda i: perm[i]))  # as internal = external.transpose(perm)
+        if perm is None or tuple(perm) == tuple(range(len(shape))):
+            return f"{shape}, the ONNX tensor's own layout"
+        names = _LAYOUT_NAMES.get(tuple(perm))
+        if names:
+            return f"{shape} {names[1]}: the ONNX {names[0]} tensor {external} with channels last"
+        return f"{shape}: the ONNX tensor {external} with its axes in the order {list(perm)}"
+    return f"{shape}; tinyc run dequantizes it and runs the model's last float ops on it"
 
 
 POISON = -91  # 0xA5: what a debug build writes over dead arena bytes
@@ -97,13 +158,7 @@ def _complement(ranges: list[tuple[int, int]], total: int) -> list[tuple[int, in
     return out
 
 
-def generate(program: Program, plan: MemoryPlan, name: str, source: str = "model",
-             poison: bool = False) -> dict[str, str]:
-    """The generated files (name -> text): NAME.h, NAME.c, main.c, Makefile.
-
-    With ``poison`` the code fills the whole arena with a pattern on entry and
-    every dead region after each step, so a planner bug shows as wrong numbers."""
-    graph = program.graph
+def _env() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         undefined=jinja2.StrictUndefined,
@@ -113,6 +168,22 @@ def generate(program: Program, plan: MemoryPlan, name: str, source: str = "model
         autoescape=False,  # C, not HTML: every model string goes through c_comment
     )
     env.filters["c_comment"] = c_comment
+    return env
+
+
+def host_main(name: str) -> str:
+    """The host test program (main.c of a host project) for a model named ``name``."""
+    return _env().get_template("main_host.c.j2").render(name=name, NAME=name.upper())
+
+
+def generate(program: Program, plan: MemoryPlan, name: str, source: str = "model",
+             poison: bool = False) -> dict[str, str]:
+    """The generated files (name -> text): NAME.h, NAME.c, main.c, Makefile.
+
+    With ``poison`` the code fills the whole arena with a pattern on entry and
+    every dead region after each step, so a planner bug shows as wrong numbers."""
+    graph = program.graph
+    env = _env()
 
     constants: dict[str, _Const] = {}
 
@@ -183,6 +254,7 @@ def generate(program: Program, plan: MemoryPlan, name: str, source: str = "model
             t = graph.tensors[n]
             out.append({
                 "label": n, "shape": list(t.shape), "size": t.size, "offset": offset, "arena_offset": plan.offsets[n],
+                "layout": layout_note(graph, n, n in program.inputs),
                 "scale": repr(float(np.float32(t.quant.scale))), "zero_point": int(t.quant.zero_point),
             })
             offset += t.size

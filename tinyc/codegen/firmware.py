@@ -1,10 +1,15 @@
 """Firmware projects: the generated model plus startup code, a linker script from
 the board's memory regions, a main, and a Makefile for arm-none-eabi-gcc.
 
-Two kinds of main: ``board`` runs the model once on an embedded sample and checks
-the result against the reference's (what ``tinyc build --board B`` ships);
-``qemu`` streams samples through semihosting files between the instruction-count
-markers (what ``tinyc run --engine qemu`` runs).
+Three kinds of main: ``board`` is the self-test harness ``tinyc build --board B``
+ships (runs the model once on a sample and checks the output's checksum against
+the one tinyc's reference computed); ``qemu`` streams samples through semihosting
+files between the instruction-count markers (``tinyc run --engine qemu``);
+``model`` only calls NAME_invoke: the model, the runtime and the startup code and
+nothing else, which is what fit verdicts measure.
+
+Objects go where the project's Makefile puts them (build/<source path>.o), with
+the same flags, so ``make`` after tinyc has linked finds nothing to do.
 """
 
 from __future__ import annotations
@@ -24,6 +29,39 @@ from .c import TEMPLATES, _c_array_body, runtime_files
 FIRMWARE = Path(__file__).parent.parent / "firmware"
 STACK_MARGIN = 512  # bytes above the deepest frame chain gcc reports (interrupt frame, rounding)
 MIN_STACK = 1024
+SAMPLE_SEED = 20261206  # the self-test's generated input: see generated_input
+
+
+def generated_input(size: int) -> np.ndarray:
+    """The input the self-test harness makes when no sample is embedded: bytes of a
+    32-bit LCG (Numerical Recipes' constants), the top byte of each state, exactly
+    as main_board.c.j2 computes them in C. Costs no flash."""
+    out = np.empty(size, np.int8)
+    state = SAMPLE_SEED
+    for i in range(size):
+        state = (state * 1664525 + 1013904223) & 0xFFFFFFFF
+        out[i] = (state >> 24) - 256 if state >> 31 else state >> 24
+    return out
+
+
+def fnv1a(data: np.ndarray) -> int:
+    """FNV-1a over bytes: the checksum the self-test firmware prints."""
+    h = 2166136261
+    for b in np.asarray(data).astype(np.uint8).tolist():
+        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
+    return h
+
+
+@dataclass
+class SelfTest:
+    """What the board firmware's self-test runs and expects."""
+
+    embedded: np.ndarray | None  # int8 input bytes kept in flash (from --sample); None: generated_input
+    expected: np.ndarray  # the int8 output bytes tinyc's reference computes for that input
+
+    @property
+    def checksum(self) -> int:
+        return fnv1a(self.expected)
 
 
 def _env() -> jinja2.Environment:
@@ -32,29 +70,42 @@ def _env() -> jinja2.Environment:
                               trim_blocks=True, lstrip_blocks=True, autoescape=False)
 
 
-def project_files(build, board: Board, link_board: Board, mode: str, stack_size: int,
-                  sample: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, str | Path]:
-    """Relative path -> text (generated) or Path (copied) for a firmware project."""
+def linker_script(link_board: Board, stack_size: int) -> str:
+    flash, ram = link_board.main_flash, link_board.main_ram
+    return _env().get_template("linker.ld.j2").render(
+        flash_origin=f"0x{flash.origin:08x}", flash_length=flash.length,
+        ram_origin=f"0x{ram.origin:08x}", ram_length=ram.length, stack_size=stack_size)
+
+
+def main_source(build, board: Board, mode: str, self_test: SelfTest | None = None) -> dict[str, str]:
+    """main.c (and sample.h for the self-test) for one kind of main."""
     env = _env()
+    ctx = {"name": build.name, "NAME": build.name.upper(), "version": __version__, "board": board}
+    if mode == "board":
+        embedded = self_test.embedded is not None
+        files = {"sample.h": env.get_template("sample.h.j2").render(
+            ctx, embedded=embedded, input_body=_c_array_body(self_test.embedded) if embedded else "",
+            seed=SAMPLE_SEED, checksum=f"0x{self_test.checksum:08x}u")}
+        files["main.c"] = env.get_template("main_board.c.j2").render(ctx)
+        return files
+    return {"main.c": env.get_template(f"main_{mode}.c.j2").render(ctx)}
+
+
+def project_files(build, board: Board, link_board: Board, mode: str, stack_size: int,
+                  self_test: SelfTest | None = None) -> dict[str, str | Path]:
+    """Relative path -> text (generated) or Path (copied) for a firmware project."""
+    from ..sim.qemu import ARM_CFLAGS
+
     name = build.name
     ctx = {"name": name, "NAME": name.upper(), "version": __version__, "board": board,
-           "cpu_flags": " ".join(board.cflags())}
+           "cpu_flags": " ".join(board.cflags()), "cflags": " ".join(ARM_CFLAGS), "mode": mode}
     files: dict[str, str | Path] = {f: t for f, t in build.files.items() if f in (f"{name}.h", f"{name}.c")}
     files.update(runtime_files())
     for src in sorted(FIRMWARE.glob("*.[ch]")):
         files[f"firmware/{src.name}"] = src
-    flash, ram = link_board.main_flash, link_board.main_ram
-    files["linker.ld"] = env.get_template("linker.ld.j2").render(
-        flash_origin=f"0x{flash.origin:08x}", flash_length=flash.length,
-        ram_origin=f"0x{ram.origin:08x}", ram_length=ram.length, stack_size=stack_size)
-    files["Makefile"] = env.get_template("Makefile_arm.j2").render(ctx)
-    if mode == "board":
-        sample_in, expected = sample
-        files["sample.h"] = env.get_template("sample.h.j2").render(
-            ctx, input_body=_c_array_body(sample_in), expected_body=_c_array_body(expected))
-        files["main.c"] = env.get_template("main_board.c.j2").render(ctx)
-    else:
-        files["main.c"] = env.get_template("main_qemu.c.j2").render(ctx)
+    files["linker.ld"] = linker_script(link_board, stack_size)
+    files["Makefile"] = _env().get_template("Makefile_arm.j2").render(ctx)
+    files.update(main_source(build, board, mode, self_test))
     return files
 
 
@@ -75,11 +126,14 @@ class Firmware:
     ram_bytes: int  # .data + .bss, the arena included; the stack comes on top
     stack_bytes: int  # the reserve linked in: the deepest frame chain gcc reports + margin
     frames: dict[str, int]  # function -> frame bytes (gcc -fstack-usage)
+    objects: list[Path]  # what was linked, main's object first
 
 
 def _sources(root: Path, name: str) -> list[Path]:
-    return [root / "main.c", root / f"{name}.c", *sorted((root / "tinyc" / "src").glob("*.c")),
-            *sorted((root / "firmware").glob("*.c"))]
+    """The project's C sources relative to root, in the Makefile's order."""
+    return [Path("main.c"), Path(f"{name}.c"),
+            *(p.relative_to(root) for p in sorted((root / "tinyc" / "src").glob("*.c"))),
+            *(p.relative_to(root) for p in sorted((root / "firmware").glob("*.c")))]
 
 
 def stack_estimate(frames: dict[str, int], name: str) -> int:
@@ -93,29 +147,78 @@ def stack_estimate(frames: dict[str, int], name: str) -> int:
     return top + max(frames.get(f"{name}_invoke", 0) + kernels, helpers)
 
 
+def stack_reserve(frames: dict[str, int], name: str) -> int:
+    return max(MIN_STACK, (stack_estimate(frames, name) + STACK_MARGIN + 7) // 8 * 8)
+
+
+def _frames(objects: list[Path]) -> dict[str, int]:
+    from ..sim import qemu
+
+    return qemu.stack_usage([o.with_suffix(".su") for o in objects if o.with_suffix(".su").is_file()])
+
+
+def _link(root: Path, elf: Path, objects: list[Path], frames: dict[str, int], name: str, board: Board,
+          link_board: Board) -> Firmware:
+    from ..sim import qemu
+
+    stack = stack_reserve(frames, name)
+    (root / "linker.ld").write_text(linker_script(link_board, stack))
+    qemu.link_objects(objects, elf, board.cflags(), root / "linker.ld")
+    sizes = qemu.elf_sizes(elf)
+    return Firmware(elf, sizes["flash"], sizes["ram"] - stack if sizes["ram"] >= stack else sizes["ram"],
+                    stack, frames, objects)
+
+
+def compile_project(root: Path, build, board: Board, mode: str, self_test: SelfTest | None = None
+                    ) -> tuple[list[Path], dict[str, int]]:
+    """Write the project into ``root`` (its linker script comes with the link) and
+    compile every source once, objects where the Makefile puts them. Returns the
+    objects (main's first) and every function's frame size."""
+    from ..sim import qemu
+
+    files = project_files(build, board, board, mode, MIN_STACK, self_test)
+    del files["linker.ld"]
+    write_files(files, root)
+    sources = _sources(root, build.name)
+    objects = [root / "build" / src.with_suffix(".o") for src in sources]
+    qemu.compile_objects([(root / src, obj) for src, obj in zip(sources, objects)],
+                         [root, root / "tinyc" / "include", root / "firmware"], board.cflags())
+    return objects, _frames(objects)
+
+
+def link_project(root: Path, build, objects: list[Path], frames: dict[str, int], board: Board,
+                 link_board: Board) -> Firmware:
+    """Size the stack from the frames, write root/linker.ld for link_board's regions
+    and link root/build/NAME.elf."""
+    return _link(root, root / "build" / f"{build.name}.elf", objects, frames, build.name, board, link_board)
+
+
 def build_elf(root: Path, build, board: Board, link_board: Board, mode: str,
-              sample=None) -> Firmware:
-    """Write the project into ``root`` and link it: once to learn every function's
-    frame, then with a stack reserve from the deepest chain."""
+              self_test: SelfTest | None = None) -> Firmware:
+    """compile_project, then link_project."""
+    objects, frames = compile_project(root, build, board, mode, self_test)
+    return link_project(root, build, objects, frames, board, link_board)
+
+
+HARNESS_FUNCTIONS = ("fnv1a", "put_uint", "put_text")  # main_board.c.j2's helpers
+
+
+def link_model_only(project: Path, objects: list[Path], frames: dict[str, int], scratch: Path, build,
+                    board: Board, link_board: Board) -> Firmware:
+    """The objects compile_project made in ``project``, linked (in ``scratch``)
+    with the ``model`` main in place of the project's: what the model, the runtime
+    and the startup code need, without the project's harness."""
     from ..sim import qemu
 
     name = build.name
-    elf = root / "build" / f"{name}.elf"
-    (root / "build").mkdir(exist_ok=True)
-    stack = MIN_STACK
-    frames: dict[str, int] = {}
-    for _ in range(2):
-        write_files(project_files(build, board, link_board, mode, stack, sample), root)
-        qemu.compile_firmware(_sources(root, name), [root, root / "tinyc" / "include", root / "firmware"], elf,
-                              board.cflags(), root / "linker.ld", build_dir=root / "build")
-        frames = qemu.stack_usage(sorted((root / "build").rglob("*.su")))
-        needed = max(MIN_STACK, (stack_estimate(frames, name) + STACK_MARGIN + 7) // 8 * 8)
-        if needed == stack:
-            break
-        stack = needed
-    sizes = qemu.elf_sizes(elf)
-    return Firmware(elf, sizes["flash"], sizes["ram"] - stack if sizes["ram"] >= stack else sizes["ram"],
-                    stack, frames)
+    main = scratch / "main.c"
+    main.write_text(main_source(build, board, "model")["main.c"])
+    obj = scratch / "main.o"
+    qemu.compile_objects([(main, obj)], [project, project / "tinyc" / "include", project / "firmware"],
+                         board.cflags())
+    frames = {f: v for f, v in frames.items() if f not in HARNESS_FUNCTIONS}
+    frames.update(_frames([obj]))  # the bare main's frame replaces the harness main's
+    return _link(scratch, scratch / f"{name}.elf", [obj, *objects[1:]], frames, name, board, link_board)
 
 
 def region_overflow(message: str) -> tuple[str, int] | None:

@@ -2,42 +2,33 @@
 
 Everything comes from the same path as ``tinyc build``: ``api.compile_c`` gives the
 program and its memory plan; with the Arm toolchain installed the firmware is linked
-(against the board's own regions made roomy, so a model that does not fit is still
-measured) and flash, RAM and stack are read from the ELF.
+with the ``model`` main (no test harness; against the board's own regions made
+roomy, so a model that does not fit is still measured) and flash, RAM and stack
+are read from the ELF.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 from pathlib import Path
 
 from ..boards import Board, Region, all_boards
-from ..boards.fit import CODE_ESTIMATE, STATICS_ESTIMATE
+from ..boards.fit import CODE_ESTIMATE, STATICS_ESTIMATE, roomy
 from ..ir.program import Program
 from ..ops import get_op
 from ..passes.memory import plan_memory
 
 REPORT_VERSION = 1
-ROOMY = 1 << 26  # 64 MB: enough for any model tinyc meets, below the next region on every board
-
-
-def _roomy(board: Board) -> Board:
-    """The board with huge regions at the same origins: links whatever the model's size."""
-    f, r = board.main_flash, board.main_ram
-    return dataclasses.replace(board, flash=(Region(f.name, f.origin, ROOMY),), ram=(Region(r.name, r.origin, ROOMY),))
-
-
 def measure_firmware(build, board: Board) -> dict | None:
-    """Link the board firmware and measure it; None without the Arm toolchain."""
-    from ..build import sample_io
+    """Link the model for the board (the ``model`` main: no test harness) and
+    measure it; None without the Arm toolchain."""
     from ..codegen.firmware import build_elf
     from ..sim import qemu
 
     if qemu.arm_toolchain() is None:
         return None
     with tempfile.TemporaryDirectory(prefix="tinyc-report-") as tmp:
-        fw = build_elf(Path(tmp), build, board, _roomy(board), "board", sample_io(build))
+        fw = build_elf(Path(tmp), build, board, roomy(board), "model")
     return {"flash_bytes": fw.flash_bytes, "ram_static_bytes": fw.ram_bytes, "stack_bytes": fw.stack_bytes}
 
 

@@ -4,7 +4,9 @@ x is the step (0 copies the input in, 1..n run the layers, n+1 copies the output
 out), y the live bytes in KB, stacked one colour band per arena buffer. Two
 horizontal lines: the static arena and, for a board, its largest SRAM region (drawn
 as an arrow at the top instead when it would squash the plot). The peak steps are
-marked. Output is deterministic: fixed size and dpi, no software / date metadata.
+marked. Output is deterministic: fixed size and dpi, no software / date metadata;
+its Title (PNG_TITLE) marks it as tinyc's, so a later report may overwrite it and
+nothing else.
 """
 
 from __future__ import annotations
@@ -16,6 +18,22 @@ from ..errors import TinycError
 WIDTH_IN, HEIGHT_IN, DPI = 11.0, 5.0, 100  # 1100 x 500 pixels
 SIZE_PX = (int(WIDTH_IN * DPI), int(HEIGHT_IN * DPI))
 OFF_SCALE = 3.0  # board line drawn as an arrow when it is above 3x the arena
+PNG_TITLE = "tinyc memory timeline"
+
+
+def is_tinyc_png(path) -> bool:
+    """Did a tinyc report write this PNG (its tEXt Title chunk says so)?"""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return head.startswith(b"\x89PNG") and b"tEXtTitle\x00" + PNG_TITLE.encode() in head
+
+
+def require_matplotlib() -> None:
+    """Fail before any work when plots cannot be drawn."""
+    _matplotlib()
 
 
 def _matplotlib():
@@ -23,7 +41,7 @@ def _matplotlib():
         import matplotlib
         import matplotlib.style
     except ImportError:
-        raise TinycError("plots need matplotlib; pip install 'tinyc[plot]'") from None
+        raise TinycError("plots need matplotlib, which tinyc depends on: pip install matplotlib (or reinstall tinyc)") from None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     return matplotlib, Figure, FigureCanvasAgg
@@ -140,5 +158,5 @@ def timeline_png(report: dict) -> bytes:
             ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.11), ncol=3, fontsize=8, frameon=False)
         fig.tight_layout()
         out = io.BytesIO()
-        fig.savefig(out, format="png", dpi=DPI, metadata={"Software": None})
+        fig.savefig(out, format="png", dpi=DPI, metadata={"Software": None, "Title": PNG_TITLE})
     return out.getvalue()

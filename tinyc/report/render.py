@@ -99,7 +99,7 @@ def _context(report: dict) -> dict:
         "name": report.get("name") or "model",
         "model": report.get("model") or "",
         "board": board,
-        "where": board["name"] if board else "host",
+        "where": board["name"] if board else (f"all {len(report['boards'])} boards" if report.get("boards") else "host"),
         "totals": totals,
         "totals_rows": [(label, totals[key], is_bytes) for key, label, is_bytes in TOTALS if key in totals],
         "verdict": verdict,

@@ -301,49 +301,30 @@ def _first_error(stderr: str) -> str:
     return stderr.strip().splitlines()[0] if stderr.strip() else "(no message)"
 
 
-def compile_firmware(sources: Iterable[Path | str], include_dirs: Iterable[Path | str], out_elf: Path | str,
-                     mcpu: str | Sequence[str], fpu_flags: Sequence[str] | Path | str = (),
-                     ldscript: Path | str | None = None, extra_cflags: Sequence[str] = (),
-                     build_dir: Path | str | None = None) -> None:
-    """Compile and link a firmware ELF with arm-none-eabi-gcc.
-
-    ``mcpu`` is a core ("cortex-m4") with its FPU flags in ``fpu_flags``, or the
-    whole list of CPU flags (Board.cflags()); ``compile_firmware(srcs, incs,
-    elf, cpu_flags, ldscript)`` works too. Each source compiles to
-    ``<stem>.o`` in ``build_dir`` (default ``<out_elf>.obj``) with its .su
-    stack usage and .ci call graph beside it; the link uses -nostdlib -lgcc,
-    drops unused sections and writes the map file beside the ELF (``.map``).
-    A region overflow or any other failure raises TinycError and leaves no ELF.
-    """
-    if ldscript is None:
-        if not isinstance(fpu_flags, (str, os.PathLike)):
-            raise TypeError("compile_firmware needs a linker script")
-        ldscript, fpu_flags = fpu_flags, ()
-    if isinstance(fpu_flags, (str, os.PathLike)):
-        raise TypeError("fpu_flags is a list of flags")
+def cpu_flags(mcpu: str | Sequence[str], fpu_flags: Sequence[str] = ()) -> list[str]:
+    """-mcpu / -mthumb / FPU flags from a core name ("cortex-m4") and FPU flags, or
+    from the whole list of CPU flags (Board.cflags())."""
     if isinstance(mcpu, str):
-        cpu = [mcpu if mcpu.startswith("-mcpu=") else f"-mcpu={mcpu}", "-mthumb", *fpu_flags]
-    else:
-        cpu = [*mcpu, *fpu_flags]
-        if "-mthumb" not in cpu:
-            cpu.append("-mthumb")
-    core = next((f[6:] for f in cpu if f.startswith("-mcpu=")), "the target")
+        return [mcpu if mcpu.startswith("-mcpu=") else f"-mcpu={mcpu}", "-mthumb", *fpu_flags]
+    cpu = [*mcpu, *fpu_flags]
+    if "-mthumb" not in cpu:
+        cpu.append("-mthumb")
+    return cpu
+
+
+def _core(cpu: Sequence[str]) -> str:
+    return next((f[6:] for f in cpu if f.startswith("-mcpu=")), "the target")
+
+
+def compile_objects(jobs: Sequence[tuple[Path, Path]], include_dirs: Iterable[Path | str], cpu: Sequence[str],
+                    extra_cflags: Sequence[str] = ()) -> None:
+    """Compile each (source, object) pair with arm-none-eabi-gcc and ARM_CFLAGS, in
+    parallel; gcc writes the .su (stack usage) and .ci (call graph) files beside
+    each object. A failure raises TinycError naming the source."""
     gcc = require_arm_toolchain()
-    out_elf = Path(out_elf)
-    objdir = Path(build_dir) if build_dir is not None else object_dir(out_elf)
-    objdir.mkdir(parents=True, exist_ok=True)
-    for stale in [*objdir.glob("*.o"), *objdir.glob("*.su"), *objdir.glob("*.ci")]:
-        stale.unlink()
     includes = [f"-I{d}" for d in include_dirs]
-    jobs: list[tuple[Path, Path]] = []
-    used: set[str] = set()
-    for src in map(Path, sources):
-        stem, n = src.stem, 1
-        while stem in used:
-            n += 1
-            stem = f"{src.stem}_{n}"
-        used.add(stem)
-        jobs.append((src, objdir / f"{stem}.o"))
+    for _, obj in jobs:
+        Path(obj).parent.mkdir(parents=True, exist_ok=True)
 
     def compile_one(job: tuple[Path, Path]) -> subprocess.CompletedProcess:
         src, obj = job
@@ -354,9 +335,18 @@ def compile_firmware(sources: Iterable[Path | str], include_dirs: Iterable[Path 
         results = list(pool.map(compile_one, jobs))
     for (src, _), proc in zip(jobs, results):
         if proc.returncode != 0:
-            raise TinycError(f"compiling {src.name} for {core} failed: {_first_error(proc.stderr)}")
+            raise TinycError(f"compiling {Path(src).name} for {_core(cpu)} failed: {_first_error(proc.stderr)}")
+
+
+def link_objects(objects: Sequence[Path | str], out_elf: Path | str, cpu: Sequence[str],
+                 ldscript: Path | str) -> None:
+    """Link objects into out_elf (-nostdlib -lgcc, unused sections dropped, the map
+    file beside the ELF). A region overflow or any other failure raises TinycError
+    and leaves no ELF."""
+    gcc = require_arm_toolchain()
+    out_elf = Path(out_elf)
     link = [gcc, *cpu, "-nostartfiles", "-nostdlib", "-Wl,--gc-sections", f"-Wl,-Map={out_elf.with_suffix('.map')}",
-            "-T", str(ldscript), "-o", str(out_elf), *(str(obj) for _, obj in jobs), "-lgcc"]
+            "-T", str(ldscript), "-o", str(out_elf), *map(str, objects), "-lgcc"]
     proc = subprocess.run(link, capture_output=True, text=True)
     if proc.returncode != 0:
         if out_elf.exists():
@@ -367,6 +357,43 @@ def compile_firmware(sources: Iterable[Path | str], include_dirs: Iterable[Path 
             raise TinycError(f"{out_elf.name} does not fit the memory of its linker script {Path(ldscript).name}: "
                              f"{what}")
         raise TinycError(f"linking {out_elf.name} failed: {_first_error(proc.stderr)}")
+
+
+def compile_firmware(sources: Iterable[Path | str], include_dirs: Iterable[Path | str], out_elf: Path | str,
+                     mcpu: str | Sequence[str], fpu_flags: Sequence[str] | Path | str = (),
+                     ldscript: Path | str | None = None, extra_cflags: Sequence[str] = (),
+                     build_dir: Path | str | None = None) -> None:
+    """Compile and link a firmware ELF with arm-none-eabi-gcc.
+
+    ``mcpu`` is a core ("cortex-m4") with its FPU flags in ``fpu_flags``, or the
+    whole list of CPU flags (Board.cflags()); ``compile_firmware(srcs, incs,
+    elf, cpu_flags, ldscript)`` works too. Each source compiles to
+    ``<stem>.o`` in ``build_dir`` (default ``<out_elf>.obj``) with its .su
+    stack usage and .ci call graph beside it; then link_objects.
+    """
+    if ldscript is None:
+        if not isinstance(fpu_flags, (str, os.PathLike)):
+            raise TypeError("compile_firmware needs a linker script")
+        ldscript, fpu_flags = fpu_flags, ()
+    if isinstance(fpu_flags, (str, os.PathLike)):
+        raise TypeError("fpu_flags is a list of flags")
+    cpu = cpu_flags(mcpu, fpu_flags)
+    out_elf = Path(out_elf)
+    objdir = Path(build_dir) if build_dir is not None else object_dir(out_elf)
+    objdir.mkdir(parents=True, exist_ok=True)
+    for stale in [*objdir.glob("*.o"), *objdir.glob("*.su"), *objdir.glob("*.ci")]:
+        stale.unlink()
+    jobs: list[tuple[Path, Path]] = []
+    used: set[str] = set()
+    for src in map(Path, sources):
+        stem, n = src.stem, 1
+        while stem in used:
+            n += 1
+            stem = f"{src.stem}_{n}"
+        used.add(stem)
+        jobs.append((src, objdir / f"{stem}.o"))
+    compile_objects(jobs, include_dirs, cpu, extra_cflags)
+    link_objects([obj for _, obj in jobs], out_elf, cpu, ldscript)
 
 
 # ---------------------------------------------------------------------------
