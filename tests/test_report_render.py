@@ -313,3 +313,19 @@ def test_html_in_headless_chromium(tmp_path, report, html):
     ys, xs = blue.nonzero()
     plot_area = img[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
     assert (plot_area.sum(axis=-1) < 2.9).mean() > 0.05  # non-white pixels where the plot is
+
+
+def test_board_all_pages_say_so_and_put_the_boards_first():
+    """--board all: no board of its own; the title names every board, and the
+    all-boards table comes before the verdict and the layers."""
+    r = make_report(hostile=False)
+    r["board"] = None
+    r["verdict"] = {"fits": None, "regions": []}
+    n = len(r["boards"])
+    md = render_markdown(r, "t.png")
+    html = render_html(r, png=timeline_png(r))
+    assert md.splitlines()[0].endswith(f"on all {n} boards")
+    assert f"<title>tinyc report: cnn on all {n} boards</title>" in html
+    for page, boards, layers in ((md, "## All boards", "| step"), (html, "<h2>All boards</h2>", ">step</th>")):
+        assert page.index(boards) < page.index(layers)
+        assert "on host" not in page and "host build (no board)" not in page
