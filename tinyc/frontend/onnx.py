@@ -366,6 +366,7 @@ class _Importer:
         self.g = Graph(name=_c_friendly(path.stem))
         self.alias: dict[str, str] = {}
         self.node = None  # the ONNX node being imported, for messages
+        self.position = None  # its position in the file's node list (Node.origin)
 
     # ------------------------------------------------------------- plumbing
     def fail(self, message: str, cls=UnsupportedError):
@@ -403,7 +404,7 @@ class _Importer:
         inputs = [self.name(i) if i else "" for i in inputs]
         base = base or (self.node.name if self.node is not None and self.node.name else op)
         out = out or self.g.unique_name(base)
-        node = Node(op, self.g.unique_name(base), inputs, [out], attrs)
+        node = Node(op, self.g.unique_name(base), inputs, [out], attrs, origin=self.position)
         opdef = get_op(op)
         ins = [self.g.tensors[i] if i else None for i in inputs]
         if all(t is None or t.is_const for t in ins):
@@ -438,8 +439,8 @@ class _Importer:
                 )
             g.add_tensor(Tensor(vi.name, [d.dim_value for d in tt.shape.dim], dtype))
             g.inputs.append(vi.name)
-        for node in graph.node:
-            self.node = node
+        for position, node in enumerate(graph.node):
+            self.node, self.position = node, position
             handler = getattr(self, "op_" + node.op_type, None)
             if node.domain not in ("", "ai.onnx") or handler is None:
                 dom = f" from domain {node.domain!r}" if node.domain not in ("", "ai.onnx") else ""

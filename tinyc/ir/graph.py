@@ -29,6 +29,9 @@ class Node:
     inputs: list[str]
     outputs: list[str]
     attrs: object = None
+    # position of the ONNX node this node was imported from, in the file's node
+    # list (None for nodes a pass made): how training finds a layer's parameters
+    origin: int | None = None
 
     def describe(self) -> str:
         attrs = ""

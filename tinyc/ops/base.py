@@ -3,7 +3,8 @@
 An OpDef gives, in one place: its attribute dataclass, its shape rule (``infer``),
 its float reference (``ref``), its cost (``macs``), and how it is rewritten when a
 layout pass moves a Transpose across it (``permuted``). Later stages (int8
-reference, C emission, scratch size) extend the same classes.
+reference, C emission, scratch size, the gradient rule ``backward``) extend the
+same classes.
 """
 
 from __future__ import annotations
@@ -99,6 +100,16 @@ class OpDef:
         raise UnsupportedError(
             f"node {node.name!r} ({self.name}) has no int8 kernel in tinyc yet; "
             "compile the model in float, or replace the op before export"
+        )
+
+    def backward(self, node: Node, graph: Graph, b) -> None:
+        """The gradient rule: emit, through the builder ``b`` (train.autodiff.Backward),
+        the nodes that turn the gradient of this node's output (``b.grad``) into the
+        gradients of its updated parameters (``b.param_grad``) and of the inputs that
+        need one (``b.needs`` / ``b.add``). Only what the update set needs is emitted."""
+        raise UnsupportedError(
+            f"node {node.name!r} ({self.name}) has no gradient rule in tinyc yet; update only layers after it "
+            "(e.g. --update head)"
         )
 
     def permuted(self, node: Node, graph: Graph, perm: tuple[int, ...]):

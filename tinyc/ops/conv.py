@@ -119,6 +119,21 @@ class Conv2D(OpDef):
         n, oh, ow, _ = graph.tensors[node.outputs[0]].shape
         return n * oh * ow * o * kh * kw * cg
 
+    def backward(self, node, graph, b):
+        from .grad import ChannelsAttrs, ConvGradAttrs
+
+        x, w = node.inputs[0], node.inputs[1]
+        bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+        dz = b.pre_activation(node)
+        k = b.update_channels(w)
+        if k:
+            shape = (k,) + shape_of(graph, w)[1:]
+            b.param_grad(w, b.emit("Conv2DGradWeight", [x, dz], ConvGradAttrs(node.attrs, shape), node))
+        if bias is not None and b.update_channels(bias):
+            b.param_grad(bias, b.emit("BiasGrad", [dz], ChannelsAttrs(b.update_channels(bias)), node))
+        if b.needs(x):
+            b.add(x, b.emit("Conv2DGradInput", [dz, w], ConvGradAttrs(node.attrs, shape_of(graph, x)), node))
+
 
 @dataclass
 class FCAttrs:
@@ -170,6 +185,20 @@ class FullyConnected(OpDef):
         o, k = shape_of(graph, node.inputs[1])
         rows = int(np.prod(shape_of(graph, node.inputs[0])[:-1]))
         return rows * o * k
+
+    def backward(self, node, graph, b):
+        from .grad import ChannelsAttrs
+
+        x, w = node.inputs[0], node.inputs[1]
+        bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+        dz = b.pre_activation(node)
+        k = b.update_channels(w)
+        if k:
+            b.param_grad(w, b.emit("FullyConnectedGradWeight", [x, dz], ChannelsAttrs(k), node))
+        if bias is not None and b.update_channels(bias):
+            b.param_grad(bias, b.emit("BiasGrad", [dz], ChannelsAttrs(b.update_channels(bias)), node))
+        if b.needs(x):
+            b.add(x, b.emit("FullyConnectedGradInput", [dz, w], None, node))
 
 
 @register

@@ -68,6 +68,16 @@ class Add(_AddSub):
     name = "Add"
     fn = np.add
 
+    def backward(self, node, graph, b):
+        from .grad import SumToAttrs
+
+        dz = b.pre_activation(node)
+        out_shape = shape_of(graph, node.outputs[0])
+        for x in node.inputs:
+            if b.needs(x):
+                shape = shape_of(graph, x)
+                b.add(x, dz if shape == out_shape else b.emit("SumTo", [dz], SumToAttrs(shape), node))
+
 
 @register
 class Sub(_AddSub):
@@ -133,6 +143,14 @@ class ClampOp(_Unary):
 
     def fn(self, x, attrs):
         return attrs.act.apply(x)
+
+    def backward(self, node, graph, b):
+        from .grad import ClampGradAttrs
+
+        x = node.inputs[0]
+        if b.needs(x):
+            b.add(x, b.emit("ClampGrad", [b.grad(node.outputs[0]), node.outputs[0]], ClampGradAttrs(node.attrs.act),
+                            node))
 
     def lower(self, node, graph):
         """A standalone ReLU-family clamp: TFLM requantizes when the scales differ."""

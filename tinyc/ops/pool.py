@@ -84,6 +84,14 @@ class AvgPool2D(_Pool):
             count = windows(ones, a.kernel[0], a.kernel[1], a).sum(axis=(-2, -1))
         return [a.act.apply((total / count).astype(np.float32))]
 
+    def backward(self, node, graph, b):
+        from .grad import PoolGradAttrs
+
+        x = node.inputs[0]
+        if b.needs(x):
+            dz = b.pre_activation(node)
+            b.add(x, b.emit("AvgPool2DGrad", [dz], PoolGradAttrs(node.attrs, shape_of(graph, x)), node))
+
 
 def _permute_axes(axes, perm):
     return tuple(sorted(perm[a] for a in axes))
@@ -136,6 +144,14 @@ class ReduceMean(OpDef):
         m, shift = fp.mean_int8_multiplier(m, shift, reduce)
         p = MeanParams(outer, reduce, inner, z_in, z_out, m, shift)
         return [KernelCall("mean_s8", p, [x], [y], node.name)]
+
+    def backward(self, node, graph, b):
+        from .grad import ReduceGradAttrs
+
+        x = node.inputs[0]
+        if b.needs(x):
+            attrs = ReduceGradAttrs(tuple(node.attrs.axes), shape_of(graph, x))
+            b.add(x, b.emit("ReduceMeanGrad", [b.grad(node.outputs[0])], attrs, node))
 
     def permuted(self, node, graph, perm):
         return replace(node.attrs, axes=_permute_axes(node.attrs.axes, perm))

@@ -35,6 +35,11 @@ class Reshape(OpDef):
             raise ValueError(f"{node.name}: cannot reshape {src} to {node.attrs.shape}")
         return [(tuple(node.attrs.shape), dtype_of(graph, node.inputs[0]))]
 
+    def backward(self, node, graph, b):
+        x = node.inputs[0]
+        if b.needs(x):
+            b.add(x, b.emit("Reshape", [b.grad(node.outputs[0])], ReshapeAttrs(shape_of(graph, x)), node))
+
     def ref(self, node, inputs):
         return [inputs[0].reshape(node.attrs.shape)]
 
@@ -115,6 +120,19 @@ class Concat(OpDef):
         inner = tuple(int(np.prod(shape_of(graph, n)[ax:])) for n in parts)
         return calls + [KernelCall("concat_s8", None, parts, [out], node.name, scalars=(outer, len(parts)) + inner)]
 
+    def backward(self, node, graph, b):
+        dy = b.grad(node.outputs[0])
+        shape = shape_of(graph, node.outputs[0])
+        ax = node.attrs.axis % len(shape)
+        at = 0
+        for x in node.inputs:
+            size = shape_of(graph, x)[ax]
+            if b.needs(x):
+                starts = tuple(at if i == ax else 0 for i in range(len(shape)))
+                ends = tuple(at + size if i == ax else d for i, d in enumerate(shape))
+                b.add(x, b.emit("Slice", [dy], SliceAttrs(starts, ends, (1,) * len(shape)), node))
+            at += size
+
     def permuted(self, node, graph, perm):
         return ConcatAttrs(perm[node.attrs.axis])
 
@@ -164,6 +182,18 @@ class Pad(OpDef):
         pads = [(0, 0)] * (4 - len(shape)) + list(a.pads)
         p = PadParams(lw.shape4(shape), tuple(b for b, _ in pads), tuple(e for _, e in pads), value)
         return [KernelCall("pad_s8", p, [x], [out], node.name)] + extra
+
+    def backward(self, node, graph, b):
+        x = node.inputs[0]
+        a = node.attrs
+        if not b.needs(x):
+            return
+        if a.mode != "constant" or any(lo < 0 or hi < 0 for lo, hi in a.pads):
+            super().backward(node, graph, b)  # the default: no rule
+        shape = shape_of(graph, x)
+        starts = tuple(lo for lo, _ in a.pads)
+        ends = tuple(lo + d for (lo, _), d in zip(a.pads, shape))
+        b.add(x, b.emit("Slice", [b.grad(node.outputs[0])], SliceAttrs(starts, ends, (1,) * len(shape)), node))
 
     def permuted(self, node, graph, perm):
         inv = tuple(int(i) for i in np.argsort(perm))  # axis m of x' is axis inv[m] of x
