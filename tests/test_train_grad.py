@@ -236,3 +236,55 @@ def test_a_model_without_a_final_softmax_is_refused(tmp_path):
     onnx.save(model, str(tmp_path / "m.onnx"))
     with pytest.raises(TinycError, match="final Softmax"):
         training_graph(api.load(tmp_path / "m.onnx"), parse_update("head", model_layers(tmp_path / "m.onnx")))
+
+
+# ------------------------------------------------------------------ reference training steps
+def test_float_step_lowers_the_loss_as_the_gradient_predicts(tmp_path):
+    from tinyc.train.reference import FloatTrainer
+
+    rng = np.random.default_rng(5)
+    onnx.save(_random_net(rng), str(tmp_path / "net.onnx"))
+    graph = api.load(tmp_path / "net.onnx")
+    trainer = FloatTrainer(graph, parse_update("full", model_layers(tmp_path / "net.onnx")))
+    x = rng.standard_normal(graph.tensors[graph.inputs[0]].shape).astype(np.float32)
+    lr = 1e-3
+    first = trainer.step(x, 1, lr)
+    predicted = first.loss - lr * sum(float(np.sum(g.astype(np.float64) ** 2)) for g in first.grads.values())
+    after = trainer.gradients(x, 1).loss
+    assert after < first.loss and abs(after - predicted) <= 0.1 * (first.loss - predicted)
+
+
+@needs_shared
+def test_int8_training_learns_digits_with_the_residue_byte():
+    """ResNet-8 (the shared int8 model, CIFAR-10 weights) on 300 digits32 samples,
+    the sparse scheme named by layer: int8 forward, float backward, int8 weights with
+    a residue byte. Test accuracy on 200 held-out digits rises well above where it
+    starts (the full runs are in the training issue's notes); the int8 forward stays
+    the program's own."""
+    from tinyc.reference import run_int8
+    from tinyc.train.reference import Int8Trainer
+
+    path = SHARED_MODELS / "mlperf_tiny" / "ic_resnet8_int8.onnx"
+    spec = ("bias=model/conv2d_4/Conv2D,model/conv2d_5/Conv2D,model/conv2d_6/Conv2D,model/conv2d_7/Conv2D,"
+            "model/conv2d_8/Conv2D,model/dense/MatMul; "
+            "weight=model/conv2d_6/Conv2D,model/conv2d_8/Conv2D@0.5,model/dense/MatMul")
+    trainer = Int8Trainer(api.load(path), parse_update(spec, model_layers(path)), "residue")
+    data = np.load(TRAINING / "digits32.npz")
+
+    def q(x):
+        return (x.astype(np.int16) - 128).astype(np.int8)[None]
+
+    def accuracy():
+        return np.mean([int(np.argmax(trainer.logits_q(q(x)))) == y
+                        for x, y in zip(data["test_x"][:200], data["test_y"][:200])])
+
+    before = accuracy()
+    order = np.random.default_rng(0).permutation(300)
+    losses = [trainer.step(q(data["train_x"][i]), int(data["train_y"][i]), 0.01).loss for i in order]
+    after = accuracy()
+    x = q(data["test_x"][0])
+    out = run_int8(trainer.program, {trainer.input: x})
+    assert np.array_equal(out[trainer.program.outputs[0]], trainer.forward(x)[trainer.program.outputs[0]])
+    print(f"int8 ResNet-8 on digits32: accuracy {before:.3f} -> {after:.3f} after 300 steps; "
+          f"loss {np.mean(losses[:50]):.2f} -> {np.mean(losses[-50:]):.2f}")
+    assert before < 0.2 and after >= 0.35 and np.mean(losses[-50:]) < 0.3 * np.mean(losses[:50])

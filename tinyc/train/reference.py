@@ -1,0 +1,164 @@
+"""Training steps in numpy: the executable meaning of a training step, as the
+reference interpreter is for inference.
+
+``FloatTrainer`` trains the float graph (``--precision float``): float forward,
+float backward, SGD on float parameters. ``Int8Trainer`` trains the deployed int8
+graph: the forward is the int8 program (the numpy kernels, bit-exact with
+``NAME_invoke``), the backward runs in float32 on the dequantized int8 activations
+it saved, and updates land on the int8 parameters themselves: an int32 bias moves
+in its own (fine) units, an int8 weight in units of its per-channel scale
+(quantization-aware scaling: the float SGD step, lr x gradient, divided by the
+scale), with the part that does not make a whole unit kept according to ``rounding``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..ir import Graph
+from ..ops import get_op
+from .autodiff import LABEL, LOSS, Param, TrainingGraph, training_graph
+from .spec import LayerUpdate
+
+# How an int8 weight takes an update that is not a whole number of its units:
+#   nearest     round to nearest (most updates of fine-tuning vanish)
+#   stochastic  round up with the probability of the fraction (unbiased)
+#   residue     keep the fraction in a second byte per weight (1/256 units) and
+#               carry it into the weight when it makes a unit: 16-bit precision
+#               for the updated slice only
+ROUNDING = ("nearest", "stochastic", "residue")
+
+
+def _run_nodes(graph: Graph, nodes, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def value(name):
+        if not name:
+            return None
+        if name not in values:
+            values[name] = graph.tensors[name].float_value()
+        return values[name]
+
+    for node in nodes:
+        for name, v in zip(node.outputs, get_op(node.op).ref(node, [value(i) for i in node.inputs])):
+            values[name] = v
+    return values
+
+
+@dataclass
+class StepResult:
+    loss: float
+    grads: dict[str, np.ndarray]  # param tensor -> gradient (tinyc's layout, updated channels)
+    logits: np.ndarray
+
+
+class FloatTrainer:
+    """SGD, batch 1, on the float graph."""
+
+    def __init__(self, graph: Graph, updates: list[LayerUpdate]):
+        self.tg: TrainingGraph = training_graph(graph, updates)
+        self.input = graph.inputs[0]
+
+    @property
+    def params(self) -> list[Param]:
+        return self.tg.params
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        g = self.tg.graph
+        values = _run_nodes(g, g.nodes[:self.tg.backward_from], {self.input: x.astype(np.float32)})
+        return values[self.tg.logits]
+
+    def gradients(self, x: np.ndarray, label: int) -> StepResult:
+        g = self.tg.graph
+        values = _run_nodes(g, g.nodes, {self.input: x.astype(np.float32), LABEL: np.int32(label)})
+        return StepResult(float(values[LOSS]), {p.tensor: values[p.grad] for p in self.params},
+                          values[self.tg.logits])
+
+    def step(self, x: np.ndarray, label: int, lr: float) -> StepResult:
+        r = self.gradients(x, label)
+        for p in self.params:
+            t = self.tg.graph.tensors[p.tensor]
+            t.data = t.data.copy()
+            t.data[:p.channels] -= np.float32(lr) * r.grads[p.tensor]
+        return r
+
+
+class Int8Trainer:
+    """SGD, batch 1, on the int8 graph (a quantized canonical graph)."""
+
+    def __init__(self, graph: Graph, updates: list[LayerUpdate], rounding: str = "residue", seed: int = 0):
+        from ..engines import compile_int8
+
+        if rounding not in ROUNDING:
+            raise ValueError(rounding)
+        self.tg = training_graph(graph, updates)  # before lowering: the float view of the same parameters
+        self.program = compile_int8(graph)
+        self.input = graph.inputs[0]
+        self.rounding = rounding
+        self.rng = np.random.default_rng(seed)
+        self.residue = {p.tensor: np.zeros(self.tg.graph.tensors[p.tensor].shape, np.int16)
+                        for p in self.tg.params if p.kind == "weight"}
+        self._backward = self.tg.graph.nodes[self.tg.backward_from:]
+        self.updates_applied = 0
+        self.updates_zero = 0
+
+    @property
+    def params(self) -> list[Param]:
+        return self.tg.params
+
+    def forward(self, x_q: np.ndarray) -> dict[str, np.ndarray]:
+        from ..reference import run_int8
+
+        return run_int8(self.program, {self.input: x_q}, keep_all=True)
+
+    def logits_q(self, x_q: np.ndarray) -> np.ndarray:
+        return self.forward(x_q)[self.tg.logits]
+
+    def gradients(self, x_q: np.ndarray, label: int) -> StepResult:
+        acts = self.forward(x_q)
+        g = self.tg.graph
+        values = {}
+        for name, q in acts.items():
+            t = self.program.graph.tensors[name]
+            if name in g.tensors and t.quant is not None:
+                values[name] = t.quant.dequantize(q).astype(np.float32)
+        values[LABEL] = np.int32(label)
+        values = _run_nodes(g, self._backward, values)
+        return StepResult(float(values[LOSS]), {p.tensor: values[p.grad] for p in self.params},
+                          values[self.tg.logits])
+
+    def step(self, x_q: np.ndarray, label: int, lr: float) -> StepResult:
+        r = self.gradients(x_q, label)
+        for p in self.params:
+            self._update(p, np.float32(lr) * r.grads[p.tensor])
+        return r
+
+    def _update(self, p: Param, delta: np.ndarray) -> None:
+        """Apply -delta (real units) to the int8 / int32 parameter, in the program and
+        in the training graph's float view alike."""
+        t8 = self.program.graph.tensors[p.tensor]
+        tf = self.tg.graph.tensors[p.tensor]
+        k = p.channels
+        scale = np.asarray(t8.quant.scale, np.float64).reshape(-1)
+        s = (scale[:k] if scale.size > 1 else np.full(k, scale[0])).reshape((k,) + (1,) * (delta.ndim - 1))
+        steps = -delta.astype(np.float64) / s  # the update in the parameter's integer units
+        data = t8.data.copy()
+        if p.kind == "bias":  # int32: units of s_in x s_w, fine enough to round
+            data[:k] = np.clip(data[:k].astype(np.int64) + np.rint(steps).astype(np.int64),
+                               -(2**31) + 1, 2**31 - 1).astype(np.int32)
+        else:
+            cur = data[:k].astype(np.int64)
+            if self.rounding == "nearest":
+                add = np.rint(steps)
+            elif self.rounding == "stochastic":
+                add = np.floor(steps + self.rng.random(steps.shape))
+            else:
+                res = self.residue[p.tensor][:k].astype(np.int64) + np.rint(steps * 256).astype(np.int64)
+                add = np.floor_divide(res, 256)
+                self.residue[p.tensor][:k] = (res - add * 256).astype(np.int16)
+            add = add.astype(np.int64)
+            self.updates_applied += add.size
+            self.updates_zero += int(np.count_nonzero(add == 0))
+            data[:k] = np.clip(cur + add, -127, 127).astype(np.int8)
+        t8.data = data
+        tf.data = data.copy()
