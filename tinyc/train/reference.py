@@ -22,11 +22,14 @@ from ..ops import get_op
 from .autodiff import LABEL, LOSS, Param, TrainingGraph, training_graph
 from .spec import LayerUpdate
 
-# How an int8 weight takes an update that is not a whole number of its units:
+# How an int8 weight takes an update that is not a whole number of its units
+# (tinyc_sgd_update_s8; rounding is stochastic where said, from its counter generator):
 #   nearest     round to nearest (most updates of fine-tuning vanish)
 #   stochastic  round up with the probability of the fraction (unbiased)
-#   residue     keep the fraction in a second byte per weight (1/256 units) and
-#               carry it into the weight when it makes a unit: 16-bit precision
+#   residue     keep the fraction in a second byte per weight (1/256 units, the
+#               step rounded stochastically onto that grid so that small steps
+#               are kept on average); the weight is always the nearest integer to
+#               weight + residue / 256 (residue in [-128, 127]): 16-bit precision
 #               for the updated slice only
 ROUNDING = ("nearest", "stochastic", "residue")
 
@@ -95,8 +98,8 @@ class Int8Trainer:
         self.program = compile_int8(graph)
         self.input = graph.inputs[0]
         self.rounding = rounding
-        self.rng = np.random.default_rng(seed)
-        self.residue = {p.tensor: np.zeros(self.tg.graph.tensors[p.tensor].shape, np.int16)
+        self.rng_state = seed & 0xFFFFFFFF  # the update kernel's counter generator
+        self.residue = {p.tensor: np.zeros(self.tg.graph.tensors[p.tensor].shape, np.int8)
                         for p in self.tg.params if p.kind == "weight"}
         self._backward = self.tg.graph.nodes[self.tg.backward_from:]
         self.updates_applied = 0
@@ -130,35 +133,34 @@ class Int8Trainer:
     def step(self, x_q: np.ndarray, label: int, lr: float) -> StepResult:
         r = self.gradients(x_q, label)
         for p in self.params:
-            self._update(p, np.float32(lr) * r.grads[p.tensor])
+            self._update(p, r.grads[p.tensor], lr)
         return r
 
-    def _update(self, p: Param, delta: np.ndarray) -> None:
-        """Apply -delta (real units) to the int8 / int32 parameter, in the program and
-        in the training graph's float view alike."""
+    def _update(self, p: Param, grad: np.ndarray, lr: float) -> None:
+        """Apply one SGD step to the int8 / int32 parameter with the update kernels'
+        numpy specs (tinyc/kernels/train.py, bit-exact with the C), in the program
+        and in the training graph's float view alike."""
+        from ..kernels.train import sgd_update_s8, sgd_update_s32
+
         t8 = self.program.graph.tensors[p.tensor]
-        tf = self.tg.graph.tensors[p.tensor]
         k = p.channels
-        scale = np.asarray(t8.quant.scale, np.float64).reshape(-1)
-        s = (scale[:k] if scale.size > 1 else np.full(k, scale[0])).reshape((k,) + (1,) * (delta.ndim - 1))
-        steps = -delta.astype(np.float64) / s  # the update in the parameter's integer units
+        scale = np.asarray(t8.quant.scale, np.float32).reshape(-1)
+        per_channel = int(scale.size > 1)
         data = t8.data.copy()
-        if p.kind == "bias":  # int32: units of s_in x s_w, fine enough to round
-            data[:k] = np.clip(data[:k].astype(np.int64) + np.rint(steps).astype(np.int64),
-                               -(2**31) + 1, 2**31 - 1).astype(np.int32)
+        if p.kind == "bias":  # int32 in units of s_in x s_w: fine enough to round to nearest
+            data[:k] = sgd_update_s32(k, lr, grad, scale, per_channel, data[:k])
         else:
-            cur = data[:k].astype(np.int64)
-            if self.rounding == "nearest":
-                add = np.rint(steps)
-            elif self.rounding == "stochastic":
-                add = np.floor(steps + self.rng.random(steps.shape))
-            else:
-                res = self.residue[p.tensor][:k].astype(np.int64) + np.rint(steps * 256).astype(np.int64)
-                add = np.floor_divide(res, 256)
-                self.residue[p.tensor][:k] = (res - add * 256).astype(np.int16)
-            add = add.astype(np.int64)
-            self.updates_applied += add.size
-            self.updates_zero += int(np.count_nonzero(add == 0))
-            data[:k] = np.clip(cur + add, -127, 127).astype(np.int8)
+            count = int(np.prod(data.shape[1:]))
+            residue = self.residue[p.tensor][:k] if self.rounding == "residue" else None
+            rng = self.rng_state if self.rounding != "nearest" else None
+            w, res, rng = sgd_update_s8(k, count, lr, grad, scale, per_channel, data[:k], residue, rng)
+            before = data[:k].copy()
+            data[:k] = w.reshape(before.shape)
+            if res is not None:
+                self.residue[p.tensor][:k] = res.reshape(before.shape)
+            if rng is not None:
+                self.rng_state = rng
+            self.updates_applied += before.size
+            self.updates_zero += int(np.count_nonzero(data[:k] == before))
         t8.data = data
-        tf.data = data.copy()
+        self.tg.graph.tensors[p.tensor].data = data.copy()
