@@ -210,6 +210,28 @@ class AvgPool2DGrad(OpDef):
         return [_scatter_windows(node.attrs.shape, conv, kh, kw, lambda i, j: share)]
 
 
+@register
+class MaxPool2DGrad(OpDef):
+    """dx of a max pool: each output's gradient goes to the cell that held its
+    maximum (the first in the window, row by row, on ties, as PyTorch picks)."""
+
+    name = "MaxPool2DGrad"
+    attrs_type = PoolGradAttrs
+
+    def infer(self, node, graph):
+        return [(tuple(node.attrs.shape), np.float32)]
+
+    def ref(self, node, inputs):
+        dy, x = inputs
+        p = node.attrs.pool
+        kh, kw = p.kernel
+        conv = ConvAttrs(p.strides, p.dilations, p.pads)
+        win = windows(x, kh, kw, conv, pad_value=-np.inf)  # N, OH, OW, C, KH, KW
+        first = win.reshape(win.shape[:4] + (kh * kw,)).argmax(axis=-1)
+        return [_scatter_windows(node.attrs.shape, conv, kh, kw,
+                                 lambda i, j: np.where(first == i * kw + j, dy, np.float32(0)).astype(np.float32))]
+
+
 @dataclass
 class ReduceGradAttrs:
     axes: tuple[int, ...]

@@ -66,6 +66,14 @@ class MaxPool2D(_Pool):
         win = windows(inputs[0], a.kernel[0], a.kernel[1], a, pad_value=-np.inf)
         return [a.act.apply(win.max(axis=(-2, -1)).astype(np.float32))]
 
+    def backward(self, node, graph, b):
+        from .grad import PoolGradAttrs
+
+        x = node.inputs[0]
+        if b.needs(x):
+            dz = b.pre_activation(node)
+            b.add(x, b.emit("MaxPool2DGrad", [dz, x], PoolGradAttrs(node.attrs, shape_of(graph, x)), node))
+
 
 @register
 class AvgPool2D(_Pool):

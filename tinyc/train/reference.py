@@ -31,7 +31,9 @@ from .spec import LayerUpdate
 #               are kept on average); the weight is always the nearest integer to
 #               weight + residue / 256 (residue in [-128, 127]): 16-bit precision
 #               for the updated slice only
-ROUNDING = ("nearest", "stochastic", "residue")
+#   float       (a yardstick, no C kernel yet) keep a float32 copy of the updated
+#               slice (4 bytes per weight); the int8 weight is its nearest integer
+ROUNDING = ("nearest", "stochastic", "residue", "float")
 
 
 def _run_nodes(graph: Graph, nodes, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -101,6 +103,8 @@ class Int8Trainer:
         self.rng_state = seed & 0xFFFFFFFF  # the update kernel's counter generator
         self.residue = {p.tensor: np.zeros(self.tg.graph.tensors[p.tensor].shape, np.int8)
                         for p in self.tg.params if p.kind == "weight"}
+        self.master = {p.tensor: self.tg.graph.tensors[p.tensor].data.astype(np.float32)
+                       for p in self.tg.params if p.kind == "weight" and rounding == "float"}
         self._backward = self.tg.graph.nodes[self.tg.backward_from:]
         self.updates_applied = 0
         self.updates_zero = 0
@@ -149,6 +153,11 @@ class Int8Trainer:
         data = t8.data.copy()
         if p.kind == "bias":  # int32 in units of s_in x s_w: fine enough to round to nearest
             data[:k] = sgd_update_s32(k, lr, grad, scale, per_channel, data[:k])
+        elif self.rounding == "float":
+            s = (scale[:k] if per_channel else np.repeat(scale, k)).reshape((k,) + (1,) * (grad.ndim - 1))
+            m = self.master[p.tensor]
+            m[:k] -= (np.float32(lr) * grad) / s
+            data[:k] = np.clip(np.rint(m[:k]), -127, 127).astype(np.int8)
         else:
             count = int(np.prod(data.shape[1:]))
             residue = self.residue[p.tensor][:k] if self.rounding == "residue" else None
