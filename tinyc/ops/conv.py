@@ -19,6 +19,25 @@ from . import lowering as lw
 from .base import NO_CLAMP, Clamp, OpDef, register, shape_of
 
 
+def layer_backward(node, b, weight_op: str, weight_attrs, input_op: str, input_attrs) -> None:
+    """The gradient rule of a layer y = clamp(x (*) w + bias): through the clamp to
+    dz; the weight gradient of the updated channels (``weight_op`` with
+    ``weight_attrs(k)``), the bias gradient, and the input's (``input_op``), each
+    only when the update set needs it."""
+    from .grad import ChannelsAttrs
+
+    x, w = node.inputs[0], node.inputs[1]
+    bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+    dz = b.pre_activation(node)
+    k = b.update_channels(w)
+    if k:
+        b.param_grad(w, b.emit(weight_op, [x, dz], weight_attrs(k), node))
+    if bias is not None and b.update_channels(bias):
+        b.param_grad(bias, b.emit("BiasGrad", [dz], ChannelsAttrs(b.update_channels(bias)), node))
+    if b.needs(x):
+        b.add(x, b.emit(input_op, [dz, w], input_attrs, node))
+
+
 @dataclass
 class ConvAttrs:
     strides: tuple[int, int] = (1, 1)
@@ -120,19 +139,11 @@ class Conv2D(OpDef):
         return n * oh * ow * o * kh * kw * cg
 
     def backward(self, node, graph, b):
-        from .grad import ChannelsAttrs, ConvGradAttrs
+        from .grad import ConvGradAttrs
 
-        x, w = node.inputs[0], node.inputs[1]
-        bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
-        dz = b.pre_activation(node)
-        k = b.update_channels(w)
-        if k:
-            shape = (k,) + shape_of(graph, w)[1:]
-            b.param_grad(w, b.emit("Conv2DGradWeight", [x, dz], ConvGradAttrs(node.attrs, shape), node))
-        if bias is not None and b.update_channels(bias):
-            b.param_grad(bias, b.emit("BiasGrad", [dz], ChannelsAttrs(b.update_channels(bias)), node))
-        if b.needs(x):
-            b.add(x, b.emit("Conv2DGradInput", [dz, w], ConvGradAttrs(node.attrs, shape_of(graph, x)), node))
+        w_shape, x_shape = shape_of(graph, node.inputs[1]), shape_of(graph, node.inputs[0])
+        layer_backward(node, b, "Conv2DGradWeight", lambda k: ConvGradAttrs(node.attrs, (k,) + w_shape[1:]),
+                       "Conv2DGradInput", ConvGradAttrs(node.attrs, x_shape))
 
 
 @dataclass
@@ -189,16 +200,7 @@ class FullyConnected(OpDef):
     def backward(self, node, graph, b):
         from .grad import ChannelsAttrs
 
-        x, w = node.inputs[0], node.inputs[1]
-        bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
-        dz = b.pre_activation(node)
-        k = b.update_channels(w)
-        if k:
-            b.param_grad(w, b.emit("FullyConnectedGradWeight", [x, dz], ChannelsAttrs(k), node))
-        if bias is not None and b.update_channels(bias):
-            b.param_grad(bias, b.emit("BiasGrad", [dz], ChannelsAttrs(b.update_channels(bias)), node))
-        if b.needs(x):
-            b.add(x, b.emit("FullyConnectedGradInput", [dz, w], None, node))
+        layer_backward(node, b, "FullyConnectedGradWeight", ChannelsAttrs, "FullyConnectedGradInput", None)
 
 
 @register
