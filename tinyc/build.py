@@ -98,11 +98,7 @@ def _write_tree(build: Build, root: Path) -> None:
 
     for rel, text in build.files.items():
         (root / rel).write_text(text)
-    runtime = runtime_files() if build.runtime is None else {
-        f"tinyc/{p.relative_to(build.runtime).as_posix()}": p
-        for sub in ("include/tinyc", "src") for p in sorted((build.runtime / sub).glob("*.[ch]"))
-        if p.is_file() and not p.is_symlink()}
-    for rel, src in runtime.items():
+    for rel, src in runtime_files(build.runtime).items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, root / rel)
     (root / "tinyc.json").write_text(_meta(build, build.summary))
@@ -151,7 +147,7 @@ def _user_files(out: Path) -> list[str]:
     earlier = _earlier_build(out)
     present = _files_below(out)
     if earlier is None:
-        if present or any(out.iterdir()):
+        if any(out.iterdir()):
             raise TinycError(f"{out}: exists, is not empty and was not written by tinyc; choose another -o "
                              "(tinyc writes into an empty folder or replaces one it wrote)")
         return []
@@ -169,13 +165,15 @@ def _user_files(out: Path) -> list[str]:
     return keep
 
 
-def check_output_dir(out_dir) -> None:
-    """Refuse, before any work, an -o folder that replace_dir would refuse."""
+def check_output_dir(out_dir) -> list[str]:
+    """Refuse, before any work, an -o folder that replace_dir would refuse; returns
+    the user's files in it that a rebuild carries over."""
     out = Path(out_dir)
     if out.exists() or out.is_symlink():
-        _user_files(out)
-    elif not out.parent.is_dir():
+        return _user_files(out)
+    if not out.parent.is_dir():
         raise TinycError(f"{out}: folder {out.parent} does not exist; create it or choose another -o")
+    return []
 
 
 def replace_dir(out_dir, fill: Callable[[Path], None], products: tuple[str, ...] = ()) -> None:
@@ -187,8 +185,7 @@ def replace_dir(out_dir, fill: Callable[[Path], None], products: tuple[str, ...]
     tinyc's that the user changed stops the build. ``products`` are paths the
     project's Makefile makes (a trailing / for a folder): tinyc's to remove."""
     out = Path(out_dir)
-    check_output_dir(out)
-    keep = _user_files(out) if out.exists() else []
+    keep = check_output_dir(out)
     try:
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tinyc-"))
     except OSError as e:

@@ -148,7 +148,9 @@ def run(model, input_path, output_path, engine, board, timeout, as_json, calib_p
 
     api.check_output_path(output_path, None, inputs=[model, input_path, calib_path])  # before any work
     if Path(model).is_dir():
-        return _run_project(model, input_path, output_path, engine or "c", locals())
+        model_only = {"--calib": calib_path, "--plan": plan_strategy, "--debug-poison": debug_poison,
+                      "--input-shape": input_shape, "--dump-ir": dump_ir, "--board": board, "--json": as_json}
+        return _run_project(model, input_path, output_path, engine or "c", [f for f, v in model_only.items() if v])
     engine = engine or "ref"
     target = None
     if engine == "qemu":
@@ -189,11 +191,9 @@ def run(model, input_path, output_path, engine, board, timeout, as_json, calib_p
             click.echo(json.dumps(report, indent=1))
 
 
-def _run_project(project, input_path, output_path, engine, options):
-    """tinyc run DIR: the project's own C, compiled for the host, on the input."""
-    model_only = {"calib_path": "--calib", "plan_strategy": "--plan", "debug_poison": "--debug-poison",
-                  "input_shape": "--input-shape", "dump_ir": "--dump-ir", "board": "--board", "as_json": "--json"}
-    given = [flag for key, flag in model_only.items() if options[key]]
+def _run_project(project, input_path, output_path, engine, given: list[str]):
+    """tinyc run DIR: the project's own C, compiled for the host, on the input
+    (``given``: options that only apply to a model file)."""
     if given:
         raise TinycError(f"{given[0]} applies to a model file; {project} is a built project, which runs as it was built")
     if engine != "c":

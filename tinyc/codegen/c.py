@@ -111,25 +111,21 @@ _LAYOUT_NAMES = {(0, 2, 3, 1): ("NCHW", "NHWC"), (0, 2, 1): ("NCW", "NWC")}
 def layout_note(graph, name: str, is_input: bool) -> str:
     """How an int8 tensor of the C API is laid out, against the ONNX tensor it
     stands for: tinyc moves channels last (NCHW -> NHWC, NCW -> NWC)."""
+    from ..data import external_shape
+
     shape = list(graph.tensors[name].shape)
-    perm = (graph.input_perm if is_input else graph.output_perm).get(name)
-    if is_input or name in graph.outputs:
-        external = [0] * len(shape)
-        if perm is None:
-            external = shape
-        elif is_input:  # internal = external.transpose(perm)
-            for i, p in enumerate(perm):
-                external[p] = shape[i]
-        else:  # external = internal.transpose(perm)
-            external = [shape[p] for p in perm]
-            perm = tuple(sorted(range(len(perm)), key=lambda i: perm[i]))  # as internal = external.transpose(perm)
-        if perm is None or tuple(perm) == tuple(range(len(shape))):
-            return f"{shape}, the ONNX tensor's own layout"
-        names = _LAYOUT_NAMES.get(tuple(perm))
-        if names:
-            return f"{shape} {names[1]}: the ONNX {names[0]} tensor {external} with channels last"
-        return f"{shape}: the ONNX tensor {external} with its axes in the order {list(perm)}"
-    return f"{shape}; tinyc run dequantizes it and runs the model's last float ops on it"
+    if not is_input and name not in graph.outputs:
+        return f"{shape}; tinyc run dequantizes it and runs the model's last float ops on it"
+    external = list(external_shape(graph, name))
+    perm = graph.input_perm.get(name) if is_input else graph.output_perm.get(name)
+    if perm is not None and not is_input:  # external = internal.transpose(perm): invert it
+        perm = tuple(int(i) for i in np.argsort(perm))
+    if perm is None or tuple(perm) == tuple(range(len(shape))):
+        return f"{shape}, the ONNX tensor's own layout"
+    names = _LAYOUT_NAMES.get(tuple(perm))
+    if names:
+        return f"{shape} {names[1]}: the ONNX {names[0]} tensor {external} with channels last"
+    return f"{shape}: the ONNX tensor {external} with its axes in the order {list(perm)}"
 
 
 POISON = -91  # 0xA5: what a debug build writes over dead arena bytes
@@ -287,10 +283,14 @@ def weight_bytes(program: Program) -> int:
     return int(sum(program.graph.tensors[n].data.nbytes for n in names))
 
 
-def runtime_files() -> dict[str, Path]:
-    """The runtime sources a project needs: relative path in the project -> source file."""
+def runtime_files(root: Path | None = None) -> dict[str, Path]:
+    """The runtime sources a project needs: relative path in the project -> source
+    file, from tinyc's runtime or ``root`` (a built project's own copy, tinyc/;
+    links there are not followed)."""
+    root = RUNTIME if root is None else root
     files = {}
     for sub in ("include/tinyc", "src"):
-        for path in sorted((RUNTIME / sub).glob("*.[ch]")):
-            files[f"tinyc/{sub}/{path.name}"] = path
+        for path in sorted((root / sub).glob("*.[ch]")):
+            if path.is_file() and not path.is_symlink():
+                files[f"tinyc/{sub}/{path.name}"] = path
     return files

@@ -91,9 +91,10 @@ def main_source(build, board: Board, mode: str, self_test: SelfTest | None = Non
     return {"main.c": env.get_template(f"main_{mode}.c.j2").render(ctx)}
 
 
-def project_files(build, board: Board, link_board: Board, mode: str, stack_size: int,
+def project_files(build, board: Board, link_board: Board, mode: str, stack_size: int | None,
                   self_test: SelfTest | None = None) -> dict[str, str | Path]:
-    """Relative path -> text (generated) or Path (copied) for a firmware project."""
+    """Relative path -> text (generated) or Path (copied) for a firmware project;
+    without ``stack_size`` no linker script (the link writes it)."""
     from ..sim.qemu import ARM_CFLAGS
 
     name = build.name
@@ -103,7 +104,8 @@ def project_files(build, board: Board, link_board: Board, mode: str, stack_size:
     files.update(runtime_files())
     for src in sorted(FIRMWARE.glob("*.[ch]")):
         files[f"firmware/{src.name}"] = src
-    files["linker.ld"] = linker_script(link_board, stack_size)
+    if stack_size is not None:
+        files["linker.ld"] = linker_script(link_board, stack_size)
     files["Makefile"] = _env().get_template("Makefile_arm.j2").render(ctx)
     files.update(main_source(build, board, mode, self_test))
     return files
@@ -176,9 +178,7 @@ def compile_project(root: Path, build, board: Board, mode: str, self_test: SelfT
     objects (main's first) and every function's frame size."""
     from ..sim import qemu
 
-    files = project_files(build, board, board, mode, MIN_STACK, self_test)
-    del files["linker.ld"]
-    write_files(files, root)
+    write_files(project_files(build, board, board, mode, None, self_test), root)
     sources = _sources(root, build.name)
     objects = [root / "build" / src.with_suffix(".o") for src in sources]
     qemu.compile_objects([(root / src, obj) for src, obj in zip(sources, objects)],

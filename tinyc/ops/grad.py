@@ -17,6 +17,13 @@ from .conv import ConvAttrs, windows
 from .pool import PoolAttrs
 
 
+class _ToShape(OpDef):
+    """A backward op whose attributes name its float32 result's shape (``shape``)."""
+
+    def infer(self, node, graph):
+        return [(tuple(node.attrs.shape), np.float32)]
+
+
 @dataclass
 class ClampGradAttrs:
     act: Clamp = NO_CLAMP
@@ -62,14 +69,11 @@ def _scatter_windows(shape, attrs: ConvAttrs, kh: int, kw: int, per_tap) -> np.n
 
 
 @register
-class Conv2DGradInput(OpDef):
+class Conv2DGradInput(_ToShape):
     """dx of a Conv2D from dz [N, OH, OW, O] and the weights [O, KH, KW, C/group]."""
 
     name = "Conv2DGradInput"
     attrs_type = ConvGradAttrs
-
-    def infer(self, node, graph):
-        return [(tuple(node.attrs.shape), np.float32)]
 
     def ref(self, node, inputs):
         dz, w = inputs
@@ -92,15 +96,12 @@ class Conv2DGradInput(OpDef):
 
 
 @register
-class Conv2DGradWeight(OpDef):
+class Conv2DGradWeight(_ToShape):
     """dw of a Conv2D's first k output channels ([k, KH, KW, C/group]) from the input x
     and dz: sum over the batch and output positions of dz x window."""
 
     name = "Conv2DGradWeight"
     attrs_type = ConvGradAttrs
-
-    def infer(self, node, graph):
-        return [(tuple(node.attrs.shape), np.float32)]
 
     def ref(self, node, inputs):
         x, dz = inputs
@@ -186,15 +187,12 @@ class PoolGradAttrs:
 
 
 @register
-class AvgPool2DGrad(OpDef):
+class AvgPool2DGrad(_ToShape):
     """dx of an average pool: each output's gradient shared equally by the cells it
     averaged (the divisor as in the forward: with or without padded cells)."""
 
     name = "AvgPool2DGrad"
     attrs_type = PoolGradAttrs
-
-    def infer(self, node, graph):
-        return [(tuple(node.attrs.shape), np.float32)]
 
     def ref(self, node, inputs):
         dy = inputs[0]
@@ -211,15 +209,12 @@ class AvgPool2DGrad(OpDef):
 
 
 @register
-class MaxPool2DGrad(OpDef):
+class MaxPool2DGrad(_ToShape):
     """dx of a max pool: each output's gradient goes to the cell that held its
     maximum (the first in the window, row by row, on ties, as PyTorch picks)."""
 
     name = "MaxPool2DGrad"
     attrs_type = PoolGradAttrs
-
-    def infer(self, node, graph):
-        return [(tuple(node.attrs.shape), np.float32)]
 
     def ref(self, node, inputs):
         dy, x = inputs
@@ -239,14 +234,11 @@ class ReduceGradAttrs:
 
 
 @register
-class ReduceMeanGrad(OpDef):
+class ReduceMeanGrad(_ToShape):
     """dx of a mean: dy / count, broadcast back over the reduced axes."""
 
     name = "ReduceMeanGrad"
     attrs_type = ReduceGradAttrs
-
-    def infer(self, node, graph):
-        return [(tuple(node.attrs.shape), np.float32)]
 
     def ref(self, node, inputs):
         a = node.attrs
@@ -261,14 +253,11 @@ class SumToAttrs:
 
 
 @register
-class SumTo(OpDef):
+class SumTo(_ToShape):
     """The gradient of a broadcast: dy summed down to the operand's shape."""
 
     name = "SumTo"
     attrs_type = SumToAttrs
-
-    def infer(self, node, graph):
-        return [(tuple(node.attrs.shape), np.float32)]
 
     def ref(self, node, inputs):
         dy = inputs[0]

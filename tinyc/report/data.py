@@ -19,6 +19,8 @@ from ..ops import get_op
 from ..passes.memory import plan_memory
 
 REPORT_VERSION = 1
+
+
 def measure_firmware(build, board: Board) -> dict | None:
     """Link the model for the board (the ``model`` main: no test harness) and
     measure it; None without the Arm toolchain."""

@@ -14,7 +14,7 @@ gives them a builder (``Backward``).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -45,7 +45,6 @@ class TrainingGraph:
     params: list[Param]
     logits: str
     backward_from: int  # index in graph.nodes of the first backward node
-    trained_nodes: list[str] = field(default_factory=list)  # IR nodes whose parameters change
 
 
 def layer_nodes(graph: Graph) -> dict[int, Node]:
@@ -109,8 +108,9 @@ class Backward:
         """How many leading output channels of this parameter are updated (0: frozen)."""
         return self._channels.get(tensor, 0)
 
-    def emit(self, op: str, inputs: list[str], attrs, origin: Node) -> str:
-        out = self.graph.unique_name(f"{origin.name}:{op}")
+    def emit(self, op: str, inputs: list[str], attrs, origin: Node | str) -> str:
+        """Add a backward node (named after the forward node, or name, it serves)."""
+        out = self.graph.unique_name(f"{origin if isinstance(origin, str) else origin.name}:{op}")
         node = Node(op, out, list(inputs), [out], attrs)
         ((shape, dtype),) = get_op(op).infer(node, self.graph)
         self.graph.add_tensor(Tensor(out, shape, dtype))
@@ -121,17 +121,21 @@ class Backward:
         """A contribution to the gradient of a forward tensor (fan-out sums them)."""
         self._parts.setdefault(tensor, []).append(grad)
 
+    def reached(self, tensor: str) -> bool:
+        """Has any gradient reached this forward tensor?"""
+        return tensor in self._parts
+
     def grad(self, tensor: str) -> str:
         """The gradient of a forward tensor: the sum of its contributions."""
         if tensor not in self._grads:
             parts = self._parts.get(tensor)
             if not parts:
                 raise AssertionError(f"no gradient reaches {tensor!r}")
+            from ..ops.elementwise import BinaryAttrs
+
             total = parts[0]
             for other in parts[1:]:
-                from ..ops.elementwise import BinaryAttrs
-
-                total = self.emit("Add", [total, other], BinaryAttrs(), Node("Add", f"{tensor}:sum", [], []))
+                total = self.emit("Add", [total, other], BinaryAttrs(), f"{tensor}:sum")
             self._grads[tensor] = total
         return self._grads[tensor]
 
@@ -164,7 +168,6 @@ def training_graph(graph: Graph, updates: list[LayerUpdate]) -> TrainingGraph:
     for node in forward:
         if any(i in updated or i in active for i in node.inputs if i):
             active.update(node.outputs)
-    trained = [n.name for n in forward if any(i in updated for i in n.inputs if i)]
 
     g.add_tensor(Tensor(LABEL, (), np.int32))
     g.inputs.append(LABEL)
@@ -176,7 +179,7 @@ def training_graph(graph: Graph, updates: list[LayerUpdate]) -> TrainingGraph:
     b.nodes.append(Node("SoftmaxCrossEntropy", "loss", [logits, LABEL], [LOSS, dlogits]))
     b.add(logits, dlogits)
     for node in reversed(forward):
-        if any(o in active for o in node.outputs) and any(o in b._parts for o in node.outputs):
+        if any(o in active and b.reached(o) for o in node.outputs):
             get_op(node.op).backward(node, g, b)
     missing = [p for p in params if not p.grad]
     if missing:
@@ -184,7 +187,7 @@ def training_graph(graph: Graph, updates: list[LayerUpdate]) -> TrainingGraph:
     start = len(g.nodes)
     g.nodes.extend(b.nodes)
     g.outputs += [p.grad for p in params]
-    return TrainingGraph(g, params, logits, start, trained)
+    return TrainingGraph(g, params, logits, start)
 
 
 def to_onnx_layout(param: Param, value: np.ndarray) -> np.ndarray:

@@ -106,8 +106,6 @@ class Int8Trainer:
         self.master = {p.tensor: self.tg.graph.tensors[p.tensor].data.astype(np.float32)
                        for p in self.tg.params if p.kind == "weight" and rounding == "float"}
         self._backward = self.tg.graph.nodes[self.tg.backward_from:]
-        self.updates_applied = 0
-        self.updates_zero = 0
 
     @property
     def params(self) -> list[Param]:
@@ -163,13 +161,10 @@ class Int8Trainer:
             residue = self.residue[p.tensor][:k] if self.rounding == "residue" else None
             rng = self.rng_state if self.rounding != "nearest" else None
             w, res, rng = sgd_update_s8(k, count, lr, grad, scale, per_channel, data[:k], residue, rng)
-            before = data[:k].copy()
-            data[:k] = w.reshape(before.shape)
+            data[:k] = w.reshape(data[:k].shape)
             if res is not None:
-                self.residue[p.tensor][:k] = res.reshape(before.shape)
+                self.residue[p.tensor][:k] = res.reshape(data[:k].shape)
             if rng is not None:
                 self.rng_state = rng
-            self.updates_applied += before.size
-            self.updates_zero += int(np.count_nonzero(data[:k] == before))
         t8.data = data
         self.tg.graph.tensors[p.tensor].data = data.copy()

@@ -75,17 +75,23 @@ def model_layers(model) -> list[Layer]:
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     constants = {n.output[0]: n for n in graph.node if n.op_type == "Constant" and n.output}
-    dequant = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "DequantizeLinear" and n.input}
+    # what a DequantizeLinear or Transpose output is made from; Add nodes by the tensors they read
+    moved_from = {n.output[0]: n.input[0] for n in graph.node
+                  if n.op_type in ("DequantizeLinear", "Transpose") and n.input and n.output}
+    adds: dict[str, list] = {}
+    for n in graph.node:
+        if n.op_type == "Add":
+            for i in n.input:
+                adds.setdefault(i, []).append(n)
 
     def source(name: str) -> str | None:
         """The initializer a tensor is, directly or through a DequantizeLinear (or a Transpose)."""
-        seen = 0
-        while name not in inits and name not in constants and seen < 4:
-            producer = dequant.get(name) or next((n.input[0] for n in graph.node if n.op_type == "Transpose"
-                                                  and n.output and n.output[0] == name), None)
-            if producer is None:
+        for _ in range(4):
+            if name in inits or name in constants:
+                return name
+            if name not in moved_from:
                 return None
-            name, seen = producer, seen + 1
+            name = moved_from[name]
         return name if name in inits or name in constants else None
 
     def dims(name: str) -> list[int]:
@@ -110,7 +116,7 @@ def model_layers(model) -> list[Layer]:
             out = shape[-1] if shape else 0
         bias = source(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         if node.op_type == "MatMul":  # MatMul + Add(bias), as tf2onnx writes a dense layer
-            bias = next((source(other) for n in graph.node if n.op_type == "Add" and node.output[0] in n.input
+            bias = next((source(other) for n in adds.get(node.output[0], ())
                          for other in n.input if other != node.output[0] and source(other)), None)
         layers.append(Layer(len(layers), position, node.name, node.op_type, weight, bias, int(out), tuple(shape),
                             trans_b))
