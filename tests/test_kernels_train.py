@@ -42,6 +42,7 @@ from tinyc.ops.grad import (
     ConvGradAttrs,
     FullyConnectedGradInput,
     FullyConnectedGradWeight,
+    MaxPool2DGrad,
     PoolGradAttrs,
     ReduceGradAttrs,
     ReduceMeanGrad,
@@ -62,16 +63,20 @@ STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-Wdouble-promotion"]
 P, I32, F = ctypes.c_void_p, ctypes.c_int32, ctypes.c_float
 SIGNATURES = {
     "tinyc_clamp_grad_f32": [I32, P, P, I32, I32, P],
+    "tinyc_add_f32": [I32, P, P, P],
     "tinyc_conv2d_grad_input_f32": [P, P, P, P, P],
     "tinyc_conv2d_grad_weight_f32": [P, I32, P, F, I32, P, P],
     "tinyc_bias_grad_f32": [I32, I32, I32, P, P],
     "tinyc_fc_grad_input_f32": [I32, I32, I32, P, P, P, I32, P],
     "tinyc_fc_grad_weight_f32": [I32, I32, I32, I32, P, F, I32, P, P],
     "tinyc_avg_pool_grad_f32": [P, P, P],
+    "tinyc_max_pool_grad_f32": [P, P, P, P],
     "tinyc_mean_grad_f32": [I32, I32, I32, P, P],
     "tinyc_softmax_xent_f32": [I32, P, F, I32, I32, P, P],
     "tinyc_sgd_update_s8": [I32, I32, F, P, P, I32, P, P, P],
     "tinyc_sgd_update_s32": [I32, F, P, P, I32, P],
+    "tinyc_conv2d_train_weight_s8": [P, I32, P, F, I32, P, F, P, P, P, P, P],
+    "tinyc_fc_train_weight_s8": [I32, I32, I32, I32, P, F, I32, P, F, P, P, P, P, P],
     "tinyc_expf": [F],
     "tinyc_logf": [F],
 }
@@ -254,6 +259,22 @@ def test_exp_log_scalar_calls(lib):
 # ----------------------------------------------------------------------------
 # Fused activation
 # ----------------------------------------------------------------------------
+
+
+def test_add(lib):
+    rng = np.random.default_rng(7)
+    for n in (1, 5, 257):
+        a, b = random_grad(rng, n), random_grad(rng, n)
+        want = T.add_f32(n, a, b)
+        assert np.array_equal(want, a + b)
+        got = _out(n)
+        lib.tinyc_add_f32(n, _ptr(a), _ptr(b), _ptr(got))
+        assert np.array_equal(got, want)
+        first = a.copy()  # out may be either input
+        lib.tinyc_add_f32(n, _ptr(first), _ptr(b), _ptr(first))
+        second = b.copy()
+        lib.tinyc_add_f32(n, _ptr(a), _ptr(second), _ptr(second))
+        assert np.array_equal(first, want) and np.array_equal(second, want)
 
 
 def test_clamp_grad(lib):
@@ -449,6 +470,36 @@ def test_avg_pool_grad(lib):
         attrs = PoolGradAttrs(PoolAttrs((kh, kw), (sh, sw), (pt, pl, pb, pr), count_include_pad=bool(cip)),
                               (1, h, w, c))  # fmt: skip
         ref = AvgPool2DGrad().ref(node(AvgPool2DGrad, attrs, ["a"]), [dy.reshape(1, oh, ow, c)])[0]
+        assert_close(want, ref)
+
+
+def test_max_pool_grad(lib):
+    """C vs spec, and the spec vs the float rule (MaxPool2DGrad) on the dequantized
+    input: the int8 input's first maximum is the real input's. Small int8 ranges
+    make ties common."""
+    rng = np.random.default_rng(18)
+    for _ in range(80):
+        while True:
+            kh, kw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+            sh, sw = int(rng.integers(1, 3)), int(rng.integers(1, 3))
+            h, w = int(rng.integers(1, 9)), int(rng.integers(1, 9))
+            pt, pl = int(rng.integers(0, kh)), int(rng.integers(0, kw))
+            pb, pr = int(rng.integers(0, kh)), int(rng.integers(0, kw))
+            oh, ow = conv_out(h, kh, sh, 1, pt + pb), conv_out(w, kw, sw, 1, pl + pr)
+            if oh >= 1 and ow >= 1:
+                break
+        c = int(rng.integers(1, 6))
+        p = PoolParams(in_h=h, in_w=w, channels=c, out_h=oh, out_w=ow, k_h=kh, k_w=kw, stride_h=sh, stride_w=sw,
+                       pad_t=pt, pad_l=pl)  # fmt: skip
+        dy = random_grad(rng, (oh, ow, c))
+        x_q = _s8(rng.integers(-3, 3, (h, w, c)))
+        want = T.max_pool_grad_f32(p, dy, x_q)
+        got = _out(h * w * c)
+        lib.tinyc_max_pool_grad_f32(ctypes.byref(p.to_ctypes()), _ptr(dy), _ptr(x_q), _ptr(got))
+        assert_close(got, want)
+        attrs = PoolGradAttrs(PoolAttrs((kh, kw), (sh, sw), (pt, pl, pb, pr)), (1, h, w, c))
+        x = np.float32(0.1) * (x_q.astype(np.float32) + np.float32(2))
+        ref = MaxPool2DGrad().ref(node(MaxPool2DGrad, attrs), [dy.reshape(1, oh, ow, c), x.reshape(1, h, w, c)])[0]
         assert_close(want, ref)
 
 
@@ -668,6 +719,52 @@ def test_sgd_update_s8_residue_carries_and_rounds():
     assert (w[0], r[0]) == (127, 0)
     w, r, _ = T.sgd_update_s8(1, 1, lr, _f32([1000.0]), s, 1, _s8([-120]), _s8([-77]))
     assert (w[0], r[0]) == (-127, 0)
+
+
+def test_fused_weight_updates_equal_gradient_then_update(lib):
+    """conv2d / fc_train_weight_s8 (a channel at a time through one channel of
+    scratch) give, bit for bit, the k-channel gradient followed by one update:
+    weights, residues and generator state; their numpy specs are that composition."""
+    rng = np.random.default_rng(21)
+    for i in range(60):
+        lr = float(np.float32(rng.choice([1e-3, 0.01, 0.1])))
+        x_scale, x_zero = random_qparams(rng)
+        seed = int(rng.integers(0, 2**32))
+        if i % 3:
+            p, _, w_q, _, dz = _conv_case(rng, KINDS[i % len(KINDS)])
+            k = int(rng.integers(1, p.out_c + 1))
+            count = p.k_h * p.k_w * (p.in_c // p.groups)
+            x_q = _s8(rng.integers(-128, 128, (p.in_h, p.in_w, p.in_c)))
+            sizes = (ctypes.byref(p.to_ctypes()), k)
+            dw = _out(k * count)
+            lib.tinyc_conv2d_grad_weight_f32(*sizes, _ptr(x_q), x_scale, x_zero, _ptr(dz), _ptr(dw))
+            spec, fused = T.conv2d_train_weight_s8, lib.tinyc_conv2d_train_weight_s8
+            spec_sizes = (p, k)
+        else:
+            rows, n_in, n_out = int(rng.integers(1, 4)), int(rng.integers(1, 40)), int(rng.integers(1, 12))
+            k, count = int(rng.integers(1, n_out + 1)), n_in
+            x_q = _s8(rng.integers(-128, 128, rows * n_in))
+            dz = random_grad(rng, rows * n_out)
+            w_q = _s8(rng.integers(-127, 128, n_out * n_in))
+            sizes = spec_sizes = (rows, n_in, n_out, k)
+            dw = _out(k * count)
+            lib.tinyc_fc_grad_weight_f32(*sizes, _ptr(x_q), x_scale, x_zero, _ptr(dz), _ptr(dw))
+            spec, fused = T.fc_train_weight_s8, lib.tinyc_fc_train_weight_s8
+        w_scale = _f32(np.exp(rng.uniform(np.log(1e-4), np.log(0.1), w_q.shape[0] if w_q.ndim > 1 else n_out)))
+        w_q = w_q.reshape(-1)
+        residue = _s8(rng.integers(-128, 128, k * count))
+        for res, state in ((residue, seed), (None, seed), (None, None)):
+            want = _run_s8(lib, k, count, lr, dw, w_scale, 1, w_q[:k * count], res, state)
+            w, r = w_q.copy(), None if res is None else res.copy()
+            st = None if state is None else np.array([state], np.uint32)
+            scratch = _out(count)
+            fused(*sizes, _ptr(x_q), x_scale, x_zero, _ptr(dz), lr, _ptr(w_scale), _ptr(scratch), _ptr(w), _ptr(r),
+                  _ptr(st))
+            assert np.array_equal(w[:k * count], want[0]) and np.array_equal(w[k * count:], w_q[k * count:])
+            assert (r is None and want[1] is None) or np.array_equal(r, want[1])
+            assert (st is None and want[2] is None) or int(st[0]) == want[2]
+            got = spec(*spec_sizes, x_q, x_scale, x_zero, dz, lr, w_scale, w_q[:k * count], res, state)
+            assert (got[2] is None) == (state is None)
 
 
 def test_sgd_update_s32_bit_exact(lib):

@@ -277,6 +277,111 @@ def build(model, board, sample_path, out_dir, name, as_json, calib_path, calib_m
 
 
 @cli.command()
+@model_argument
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
+              help="Training data: an .npz with train_x (uint8 images N x H x W x C, or float samples in the "
+                   "model's input layout) and train_y (integer labels).")
+@click.option("--eval", "eval_path", type=click.Path(dir_okay=False), default=None,
+              help="Test data: an .npz with test_x / test_y (may be the --data file); accuracy after each epoch.")
+@click.option("--update", "update_spec", required=True, metavar="SPEC",
+              help="What to train: full, head, or e.g. 'bias=last6; weight=-4,-2@0.5,-1' (layers = Conv / Gemm / "
+                   "MatMul nodes in file order, negative from the end, or by name; @r = first ceil(r x C_out) "
+                   "output channels).")
+@click.option("--epochs", default=1, show_default=True, type=click.IntRange(1, 100000))
+@click.option("--lr", required=True, help="Learning rate of plain SGD (batch 1).")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1),
+              help="Seeds the sample order of each epoch and the stochastic rounding.")
+@click.option("--engine", type=click.Choice(["c", "ref"]), default=None,
+              help="c: the generated C, compiled for the host (default for int8); ref: the numpy specs of "
+                   "the same kernels (default and only engine for --precision float).")
+@click.option("--precision", type=click.Choice(["int8", "float"]), default="int8", show_default=True,
+              help="int8: train the deployed int8 graph; float: the float graph (float forward and backward).")
+@click.option("--rounding", type=click.Choice(["residue", "stochastic", "nearest"]), default="residue",
+              show_default=True, help="How an int8 weight keeps the part of an update smaller than its unit.")
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for the C project (NAME_invoke, NAME_train_step) and the fine-tuned NAME.onnx.")
+@click.option("--name", default=None, help="C name of the model (default: from the file name).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary (memory, accuracy) as one JSON object.")
+@click.option("--dump-grads", "dump_path", type=click.Path(dir_okay=False), default=None,
+              help="Write an .npz with the loss and the updated parameters' gradients of the first 4 --data "
+                   "samples, for the model as given.")
+@calib_option
+@calib_method_option
+@pixel_range_option
+@input_shape_option
+@dump_ir_option
+def train(model, data_path, eval_path, update_spec, epochs, lr, seed, engine, precision, rounding, out_dir, name,
+          as_json, dump_path, calib_path, calib_method, pixel_range, input_shape, dump_ir):
+    """Fine-tune a classifier on labelled data (SGD, batch 1, softmax cross-entropy on the logits of its
+    final Softmax) and write the C project with NAME_train_step and the fine-tuned ONNX model."""
+    from .train import run as tr
+
+    lr_value = tr.parse_lr(lr)
+    engine = engine or ("c" if precision == "int8" else "ref")
+    if precision == "float" and engine == "c":
+        raise TinycError("--precision float runs on --engine ref; the generated C trains the int8 graph")
+    if precision == "float" and calib_path is not None:
+        raise TinycError("--calib quantizes the model; --precision float trains the float model as it is")
+    if name is not None:
+        api.check_name(name)
+    for given in (model, data_path, eval_path, calib_path):
+        if given is not None and api.same_file(out_dir, given):
+            raise TinycError(f"{out_dir}: is also an input of this command; choose another -o")
+    if dump_path is not None:
+        api.check_output_file(dump_path, inputs=[model, data_path, eval_path], suffixes=(".npz",), what="--dump-grads")
+    api.check_output_dir(out_dir)
+    pixels = _parse_pixel_range(pixel_range)
+    updates = tr.updates_for(model, update_spec)
+    tr.check_write_back(model, updates)
+    graph = _load(model, input_shape, dump_ir)
+    classes = tr.classes_of(graph)
+    if precision == "float" and api.is_quantized(graph):
+        raise TinycError(f"{model}: is a quantized model; --precision float trains float models")
+    data = tr.read_dataset(graph, data_path, "train", pixels, classes)
+    eval_data = tr.read_dataset(graph, eval_path, "test", pixels, classes) if eval_path else None
+    if precision == "int8" and calib_path is not None:
+        api.quantize_with_calibration(graph, calib_path, calib_method, pixels)
+    from .codegen.c import default_name
+
+    name = name or default_name(model)
+    quiet = as_json or not sys.stderr.isatty()
+
+    def log(entry):
+        if not as_json:
+            acc = f", test accuracy {entry['test_accuracy']:.4f}" if "test_accuracy" in entry else ""
+            click.echo(f"epoch {entry['epoch']}/{epochs}: mean loss {entry['loss']:.4f}{acc}", err=True)
+
+    dumped = None
+    if precision == "float":
+        summary, onnx_blob, files = tr.train_float(graph, model, updates, data, eval_data, name=name, epochs=epochs,
+                                                   lr=lr_value, seed=seed, log=log)
+        if dump_path is not None:
+            dumped = tr.float_gradients(api.load(model, _parse_input_shapes(input_shape)), updates,
+                                        tr.Dataset(data.x[:4], data.y[:4]))
+    else:
+        if not api.is_quantized(graph):
+            raise TinycError(f"{model}: is a float model; give --calib DATA to quantize it to int8 first, "
+                             "or train it with --precision float")
+        if dump_path is not None:
+            dumped = tr.dump_gradients(graph, updates, name, rounding, tr.Dataset(data.x[:4], data.y[:4]), engine)
+        with click.progressbar(length=epochs * len(data.y), label="training", file=sys.stderr,
+                               hidden=quiet) as bar:
+            b, summary = tr.train_int8(graph, model, updates, data, eval_data, name=name, epochs=epochs,
+                                       lr=lr_value, seed=seed, engine=engine, rounding=rounding, progress=bar.update,
+                                       log=log)
+        onnx_blob = tr.onnx_bytes(model, b.tp)
+        files = tr.project_files(b, summary)
+    files[f"{name}.onnx"] = onnx_blob
+    tr.write_files(out_dir, files, products=(f"{name}_host", f"{name}_train"))
+    if dump_path is not None:
+        tr.write_npz(dump_path, dumped)
+    if not as_json:
+        click.echo(tr.describe(summary, out_dir), err=True)
+    else:
+        click.echo(json.dumps(summary, indent=1))
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array instead of a table.")
 def boards(as_json):
     """The boards tinyc builds for: core, FPU, SRAM, flash, clock, QEMU stand-in."""

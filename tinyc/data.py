@@ -97,6 +97,44 @@ def read_data(graph: Graph, path) -> Batch:
     return to_batch(graph, raw, str(path))
 
 
+MAX_NPZ_MEMBER_BYTES = 4 << 30  # what one array of an .npz may unpack to
+
+
+def read_npz_members(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Named numeric arrays of an .npz, their unpacked sizes checked before reading."""
+    import zipfile
+
+    if not path.is_file():
+        raise TinycError(f"{path}: no such .npz file")
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = {i.filename[:-4] if i.filename.endswith(".npy") else i.filename: i for i in z.infolist()}
+    except (zipfile.BadZipFile, OSError):
+        raise TinycError(f"{path}: not a readable .npz file (numpy.savez writes one)") from None
+    missing = [k for k in keys if k not in infos]
+    if missing:
+        raise TinycError(f"{path}: has arrays {sorted(infos)} but not {missing}; save it with "
+                         f"numpy.savez({path.name!r}, {', '.join(k + '=...' for k in keys)})")
+    for k in keys:
+        if infos[k].file_size > MAX_NPZ_MEMBER_BYTES:
+            raise TinycError(f"{path}: array {k!r} unpacks to {infos[k].file_size:,} bytes, more than tinyc reads "
+                             f"({MAX_NPZ_MEMBER_BYTES:,}); give fewer samples")
+    out = {}
+    try:
+        with np.load(path, allow_pickle=False) as loaded:
+            for k in keys:
+                out[k] = loaded[k]
+    except ValueError:
+        raise TinycError(f"{path}: an array holds Python objects or is corrupt; save numeric arrays "
+                         "with numpy.savez") from None
+    except Exception:
+        raise TinycError(f"{path}: not a readable .npz file (corrupt or another format)") from None
+    for k, a in out.items():
+        if not isinstance(a, np.ndarray) or a.dtype.kind not in "biuf":
+            raise TinycError(f"{path}: array {k!r} is {a.dtype}, not numbers")
+    return out
+
+
 def _starts_with(path: Path, magics: tuple[bytes, ...]) -> bool:
     try:
         with open(path, "rb") as f:

@@ -23,7 +23,7 @@ from ..passes.memory import MemoryPlan
 TEMPLATES = Path(__file__).parent / "templates"
 RUNTIME = Path(__file__).parent.parent / "runtime_c"
 
-_C_TYPES = {np.dtype(np.int8): "int8_t", np.dtype(np.int32): "int32_t"}
+_C_TYPES = {np.dtype(np.int8): "int8_t", np.dtype(np.int32): "int32_t", np.dtype(np.float32): "float"}
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -94,6 +94,7 @@ class _Const:
     body: str
     label: str
     nbytes: int
+    mutable: bool = False  # a trainable parameter or training state: SRAM, not flash
 
 
 def _c_array_body(data: np.ndarray) -> str:
@@ -172,12 +173,31 @@ def host_main(name: str) -> str:
     return _env().get_template("main_host.c.j2").render(name=name, NAME=name.upper())
 
 
+def _c_float(v) -> str:
+    """A float32 value as a C float literal that reads back exactly."""
+    v = np.float32(v)
+    if not np.isfinite(v):
+        raise AssertionError(f"non-finite constant {v}")
+    text = f"{float(v):.9g}"  # 9 significant digits read back as the same float32
+    return (text if any(c in text for c in ".e") else text + ".0") + "f"
+
+
+def _c_body(data: np.ndarray) -> str:
+    if data.dtype == np.float32:
+        flat = [_c_float(v) for v in data.reshape(-1)]
+        return "\n".join("    " + ", ".join(flat[k:k + 8]) + "," for k in range(0, len(flat), 8))
+    return _c_array_body(data)
+
+
 def generate(program: Program, plan: MemoryPlan, name: str, source: str = "model",
-             poison: bool = False) -> dict[str, str]:
+             poison: bool = False, train=None, train_plan: MemoryPlan | None = None) -> dict[str, str]:
     """The generated files (name -> text): NAME.h, NAME.c, main.c, Makefile.
 
     With ``poison`` the code fills the whole arena with a pattern on entry and
-    every dead region after each step, so a planner bug shows as wrong numbers."""
+    every dead region after each step, so a planner bug shows as wrong numbers.
+    With ``train`` (a train.lower.TrainProgram whose inference program is
+    ``program``) and its ``train_plan``, NAME.c also has NAME_train_step and the
+    trainable parameters live in SRAM, shared by both entry points."""
     graph = program.graph
     env = _env()
 
@@ -189,60 +209,105 @@ def generate(program: Program, plan: MemoryPlan, name: str, source: str = "model
             data = np.ascontiguousarray(t.data)
             ctype = _C_TYPES.get(data.dtype)
             if ctype is None:
-                raise AssertionError(f"constant {tname!r} is {data.dtype}, not int8/int32")
-            constants[tname] = _Const(f"w{len(constants)}", ctype, max(data.size, 1),
-                                      _c_array_body(data) if data.size else "    0,", tname, data.nbytes)
+                raise AssertionError(f"constant {tname!r} is {data.dtype}, not int8/int32/float32")
+            prefix = {"trainable": "t", "state": "s"}.get(t.kind or "", "w")
+            constants[tname] = _Const(f"{prefix}{len(constants)}", ctype, max(data.size, 1),
+                                      _c_body(data) if data.size else "    0,", tname, data.nbytes,
+                                      t.kind in ("trainable", "state"))
         return constants[tname].cname
 
-    def ptr(tname: str | None, const_type: str = "int8_t") -> str:
-        if tname is None:
+    def ptr(tname: str | None, const_type: str = "int8_t", plan: MemoryPlan = plan) -> str:
+        if not tname:
             return f"(const {const_type} *)0"
-        if graph.tensors[tname].is_const:
+        t = graph.tensors[tname]
+        if t.is_const:
             return const_ref(tname)
-        return f"(arena + {plan.offsets[tname]})"
+        ctype = _C_TYPES[np.dtype(t.dtype)]
+        if ctype == "int8_t":
+            return f"(arena + {plan.offsets[tname]})"
+        return f"(({ctype} *)(void *)(arena + {plan.offsets[tname]}))"
+
+    structs: list[dict] = []
+
+    def struct_ref(params) -> str:
+        sname = f"p{len(structs)}"
+        structs.append({"ctype": params.c_type, "cname": sname, "init": params.c_initializer()})
+        return f"&{sname}"
+
+    def arg_text(a, plan: MemoryPlan) -> str:
+        from ..ir.program import Ref, Runtime
+        from ..kernels.params import KernelParams
+
+        if isinstance(a, Ref):
+            return ptr(a.name, plan=plan)
+        if isinstance(a, Runtime):
+            return {"label": "label", "lr": "lr"}[a.name]
+        if isinstance(a, KernelParams):
+            return struct_ref(a)
+        if isinstance(a, (float, np.floating)):
+            return _c_float(a)
+        return str(int(a))
+
+    def render_calls(prog: Program, plan: MemoryPlan, poison_at) -> list[dict]:
+        def poison_lines(step: int) -> list[str]:
+            return [f"tinyc_fill_s8({size}, {POISON}, arena + {off});"
+                    for off, size in sorted(poison_at.get(step, []))]
+
+        calls = []
+        for k, call in enumerate(prog.calls):
+            step = k + 1
+            if call.is_alias:
+                if poison_at.get(step):
+                    calls.append({"comment": f"view <- node {call.node}", "lines": poison_lines(step)})
+                continue
+            lines = []
+            if call.args:  # a training kernel, called by argument list
+                args = [arg_text(a, plan) for a in call.args] + [ptr(o, plan=plan) for o in call.outputs]
+                for st in call.state:
+                    args.append("&rng_state" if st == "rng" else (const_ref(st) if st else "(int8_t *)0"))
+                if call.kernel.startswith("sgd_update") and len(call.args) > 3:
+                    lines.append("#ifdef TINYC_TRAIN_OBSERVE")
+                    lines.append(f"TINYC_TRAIN_OBSERVE({const_ref(call.state[0])}, {args[3]}, "
+                                 f"{graph.tensors[call.args[3].name].size});")
+                    lines.append("#endif")
+                lines.append(f"tinyc_{call.kernel}({', '.join(args)});")
+                lines += poison_lines(step)
+                calls.append({"comment": f"{call.kernel} <- {call.node}", "lines": lines})
+                continue
+            kern = KERNELS[call.kernel]
+            args = []
+            if kern.has_params:
+                args.append(struct_ref(call.params))
+            ins = list(call.inputs)
+            c_name = kern.c_name
+            if kern.form == "weights":
+                x, w, b, m, s = ins
+                if k in plan.scratch:  # depthwise in place: buffer, weights, ..., scratch
+                    c_name = "tinyc_depthwise_conv2d_inplace_s8"
+                    off, _ = plan.scratch[k]
+                    args += [ptr(call.outputs[0], plan=plan), ptr(w), ptr(b, "int32_t"), ptr(m), ptr(s),
+                             f"(arena + {off})"]
+                else:
+                    args += [ptr(x, plan=plan), ptr(w), ptr(b, "int32_t"), ptr(m), ptr(s),
+                             ptr(call.outputs[0], plan=plan)]
+            elif kern.form in ("unary", "binary", "scalars"):
+                args += ([str(v) for v in call.scalars] + [ptr(i, plan=plan) for i in ins]
+                         + [ptr(call.outputs[0], plan=plan)])
+            elif kern.form == "concat":
+                outer, n = call.scalars[:2]
+                lines.append(f"static const int32_t inner{k}[{n}] = {{{', '.join(map(str, call.scalars[2:]))}}};")
+                lines.append(f"const int8_t *const ins{k}[{n}] = {{{', '.join(ptr(i, plan=plan) for i in ins)}}};")
+                args += [str(outer), str(n), f"ins{k}", f"inner{k}", ptr(call.outputs[0], plan=plan)]
+            else:
+                raise AssertionError(f"kernel form {kern.form!r}")
+            lines.append(f"{c_name}({', '.join(args)});")
+            lines += poison_lines(step)
+            note = " (in place)" if k in plan.in_place else ""
+            calls.append({"comment": f"{call.kernel}{note} <- node {call.node}", "lines": lines})
+        return calls
 
     poison_at = _poison_after(plan, len(program.calls) + 1) if poison else {}
-
-    def poison_lines(step: int) -> list[str]:
-        return [f"tinyc_fill_s8({size}, {POISON}, arena + {off});" for off, size in sorted(poison_at.get(step, []))]
-
-    structs, calls = [], []
-    for k, call in enumerate(program.calls):
-        step = k + 1
-        if call.is_alias:
-            if poison_at.get(step):
-                calls.append({"comment": f"view <- node {call.node}", "lines": poison_lines(step)})
-            continue
-        kern = KERNELS[call.kernel]
-        args = []
-        if kern.has_params:
-            sname = f"p{len(structs)}"
-            structs.append({"ctype": call.params.c_type, "cname": sname, "init": call.params.c_initializer()})
-            args.append(f"&{sname}")
-        lines = []
-        ins = list(call.inputs)
-        c_name = kern.c_name
-        if kern.form == "weights":
-            x, w, b, m, s = ins
-            if k in plan.scratch:  # depthwise in place: buffer, weights, ..., scratch
-                c_name = "tinyc_depthwise_conv2d_inplace_s8"
-                off, _ = plan.scratch[k]
-                args += [ptr(call.outputs[0]), ptr(w), ptr(b, "int32_t"), ptr(m), ptr(s), f"(arena + {off})"]
-            else:
-                args += [ptr(x), ptr(w), ptr(b, "int32_t"), ptr(m), ptr(s), ptr(call.outputs[0])]
-        elif kern.form in ("unary", "binary", "scalars"):
-            args += [str(v) for v in call.scalars] + [ptr(i) for i in ins] + [ptr(call.outputs[0])]
-        elif kern.form == "concat":
-            outer, n = call.scalars[:2]
-            lines.append(f"static const int32_t inner{k}[{n}] = {{{', '.join(map(str, call.scalars[2:]))}}};")
-            lines.append(f"const int8_t *const ins{k}[{n}] = {{{', '.join(ptr(i) for i in ins)}}};")
-            args += [str(outer), str(n), f"ins{k}", f"inner{k}", ptr(call.outputs[0])]
-        else:
-            raise AssertionError(f"kernel form {kern.form!r}")
-        lines.append(f"{c_name}({', '.join(args)});")
-        lines += poison_lines(step)
-        note = " (in place)" if k in plan.in_place else ""
-        calls.append({"comment": f"{call.kernel}{note} <- node {call.node}", "lines": lines})
+    calls = render_calls(program, plan, poison_at)
 
     def io_info(names):
         out, offset = [], 0
@@ -257,24 +322,55 @@ def generate(program: Program, plan: MemoryPlan, name: str, source: str = "model
         return out
 
     inputs, outputs = io_info(program.inputs), io_info(program.outputs)
+    arena_size = plan.arena_size
+    train_ctx = None
+    if train is not None:
+        from ..train.autodiff import LOSS
+
+        step_poison = _poison_after(train_plan, len(train.step.calls) + 1) if poison else {}
+        step_calls = render_calls(train.step, train_plan, step_poison)
+        x = train.step.inputs[0]
+        state = []
+        offset = 0
+        for tname in train.state_tensors():
+            t = graph.tensors[tname]
+            state.append({"cname": const_ref(tname), "bytes": t.nbytes, "offset": offset, "label": tname,
+                          "ctype": _C_TYPES[np.dtype(t.dtype)]})
+            offset += t.nbytes
+        arena_size = max(arena_size, train_plan.arena_size)
+        train_ctx = {
+            "calls": step_calls, "arena_size": train_plan.arena_size, "input_offset": train_plan.offsets[x],
+            "input_size": graph.tensors[x].size, "loss_offset": train_plan.offsets[LOSS],
+            "classes": graph.tensors[train.logits].size, "state": state, "state_bytes": offset + 4,
+            "rounding": train.rounding, "trainable_bytes": train.trainable_bytes(),
+            "params": [{"label": p.tensor, "kind": p.param.kind, "channels": p.param.channels,
+                        "layer": p.param.update.layer.describe()} for p in train.params],
+            "poison_start": _complement([(train_plan.offsets[x], graph.tensors[x].size)], arena_size) if poison else [],
+            "copy_in": [f"tinyc_fill_s8({size}, {POISON}, arena + {off});" for off, size in sorted(step_poison.get(0, []))],
+        }
     ctx = {
         "name": name, "NAME": name.upper(), "guard": f"TINYC_{name.upper()}_H", "version": __version__,
-        "source": source, "arena_size": plan.arena_size, "alignment": plan.alignment,
+        "source": source, "arena_size": arena_size, "alignment": plan.alignment,
         "plan_strategy": plan.strategy, "plan_order": plan.order,
         "input_size": sum(i["size"] for i in inputs), "output_size": sum(o["size"] for o in outputs),
         "inputs": inputs, "outputs": outputs, "calls": calls, "structs": structs,
         "poison": poison, "poison_value": POISON, "single_input": len(inputs) == 1, "single_output": len(outputs) == 1,
-        "copy_in": poison_lines(0),
-        "poison_start": _complement([(i["arena_offset"], i["size"]) for i in inputs], plan.arena_size) if poison else [],
+        "copy_in": [f"tinyc_fill_s8({size}, {POISON}, arena + {off});" for off, size in sorted(poison_at.get(0, []))],
+        "poison_start": _complement([(i["arena_offset"], i["size"]) for i in inputs], arena_size) if poison else [],
+        "train": train_ctx,
     }
     c_text_ctx = dict(ctx, constants=list(constants.values()),
-                      weight_bytes=sum(c.nbytes for c in constants.values()))
-    return {
+                      weight_bytes=sum(c.nbytes for c in constants.values() if not c.mutable),
+                      sram_bytes=sum(c.nbytes for c in constants.values() if c.mutable))
+    files = {
         f"{name}.h": env.get_template("model.h.j2").render(ctx),
         f"{name}.c": env.get_template("model.c.j2").render(c_text_ctx),
         "main.c": env.get_template("main_host.c.j2").render(ctx),
         "Makefile": env.get_template("Makefile.j2").render(ctx),
     }
+    if train is not None:
+        files["train_main.c"] = env.get_template("main_train_host.c.j2").render(ctx)
+    return files
 
 
 def weight_bytes(program: Program) -> int:

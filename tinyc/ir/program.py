@@ -22,11 +22,32 @@ class KernelCall:
     outputs: list[str]
     node: str  # the IR node this call came from (comments, reports)
     scalars: tuple[int, ...] = ()  # leading integer arguments (clamp, concat, copy)
+    # A kernel called with an explicit argument list (the training kernels,
+    # kernels.train): ``args`` holds, in C order before the outputs, ints, floats,
+    # parameter records, ``Ref``s to tensors and ``Runtime`` values; ``state``
+    # names the persistent tensors it updates in place (after the outputs).
+    # ``inputs`` then lists the tensors among the args (for lifetimes).
+    args: tuple = ()
+    state: tuple[str, ...] = ()
 
     @property
     def is_alias(self) -> bool:
         """A view (Reshape): no code; the output is the input's bytes."""
         return self.kernel == "alias"
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A tensor argument of a kernel called by argument list."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """A value the entry point receives: "label", "lr", "loss" (out) or "rng" (state)."""
+
+    name: str
 
 
 @dataclass

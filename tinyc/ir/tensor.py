@@ -88,6 +88,12 @@ class Tensor:
     data: np.ndarray | None = None
     quant: QuantParams | None = None
     attrs: dict = field(default_factory=dict)
+    # What the value is, apart from how it is stored (``dtype``): None for the
+    # usual (an activation, or a constant when it has ``data``); "trainable" for a
+    # parameter a training step updates and "state" for a training step's own
+    # persistent values (e.g. the residues of int8 weights). Both are constants
+    # of the graph (they have ``data``) that the generated C keeps in SRAM.
+    kind: str | None = None
 
     def __post_init__(self):
         self.shape = tuple(int(d) for d in self.shape)
@@ -98,6 +104,11 @@ class Tensor:
     @property
     def is_const(self) -> bool:
         return self.data is not None
+
+    @property
+    def role(self) -> str:
+        """activation | constant | trainable | state."""
+        return self.kind or ("constant" if self.is_const else "activation")
 
     @property
     def size(self) -> int:

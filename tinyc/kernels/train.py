@@ -26,16 +26,20 @@ from .params import ConvParams, PoolParams
 
 __all__ = [
     "clamp_grad_f32",
+    "add_f32",
     "conv2d_grad_input_f32",
     "conv2d_grad_weight_f32",
     "bias_grad_f32",
     "fc_grad_input_f32",
     "fc_grad_weight_f32",
     "avg_pool_grad_f32",
+    "max_pool_grad_f32",
     "mean_grad_f32",
     "softmax_xent_f32",
     "sgd_update_s8",
     "sgd_update_s32",
+    "conv2d_train_weight_s8",
+    "fc_train_weight_s8",
     "uniform_draws",
     "TRAIN_KERNELS",
 ]
@@ -73,6 +77,11 @@ def clamp_grad_f32(n: int, dy, y_q, lo_q: int, hi_q: int) -> np.ndarray:
     its int8 output and int8 bounds; -129 / 128 for a side without a bound)."""
     y = _i32(y_q, n)
     return np.where((y > lo_q) & (y < hi_q), _f32(dy, n), F32(0)).astype(np.float32)
+
+
+def add_f32(n: int, a, b) -> np.ndarray:
+    """a + b (a gradient's two contributions), float32."""
+    return (_f32(a, n) + _f32(b, n)).astype(np.float32)
 
 
 # ---------------------------------------------------------------- convolution
@@ -175,6 +184,30 @@ def avg_pool_grad_f32(p: PoolParams, dy) -> np.ndarray:
             if y1 <= y0 or x1 <= x0 or count <= 0:
                 continue
             dx[y0:y1, x0:x1, :] += dy[oy, ox] / F32(count)
+    return dx.reshape(1, p.in_h, p.in_w, c)
+
+
+def max_pool_grad_f32(p: PoolParams, dy, x_q) -> np.ndarray:
+    """dx [1, in_h, in_w, channels] of a max pool: each output's gradient added to
+    the in-bounds cell of its window holding the maximum of x_q (the first in
+    row-major order on ties)."""
+    c = p.channels
+    dy = _f32(dy, p.out_h * p.out_w * c).reshape(p.out_h, p.out_w, c)
+    x = _i32(x_q, p.in_h * p.in_w * c).reshape(p.in_h, p.in_w, c)
+    dx = np.zeros((p.in_h, p.in_w, c), np.float32)
+    channels = np.arange(c)
+    for oy in range(p.out_h):
+        y0 = oy * p.stride_h - p.pad_t
+        y1, y0 = min(y0 + p.k_h, p.in_h), max(y0, 0)
+        for ox in range(p.out_w):
+            x0 = ox * p.stride_w - p.pad_l
+            x1, x0 = min(x0 + p.k_w, p.in_w), max(x0, 0)
+            if y1 <= y0 or x1 <= x0:
+                continue
+            win = x[y0:y1, x0:x1].reshape(-1, c)
+            first = win.argmax(axis=0)  # numpy's argmax takes the first maximum
+            ys, xs = y0 + first // (x1 - x0), x0 + first % (x1 - x0)
+            np.add.at(dx, (ys, xs, channels), dy[oy, ox])
     return dx.reshape(1, p.in_h, p.in_w, c)
 
 
@@ -286,8 +319,30 @@ def sgd_update_s32(k: int, lr: float, db, bias_scale, per_channel: int, bias_q) 
     return np.clip(v, -(2**31) + 1, 2**31 - 1).astype(np.int32)
 
 
+# ------------------------------------------ fused weight gradient and update
+def conv2d_train_weight_s8(p: ConvParams, k: int, x_q, x_scale: float, x_zero: int, dz, lr: float, w_scale,
+                           w_q, residue=None, rng: int | None = None):
+    """The weight gradient of the first k channels applied by sgd_update_s8 (per
+    channel scales); C computes it a channel at a time into a scratch of one
+    channel (not an output here). Returns (w_q, residue, rng) as sgd_update_s8."""
+    dw = conv2d_grad_weight_f32(p, k, x_q, x_scale, x_zero, dz)
+    return sgd_update_s8(k, int(np.prod(dw.shape[1:])), lr, dw, w_scale, 1, w_q, residue, rng)
+
+
+def fc_train_weight_s8(rows: int, n_in: int, n_out: int, k: int, x_q, x_scale: float, x_zero: int, dz, lr: float,
+                       w_scale, w_q, residue=None, rng: int | None = None):
+    """fc_grad_weight_f32 of the first k outputs applied by sgd_update_s8 (as conv2d_train_weight_s8)."""
+    dw = fc_grad_weight_f32(rows, n_in, n_out, k, x_q, x_scale, x_zero, dz)
+    return sgd_update_s8(k, n_in, lr, dw, w_scale, 1, w_q, residue, rng)
+
+
+# Kernels that update persistent state in place (C: the trailing pointer
+# arguments; numpy: passed last, returned new) instead of writing outputs.
+UPDATE_KERNELS = ("sgd_update_s8", "sgd_update_s32", "conv2d_train_weight_s8", "fc_train_weight_s8")
+
 # name -> numpy spec (the C function is "tinyc_" + name)
 TRAIN_KERNELS = {f.__name__: f for f in (
-    clamp_grad_f32, conv2d_grad_input_f32, conv2d_grad_weight_f32, bias_grad_f32, fc_grad_input_f32,
-    fc_grad_weight_f32, avg_pool_grad_f32, mean_grad_f32, softmax_xent_f32, sgd_update_s8, sgd_update_s32,
+    clamp_grad_f32, add_f32, conv2d_grad_input_f32, conv2d_grad_weight_f32, bias_grad_f32, fc_grad_input_f32,
+    fc_grad_weight_f32, avg_pool_grad_f32, max_pool_grad_f32, mean_grad_f32, softmax_xent_f32, sgd_update_s8, sgd_update_s32,
+    conv2d_train_weight_s8, fc_train_weight_s8,
 )}  # fmt: skip

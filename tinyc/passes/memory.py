@@ -1,5 +1,6 @@
-"""Memory planning: one static arena for every int8 activation, scratch buffer
-and the model's input and output.
+"""Memory planning: one static arena for every activation (int8, or float32 for
+a training step's gradients; sizes in bytes), scratch buffer and the model's
+input and output.
 
 Steps: 0 is the copy of the caller's input into the arena, 1..n the kernel calls
 in order, n + 1 the copy of the output back to the caller. Every tensor lives from
@@ -34,6 +35,8 @@ ALIGNMENT = 16  # bytes; enough for any SIMD load on Cortex-M and the host
 ELEMENTWISE_IN_PLACE = {
     "add_s8": (0, 1), "mul_s8": (0, 1), "requantize_s8": (0,), "clamp_s8": (0,),
     "logistic_s8": (0,), "hard_swish_s8": (0,), "softmax_s8": (0,),
+    # training kernels (float32 gradients, tinyc/train.h)
+    "clamp_grad_f32": (0,), "add_f32": (0, 1),
 }
 DEPTHWISE = "depthwise_conv2d_s8"
 
@@ -154,7 +157,7 @@ def buffers_of(program: Program, calls: list[KernelCall], in_place: bool = True)
     scratch: dict[int, int] = {}
     if in_place:
         for step, call in enumerate(calls, start=1):
-            if call.is_alias:
+            if call.is_alias or not call.outputs:
                 continue
             out = owner(call.outputs[0])
             if first.get(out) != step or len(chain_of[out]) > 1:
@@ -184,7 +187,7 @@ def buffers_of(program: Program, calls: list[KernelCall], in_place: bool = True)
         pieces = []
         for k, t in enumerate(chain):
             start = first[t] if k == 0 else first[t] + 1  # the transition step belongs to the input
-            size = graph.tensors[t].size
+            size = graph.tensors[t].nbytes
             if start <= last[t]:
                 pieces.append(Piece(start, last[t], size))
         buffers.append(Buffer(chain[0], pieces, [m for t in chain for m in members.get(t, [t])]))
@@ -194,11 +197,11 @@ def buffers_of(program: Program, calls: list[KernelCall], in_place: bool = True)
 
 
 def _in_place_candidates(call: KernelCall, graph) -> tuple[int, ...]:
-    out_size = graph.tensors[call.outputs[0]].size
+    out_size = graph.tensors[call.outputs[0]].nbytes
     if call.kernel in ELEMENTWISE_IN_PLACE:
         return tuple(k for k in ELEMENTWISE_IN_PLACE[call.kernel]
                      if k < len(call.inputs) and call.inputs[k] and not graph.tensors[call.inputs[k]].is_const
-                     and graph.tensors[call.inputs[k]].size == out_size)
+                     and graph.tensors[call.inputs[k]].nbytes == out_size)
     if depthwise_in_place_ok(call) and not graph.tensors[call.inputs[0]].is_const:
         return (0,)
     return ()
@@ -329,11 +332,11 @@ def order_candidates(program: Program) -> dict[str, list[KernelCall]]:
 
         def effect(u: int) -> tuple[int, int]:
             unit = units[u]
-            grows = sum(graph.tensors[o].size for c in unit for o in c.outputs if not c.is_alias)
+            grows = sum(graph.tensors[o].nbytes for c in unit for o in c.outputs if not c.is_alias)
             frees = 0
             for i in {i for c in unit for i in c.inputs if i and not graph.tensors[i].is_const}:
                 if remaining.get(i) == 1 and i not in outputs:
-                    frees += graph.tensors[i].size
+                    frees += graph.tensors[i].nbytes
             return grows - frees, u
 
         u = min(ready, key=effect)
@@ -366,8 +369,8 @@ def _min_peak_order(program: Program, units, deps, max_states: int = 20000) -> l
     n = len(units)
     reads = [{own(i) for c in unit for i in c.inputs if i and not graph.tensors[i].is_const} for unit in units]
     writes = [{own(o) for c in unit for o in c.outputs} for unit in units]
-    size = {t: graph.tensors[t].size for w in writes for t in w}
-    size.update({own(t): graph.tensors[own(t)].size for t in program.inputs})
+    size = {t: graph.tensors[t].nbytes for w in writes for t in w}
+    size.update({own(t): graph.tensors[own(t)].nbytes for t in program.inputs})
     readers: dict[str, set[int]] = {}
     for u, r in enumerate(reads):
         for t in r:
@@ -411,14 +414,16 @@ def _plan_for(program: Program, calls: list[KernelCall], strategy: str, in_place
 
 
 def plan_memory(program: Program, strategy: str | None = None, in_place: bool = True,
-                alignment: int = ALIGNMENT) -> MemoryPlan:
+                alignment: int = ALIGNMENT, reorder: bool = True) -> MemoryPlan:
     """Plan the program's memory; with ``strategy`` None every strategy and every
     order candidate is tried and the smallest arena kept. The chosen order is
-    written back to ``program.calls``."""
+    written back to ``program.calls``. ``reorder=False`` keeps the program's own
+    order (a training step, whose parameter updates must follow their readers)."""
     strategies = [strategy] if strategy else list(STRATEGIES)
     tried: dict[str, int] = {}
     best = None
-    for order_name, calls in order_candidates(program).items():
+    candidates = order_candidates(program) if reorder else {"model": list(program.calls)}
+    for order_name, calls in candidates.items():
         for s in strategies:
             buffers, decisions, scratch, arena = _plan_for(program, calls, s, in_place, alignment)
             tried[f"{order_name}/{s}"] = arena
@@ -458,12 +463,14 @@ def validate_plan(plan: MemoryPlan, program: Program) -> None:
         for t in names:
             if t not in plan.offsets:
                 raise PlanError(f"tensor {t!r} has no place in the arena")
+        if not call.outputs:  # a parameter update: writes only persistent state
+            continue
         out = call.outputs[0]
         for t in call.inputs:
             if not t or graph.tensors[t].is_const or call.is_alias:
                 continue
-            lo, hi = plan.offsets[t], plan.offsets[t] + graph.tensors[t].size
-            olo, ohi = plan.offsets[out], plan.offsets[out] + graph.tensors[out].size
+            lo, hi = plan.offsets[t], plan.offsets[t] + graph.tensors[t].nbytes
+            olo, ohi = plan.offsets[out], plan.offsets[out] + graph.tensors[out].nbytes
             in_place_input = call.inputs[plan.in_place[k]] if k in plan.in_place else None
             if lo < ohi and olo < hi and plan.offsets[t] != plan.offsets.get(in_place_input, -1):
                 raise PlanError(f"call {k} ({call.kernel}) writes {out!r} over its input {t!r} without an in-place kernel")

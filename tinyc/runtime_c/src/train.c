@@ -204,6 +204,14 @@ void tinyc_clamp_grad_f32(int32_t n, const float *dy, const int8_t *y_q, int32_t
     }
 }
 
+void tinyc_add_f32(int32_t n, const float *a, const float *b, float *out)
+{
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        out[i] = a[i] + b[i];
+    }
+}
+
 /* ---- convolution ------------------------------------------------------------ */
 
 void tinyc_conv2d_grad_input_f32(const tinyc_conv_params *p, const float *dz, const int8_t *w_q,
@@ -390,6 +398,38 @@ void tinyc_avg_pool_grad_f32(const tinyc_pool_params *p, const float *dy, float 
     }
 }
 
+void tinyc_max_pool_grad_f32(const tinyc_pool_params *p, const float *dy, const int8_t *x_q, float *dx)
+{
+    const int32_t ch = p->channels;
+    int32_t oy, ox, y, x, c;
+    zero_f32(dx, p->in_h * p->in_w * ch);
+    for (oy = 0; oy < p->out_h; ++oy) {
+        const int32_t y_start = oy * p->stride_h - p->pad_t;
+        const int32_t y0 = y_start < 0 ? 0 : y_start;
+        const int32_t y1 = y_start + p->k_h > p->in_h ? p->in_h : y_start + p->k_h;
+        for (ox = 0; ox < p->out_w; ++ox) {
+            const int32_t x_start = ox * p->stride_w - p->pad_l;
+            const int32_t x0 = x_start < 0 ? 0 : x_start;
+            const int32_t x1 = x_start + p->k_w > p->in_w ? p->in_w : x_start + p->k_w;
+            for (c = 0; c < ch; ++c) {
+                int32_t best = -1, at = 0;
+                for (y = y0; y < y1; ++y) {
+                    for (x = x0; x < x1; ++x) {
+                        const int32_t i = (y * p->in_w + x) * ch + c;
+                        if (best < 0 || x_q[i] > x_q[best]) {
+                            best = i;
+                        }
+                    }
+                }
+                at = (oy * p->out_w + ox) * ch + c;
+                if (best >= 0) {
+                    dx[best] += dy[at];
+                }
+            }
+        }
+    }
+}
+
 void tinyc_mean_grad_f32(int32_t outer, int32_t reduce, int32_t inner, const float *dy, float *dx)
 {
     const float count = (float)reduce;
@@ -488,5 +528,34 @@ void tinyc_sgd_update_s32(int32_t k, float lr, const float *db, const float *bia
             v = -INT64_C(2147483647);
         }
         bias_q[c] = (int32_t)v;
+    }
+}
+
+/* ---- fused weight gradient and update ----------------------------------------- */
+
+void tinyc_conv2d_train_weight_s8(const tinyc_conv_params *p, int32_t k, const int8_t *x_q, float x_scale,
+                                  int32_t x_zero, const float *dz, float lr, const float *w_scale, float *dw,
+                                  int8_t *w_q, int8_t *residue, uint32_t *rng)
+{
+    const int32_t cg = p->in_c / p->groups, og = p->out_c / p->groups;
+    const int32_t count = p->k_h * p->k_w * cg;
+    int32_t o;
+    for (o = 0; o < k; ++o) {
+        /* channel o alone: dz and x from its own channel and group, read as group 0 */
+        tinyc_conv2d_grad_weight_f32(p, 1, x_q + (o / og) * cg, x_scale, x_zero, dz + o, dw);
+        tinyc_sgd_update_s8(1, count, lr, dw, w_scale + o, 1, w_q + o * count,
+                            residue ? residue + o * count : (int8_t *)0, rng);
+    }
+}
+
+void tinyc_fc_train_weight_s8(int32_t rows, int32_t in, int32_t out, int32_t k, const int8_t *x_q, float x_scale,
+                              int32_t x_zero, const float *dz, float lr, const float *w_scale, float *dw,
+                              int8_t *w_q, int8_t *residue, uint32_t *rng)
+{
+    int32_t o;
+    for (o = 0; o < k; ++o) {
+        tinyc_fc_grad_weight_f32(rows, in, out, 1, x_q, x_scale, x_zero, dz + o, dw);
+        tinyc_sgd_update_s8(1, in, lr, dw, w_scale + o, 1, w_q + o * in, residue ? residue + o * in : (int8_t *)0,
+                            rng);
     }
 }

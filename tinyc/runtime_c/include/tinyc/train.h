@@ -73,6 +73,10 @@ float tinyc_logf(float x);
 void tinyc_clamp_grad_f32(int32_t n, const float *dy, const int8_t *y_q, int32_t lo_q, int32_t hi_q,
                           float *dx);
 
+/* out[i] = a[i] + b[i]: the gradient of a tensor read by two ops (a residual
+ * connection's fan-out).  out may be a or b (in place). */
+void tinyc_add_f32(int32_t n, const float *a, const float *b, float *out);
+
 /* ---- convolution --------------------------------------------------------
  *
  * Geometry from tinyc_conv_params: in_h, in_w, in_c, out_h, out_w, out_c,
@@ -130,6 +134,13 @@ void tinyc_fc_grad_weight_f32(int32_t rows, int32_t in, int32_t out, int32_t k, 
  * strides, pad_t, pad_l and count_include_pad.  dx must not overlap dy. */
 void tinyc_avg_pool_grad_f32(const tinyc_pool_params *p, const float *dy, float *dx);
 
+/* Max pool: dy [out_h][out_w][channels] -> dx [in_h][in_w][channels]: each
+ * output's gradient goes to the cell of its window that held the maximum of
+ * the int8 input x_q (in-bounds cells only; the first in row-major order on
+ * ties, as PyTorch picks), summed where windows overlap.  Reads the same
+ * fields as the average pool.  dx must not overlap dy or x_q. */
+void tinyc_max_pool_grad_f32(const tinyc_pool_params *p, const float *dy, const int8_t *x_q, float *dx);
+
 /* Mean over the middle axis of [outer][reduce][inner] (the view of
  * tinyc_mean_s8; a global average pool is outer = 1, reduce = H * W,
  * inner = C): dx[o][r][i] = dy[o][i] / reduce.  dx must not overlap dy. */
@@ -186,6 +197,25 @@ void tinyc_sgd_update_s8(int32_t k, int32_t count, float lr, const float *dw, co
  * step = -(lr * db[c]) / s, the sum taken exactly (in 64 bits). */
 void tinyc_sgd_update_s32(int32_t k, float lr, const float *db, const float *bias_scale, int32_t per_channel,
                           int32_t *bias_q);
+
+/* ---- fused weight gradient and update ----------------------------------------
+ *
+ * The weight gradient of the first k output channels applied as soon as it
+ * exists, one channel at a time, so that no more than one channel's gradient
+ * is ever kept: for each o < k, dw (k_h * k_w * in_c / groups floats, or in
+ * floats, scratch) receives channel o's gradient exactly as
+ * tinyc_conv2d_grad_weight_f32 / tinyc_fc_grad_weight_f32 compute it, then
+ * tinyc_sgd_update_s8(1, count, lr, dw, &w_scale[o], 1, channel o of w_q,
+ * channel o of residue (or NULL), rng).  The same result (and the same
+ * generator draws) as the gradient of all k channels followed by one update.
+ * Run it after every other reader of w_q (the input gradient needs the weights
+ * before the step). */
+void tinyc_conv2d_train_weight_s8(const tinyc_conv_params *p, int32_t k, const int8_t *x_q, float x_scale,
+                                  int32_t x_zero, const float *dz, float lr, const float *w_scale, float *dw,
+                                  int8_t *w_q, int8_t *residue, uint32_t *rng);
+void tinyc_fc_train_weight_s8(int32_t rows, int32_t in, int32_t out, int32_t k, const int8_t *x_q, float x_scale,
+                              int32_t x_zero, const float *dz, float lr, const float *w_scale, float *dw,
+                              int8_t *w_q, int8_t *residue, uint32_t *rng);
 
 #ifdef __cplusplus
 }

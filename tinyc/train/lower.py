@@ -1,0 +1,368 @@
+"""Lowering a training step: the pruned backward graph (autodiff.py) of an int8
+model -> one program of kernel calls, ``NAME_train_step``.
+
+The step is the deployed int8 forward (the inference program's own calls up to
+the logits, bit-exact with ``NAME_invoke``), the loss, and the backward in
+float32 on the saved int8 activations (tinyc/train.h). Each parameter is
+updated as soon as its last reader in the backward has run (operator
+reordering: a layer's weight gradient never outlives that layer), with
+quantization-aware scaling: an int8 weight moves in units of its per-channel
+scale and keeps the fraction of a unit in a residue byte; an int32 bias moves in
+its own units (input scale x weight scale).
+
+The parameters a step updates become ``trainable`` tensors (SRAM in the
+generated C, shared by ``NAME_invoke``); their residues are ``state`` tensors.
+Everything else the step computes lives in the planned arena, its lifetimes from
+the call order: a saved activation lives until the backward reads it.
+
+``run_step`` executes a step with the kernels' numpy specs: the executable
+meaning of the C, as ``reference.run_int8`` is for inference.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import TinycError
+from ..ir import Graph, Node, Tensor
+from ..ir.program import KernelCall, Program, Ref, Runtime
+from ..kernels import run_kernel
+from ..kernels.params import ConvParams, PoolParams
+from ..kernels.train import TRAIN_KERNELS, UPDATE_KERNELS
+from ..ops.lowering import act_range
+from .autodiff import LABEL, LOSS, Param, TrainingGraph, training_graph
+from .spec import LayerUpdate
+
+LABEL_ARG, LR_ARG = Runtime("label"), Runtime("lr")
+ROUNDINGS = ("residue", "stochastic", "nearest")
+
+
+@dataclass
+class TrainedParam:
+    """An updated parameter of the int8 program and what its update keeps."""
+
+    param: Param  # the training graph's view (layer, kind, channels)
+    tensor: str  # the int8 / int32 tensor of the program (trainable)
+    residue: str | None  # int8 [channels, ...] state tensor (weights with rounding "residue")
+
+
+@dataclass
+class TrainProgram:
+    inference: Program  # NAME_invoke
+    step: Program  # NAME_train_step: forward, loss, backward and updates
+    params: list[TrainedParam]
+    logits: str
+    rounding: str
+
+    @property
+    def graph(self) -> Graph:
+        return self.step.graph
+
+    def state_tensors(self) -> list[str]:
+        """The persistent values of training, in the order NAME_train_state_save writes them."""
+        names = [p.tensor for p in self.params]
+        names += [p.residue for p in self.params if p.residue]
+        return names
+
+    def trainable_bytes(self) -> int:
+        """SRAM the step keeps across calls: updated parameters, residues, generator."""
+        return sum(self.graph.tensors[n].nbytes for n in self.state_tensors()) + 4
+
+
+def _needed_calls(calls: list[KernelCall], target: str) -> list[KernelCall]:
+    """The calls ``target`` depends on, in program order."""
+    producer = {o: c for c in calls for o in c.outputs}
+    need, stack = set(), [target]
+    while stack:
+        t = stack.pop()
+        c = producer.get(t)
+        if c is not None and id(c) not in need:
+            need.add(id(c))
+            stack.extend(i for i in c.inputs if i)
+    return [c for c in calls if id(c) in need]
+
+
+class _Lowering:
+    def __init__(self, program: Program, tg: TrainingGraph, rounding: str):
+        self.g = program.graph
+        self.tg = tg
+        self.rounding = rounding
+        self.calls: list[KernelCall] = []
+
+    # ---------------------------------------------------------------- tensors
+    def saved(self, name: str, node: Node) -> tuple[Ref, float, int]:
+        """A forward activation the backward reads: its int8 tensor, scale and zero point."""
+        t = self.g.tensors.get(name)
+        if t is None or t.is_const or t.quant is None or t.dtype is not np.int8:
+            raise TinycError(f"node {node.name!r}: the backward reads {name!r}, which the int8 program does not "
+                             "keep as an int8 activation; update only later layers")
+        return Ref(name), float(np.float32(t.quant.scale)), int(t.quant.zero_point)
+
+    def grad_tensor(self, name: str) -> str:
+        """A float32 gradient of the training graph, added to the program's graph."""
+        if name not in self.g.tensors:
+            src = self.tg.graph.tensors[name]
+            self.g.add_tensor(Tensor(name, src.shape, np.float32))
+        return name
+
+    def scales(self, name: str, node: Node) -> str:
+        """A float32 constant: the per-output-channel scales of an int8 weight / int32 bias."""
+        t = self.g.tensors[name]
+        if t.quant is None:
+            raise TinycError(f"node {node.name!r}: parameter {name!r} has no quantization scale")
+        s = np.asarray(t.quant.scale, np.float32).reshape(-1)
+        return self.g.add_const(f"{name}:scale", np.repeat(s, t.shape[0]) if s.size == 1 else s)
+
+    # ------------------------------------------------------------------ calls
+    def emit(self, kernel: str, node: Node, args: list, outputs: list[str], state: tuple[str, ...] = ()) -> None:
+        inputs = [a.name for a in args if isinstance(a, Ref)]
+        self.calls.append(KernelCall(kernel, None, inputs, list(outputs), node.name, args=tuple(args),
+                                     state=tuple(state)))
+
+    def lower(self, node: Node) -> None:
+        g, op = self.tg.graph, node.op
+        ins = node.inputs
+        outs = [self.grad_tensor(o) for o in node.outputs]
+        shape = g.tensors[node.outputs[0]].shape
+        size = int(np.prod(shape))
+        if op == "SoftmaxCrossEntropy":
+            logits, scale, zero = self.saved(ins[0], node)
+            n = int(np.prod(g.tensors[ins[0]].shape))
+            self.emit("softmax_xent_f32", node, [n, logits, scale, zero, LABEL_ARG], outs)
+        elif op == "ClampGrad":
+            y, scale, zero = self.saved(ins[1], node)
+            act = node.attrs.act
+            lo, hi = act_range(act, scale, zero)
+            lo = lo if act.lo != -np.inf else -129
+            hi = hi if act.hi != np.inf else 128
+            self.emit("clamp_grad_f32", node, [size, Ref(ins[0]), y, lo, hi], outs)
+        elif op == "Add":
+            self.emit("add_f32", node, [size, Ref(ins[0]), Ref(ins[1])], outs)
+        elif op == "Reshape":
+            self.calls.append(KernelCall("alias", None, [ins[0]], outs, node.name))
+        elif op in ("Conv2DGradInput", "Conv2DGradWeight"):
+            a = node.attrs.conv
+            if op == "Conv2DGradInput":
+                dz, w = ins
+                x_shape = node.attrs.shape
+            else:
+                x, dz = ins
+                x_shape = g.tensors[x].shape
+                w = None
+            _, oh, ow, oc = g.tensors[dz].shape
+            kh, kw = (self.tg.graph.tensors[w].shape[1:3] if w else node.attrs.shape[1:3])
+            p = ConvParams(x_shape[1], x_shape[2], x_shape[3], oh, ow, oc, kh, kw, *a.strides, *a.dilations,
+                           a.pads[0], a.pads[1], a.group, oc // x_shape[3] if a.group == x_shape[3] else 1)
+            if op == "Conv2DGradInput":
+                self.emit("conv2d_grad_input_f32", node, [p, Ref(dz), Ref(w), Ref(self.scales(w, node))], outs)
+            else:
+                xq, scale, zero = self.saved(x, node)
+                self.emit("conv2d_grad_weight_f32", node, [p, node.attrs.shape[0], xq, scale, zero, Ref(dz)], outs)
+        elif op == "BiasGrad":
+            dz = ins[0]
+            dshape = g.tensors[dz].shape
+            rows = int(np.prod(dshape[:-1]))
+            self.emit("bias_grad_f32", node, [rows, dshape[-1], node.attrs.channels, Ref(dz)], outs)
+        elif op == "FullyConnectedGradInput":
+            dz, w = ins
+            o, n_in = g.tensors[w].shape
+            rows = int(np.prod(g.tensors[dz].shape[:-1]))
+            self.emit("fc_grad_input_f32", node, [rows, n_in, o, Ref(dz), Ref(w), Ref(self.scales(w, node)), 1], outs)
+        elif op == "FullyConnectedGradWeight":
+            x, dz = ins
+            xq, scale, zero = self.saved(x, node)
+            n_in = g.tensors[x].shape[-1]
+            o = g.tensors[dz].shape[-1]
+            rows = int(np.prod(g.tensors[dz].shape[:-1]))
+            self.emit("fc_grad_weight_f32", node, [rows, n_in, o, node.attrs.channels, xq, scale, zero, Ref(dz)], outs)
+        elif op in ("AvgPool2DGrad", "MaxPool2DGrad"):
+            a = node.attrs.pool
+            if tuple(a.dilations) != (1, 1):
+                raise TinycError(f"node {node.name!r}: a dilated pool has no training kernel yet")
+            x_shape = node.attrs.shape
+            _, oh, ow, _ = g.tensors[ins[0]].shape
+            p = PoolParams(x_shape[1], x_shape[2], x_shape[3], oh, ow, *a.kernel, *a.strides, a.pads[0], a.pads[1],
+                           int(a.count_include_pad))
+            if op == "AvgPool2DGrad":
+                self.emit("avg_pool_grad_f32", node, [p, Ref(ins[0])], outs)
+            else:
+                self.emit("max_pool_grad_f32", node, [p, Ref(ins[0]), self.saved(ins[1], node)[0]], outs)
+        elif op == "ReduceMeanGrad":
+            shape_in = node.attrs.shape
+            axes = sorted(node.attrs.axes)
+            if axes != list(range(axes[0], axes[-1] + 1)):
+                raise TinycError(f"node {node.name!r}: a mean over non-adjacent axes has no training kernel yet")
+            outer = int(np.prod(shape_in[:axes[0]]))
+            reduce = int(np.prod(shape_in[axes[0]:axes[-1] + 1]))
+            inner = int(np.prod(shape_in[axes[-1] + 1:]))
+            self.emit("mean_grad_f32", node, [outer, reduce, inner, Ref(ins[0])], outs)
+        else:
+            raise TinycError(f"node {node.name!r}: the backward op {op} has no C training kernel yet; "
+                             "update only layers after it, or train with --engine ref")
+
+    def _generator(self) -> str:
+        return "rng" if self.rounding in ("residue", "stochastic") else ""
+
+    def fused_update(self, tp: TrainedParam, grad_call: KernelCall) -> None:
+        """The weight-gradient call ``grad_call`` turned into its fused form, which
+        applies each channel's gradient from one channel of scratch."""
+        t = self.g.tensors[tp.tensor]
+        count = int(np.prod(t.shape[1:]))
+        node = Node("update", f"{tp.tensor}:update", [], [])
+        scratch = self.g.add_tensor(Tensor(self.g.unique_name(f"{tp.tensor}:dw"), (count,), np.float32)).name
+        scales = Ref(self.scales(tp.tensor, node))
+        state = (tp.tensor, tp.residue or "", self._generator())
+        if grad_call.kernel == "conv2d_grad_weight_f32":
+            kernel = "conv2d_train_weight_s8"
+        elif grad_call.kernel == "fc_grad_weight_f32":
+            kernel = "fc_train_weight_s8"
+        else:
+            raise AssertionError(grad_call.kernel)
+        self.emit(kernel, node, [*grad_call.args, LR_ARG, scales], [scratch], state)
+
+    def update(self, tp: TrainedParam) -> None:
+        p = tp.param
+        t = self.g.tensors[tp.tensor]
+        node = Node("update", f"{tp.tensor}:update", [], [])  # named after the parameter
+        if p.kind == "bias":
+            self.emit("sgd_update_s32", node, [p.channels, LR_ARG, Ref(p.grad), Ref(self.scales(tp.tensor, node)), 1],
+                      [], (tp.tensor,))
+        else:
+            # state: the weight, its residue ("" for none), the generator ("" for none: round to nearest)
+            count = int(np.prod(t.shape[1:]))
+            self.emit("sgd_update_s8", node, [p.channels, count, LR_ARG, Ref(p.grad),
+                                              Ref(self.scales(tp.tensor, node)), 1],
+                      [], (tp.tensor, tp.residue or "", self._generator()))
+
+
+def lower_training(graph: Graph, updates: list[LayerUpdate], rounding: str = "residue",
+                   fused: bool = True) -> TrainProgram:
+    """The training step of a quantized canonical graph (the graph is lowered in
+    place, as compile_int8 does). ``fused``: each weight's gradient is applied a
+    channel at a time as it is computed (no whole weight gradient is kept);
+    False keeps it whole before the update (to observe it: --dump-grads)."""
+    from ..engines import compile_int8
+
+    if rounding not in ROUNDINGS:
+        raise ValueError(rounding)
+    tg = training_graph(graph, updates)  # before lowering changes the graph
+    program = compile_int8(graph)
+    g = program.graph
+    logits = tg.logits
+    if logits not in g.tensors or g.tensors[logits].dtype is not np.int8:
+        raise TinycError(f"{graph.name}: the logits {logits!r} are not an int8 tensor of the int8 program")
+    low = _Lowering(program, tg, rounding)
+
+    params = []
+    for p in tg.params:
+        t = g.tensors[p.tensor]
+        want = np.int32 if p.kind == "bias" else np.int8
+        if not t.is_const or t.dtype is not want:
+            raise TinycError(f"{p.update.layer.describe()}: its {p.kind} is not an {np.dtype(want).name} constant "
+                             "of the int8 program")
+        t.kind = "trainable"
+        residue = None
+        if p.kind == "weight" and rounding == "residue":
+            residue = g.add_const(f"{p.tensor}:residue", np.zeros((p.channels,) + t.shape[1:], np.int8))
+            g.tensors[residue].kind = "state"
+        params.append(TrainedParam(p, p.tensor, residue))
+
+    backward = tg.graph.nodes[tg.backward_from:]
+    for node in backward:
+        low.lower(node)
+    calls = low.calls
+    for tp in params:
+        # the update goes right after the last call that reads the parameter (the
+        # input gradient needs the weights before the step) or makes its gradient
+        made = next(k for k, c in enumerate(calls) if tp.param.grad in c.outputs)
+        last = max([made] + [k for k, c in enumerate(calls) if tp.tensor in c.inputs])
+        low.calls = []
+        if fused and tp.param.kind == "weight":
+            low.fused_update(tp, calls[made])
+            calls.insert(last + 1, low.calls[0])
+            del calls[made]
+        else:
+            low.update(tp)
+            calls.insert(last + 1, low.calls[0])
+    forward = _needed_calls(program.calls, logits)
+    step = Program(g, forward + calls, list(program.inputs), [LOSS])
+    return TrainProgram(program, step, params, logits, rounding)
+
+
+# ----------------------------------------------------------------- numpy run
+def run_step(tp: TrainProgram, x_q: np.ndarray, label: int, lr: float, rng: int, observe=None) -> tuple[float, int]:
+    """One training step with the kernels' numpy specs; updates the trainable and
+    state tensors' data in place. Returns (loss, generator state). ``observe(param,
+    grad)`` sees each parameter's gradient before its update."""
+    g = tp.graph
+    values: dict[str, np.ndarray] = {tp.step.inputs[0]: np.asarray(x_q, np.int8).reshape(g.tensors[tp.step.inputs[0]].shape)}
+    runtime = {"label": int(label), "lr": float(lr)}
+    loss = math.nan
+    by_tensor = {p.tensor: p for p in tp.params}
+
+    def value(name):
+        if name in values:
+            return values[name]
+        t = g.tensors[name]
+        if t.is_const:
+            return t.data
+        raise AssertionError(f"{name!r} read before it is computed")
+
+    for call in tp.step.calls:
+        if call.is_alias:
+            values[call.outputs[0]] = value(call.inputs[0]).reshape(g.tensors[call.outputs[0]].shape)
+            continue
+        if not call.args:
+            y = run_kernel(call.kernel, call.params, call.scalars, [value(i) if i else None for i in call.inputs])
+            values[call.outputs[0]] = np.ascontiguousarray(y, np.int8).reshape(g.tensors[call.outputs[0]].shape)
+            continue
+        args = []
+        for a in call.args:
+            if isinstance(a, Ref):
+                args.append(value(a.name))
+            elif isinstance(a, Runtime):
+                args.append(runtime[a.name])
+            else:
+                args.append(a)
+        if call.kernel in UPDATE_KERNELS:
+            name = call.state[0]
+            t = g.tensors[name]
+            k = by_tensor[name].param.channels
+            if observe is not None and call.kernel.startswith("sgd_"):
+                observe(by_tensor[name], args[3])
+            if call.kernel == "sgd_update_s32":
+                new = TRAIN_KERNELS[call.kernel](*args, t.data[:k])
+            else:
+                res = g.tensors[call.state[1]].data if call.state[1] else None
+                new, new_res, new_rng = TRAIN_KERNELS[call.kernel](*args, t.data[:k], res,
+                                                                   rng if call.state[2] else None)
+                if res is not None:
+                    g.tensors[call.state[1]].data = new_res.reshape(res.shape)
+                if new_rng is not None:
+                    rng = new_rng
+            data = t.data.copy()
+            data[:k] = np.asarray(new).reshape(data[:k].shape)
+            t.data = data
+            continue
+        out = TRAIN_KERNELS[call.kernel](*args)
+        if call.kernel == "softmax_xent_f32":
+            loss = float(out[0])
+            values[LOSS] = np.asarray(out[0], np.float32)
+            out = out[1]
+        values[call.outputs[-1]] = np.asarray(out, np.float32).reshape(g.tensors[call.outputs[-1]].shape)
+    return loss, rng
+
+
+def predict(tp: TrainProgram, x_q: np.ndarray) -> np.ndarray:
+    """NAME_invoke's int8 outputs (back to back) for one sample, with the current parameters."""
+    from ..reference import run_int8
+
+    x = np.asarray(x_q, np.int8).reshape(tp.graph.tensors[tp.inference.inputs[0]].shape)
+    out = run_int8(tp.inference, {tp.inference.inputs[0]: x})
+    return np.concatenate([out[o].reshape(-1) for o in tp.inference.outputs])
+
+
+__all__ = ["LABEL", "TrainProgram", "TrainedParam", "lower_training", "run_step", "predict"]
