@@ -64,6 +64,7 @@ P, I32, F = ctypes.c_void_p, ctypes.c_int32, ctypes.c_float
 SIGNATURES = {
     "tinyc_clamp_grad_f32": [I32, P, P, I32, I32, P],
     "tinyc_add_f32": [I32, P, P, P],
+    "tinyc_slice_f32": [P, P, P, P, P],
     "tinyc_conv2d_grad_input_f32": [P, P, P, P, P],
     "tinyc_conv2d_grad_weight_f32": [P, I32, P, F, I32, P, P],
     "tinyc_bias_grad_f32": [I32, I32, I32, P, P],
@@ -275,6 +276,20 @@ def test_add(lib):
         second = b.copy()
         lib.tinyc_add_f32(n, _ptr(a), _ptr(second), _ptr(second))
         assert np.array_equal(first, want) and np.array_equal(second, want)
+
+
+def test_slice(lib):
+    rng = np.random.default_rng(9)
+    for _ in range(30):
+        in_shape = rng.integers(1, 6, 4).astype(np.int32)
+        starts = np.array([rng.integers(0, d) for d in in_shape], np.int32)
+        out_shape = np.array([rng.integers(1, d - s + 1) for d, s in zip(in_shape, starts)], np.int32)
+        x = random_grad(rng, int(np.prod(in_shape)))
+        want = T.slice_f32(in_shape, starts, out_shape, x)
+        assert np.array_equal(want, x.reshape(in_shape)[tuple(slice(s, s + n) for s, n in zip(starts, out_shape))])
+        got = _out(want.size)
+        lib.tinyc_slice_f32(_ptr(in_shape), _ptr(starts), _ptr(out_shape), _ptr(x), _ptr(got))
+        assert np.array_equal(got, want.reshape(-1))
 
 
 def test_clamp_grad(lib):

@@ -265,10 +265,11 @@ def generate(program: Program, plan: MemoryPlan, name: str, source: str = "model
                 args = [arg_text(a, plan) for a in call.args] + [ptr(o, plan=plan) for o in call.outputs]
                 for st in call.state:
                     args.append("&rng_state" if st == "rng" else (const_ref(st) if st else "(int8_t *)0"))
-                if call.kernel.startswith("sgd_update") and len(call.args) > 3:
+                if call.kernel.startswith("sgd_update"):  # its first tensor argument is the gradient
+                    grad = call.inputs[0]
                     lines.append("#ifdef TINYC_TRAIN_OBSERVE")
-                    lines.append(f"TINYC_TRAIN_OBSERVE({const_ref(call.state[0])}, {args[3]}, "
-                                 f"{graph.tensors[call.args[3].name].size});")
+                    lines.append(f"TINYC_TRAIN_OBSERVE({const_ref(call.state[0])}, {ptr(grad, plan=plan)}, "
+                                 f"{graph.tensors[grad].size});")
                     lines.append("#endif")
                 lines.append(f"tinyc_{call.kernel}({', '.join(args)});")
                 lines += poison_lines(step)

@@ -27,6 +27,7 @@ from .params import ConvParams, PoolParams
 __all__ = [
     "clamp_grad_f32",
     "add_f32",
+    "slice_f32",
     "conv2d_grad_input_f32",
     "conv2d_grad_weight_f32",
     "bias_grad_f32",
@@ -82,6 +83,13 @@ def clamp_grad_f32(n: int, dy, y_q, lo_q: int, hi_q: int) -> np.ndarray:
 def add_f32(n: int, a, b) -> np.ndarray:
     """a + b (a gradient's two contributions), float32."""
     return (_f32(a, n) + _f32(b, n)).astype(np.float32)
+
+
+def slice_f32(in_shape, starts, out_shape, x) -> np.ndarray:
+    """x (in_shape, 4-D) [starts : starts + out_shape] along each axis."""
+    in_shape, starts, out_shape = (tuple(int(v) for v in _i32(a, 4)) for a in (in_shape, starts, out_shape))
+    x = _f32(x, int(np.prod(in_shape))).reshape(in_shape)
+    return np.ascontiguousarray(x[tuple(slice(s, s + n) for s, n in zip(starts, out_shape))])
 
 
 # ---------------------------------------------------------------- convolution
@@ -342,7 +350,7 @@ UPDATE_KERNELS = ("sgd_update_s8", "sgd_update_s32", "conv2d_train_weight_s8", "
 
 # name -> numpy spec (the C function is "tinyc_" + name)
 TRAIN_KERNELS = {f.__name__: f for f in (
-    clamp_grad_f32, add_f32, conv2d_grad_input_f32, conv2d_grad_weight_f32, bias_grad_f32, fc_grad_input_f32,
+    clamp_grad_f32, add_f32, slice_f32, conv2d_grad_input_f32, conv2d_grad_weight_f32, bias_grad_f32, fc_grad_input_f32,
     fc_grad_weight_f32, avg_pool_grad_f32, max_pool_grad_f32, mean_grad_f32, softmax_xent_f32, sgd_update_s8, sgd_update_s32,
     conv2d_train_weight_s8, fc_train_weight_s8,
 )}  # fmt: skip

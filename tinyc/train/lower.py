@@ -67,6 +67,12 @@ class TrainProgram:
         names += [p.residue for p in self.params if p.residue]
         return names
 
+    def update_order(self) -> list[TrainedParam]:
+        """The parameters in the order the step updates them (and a
+        TINYC_TRAIN_OBSERVE build reports their gradients)."""
+        by_tensor = {p.tensor: p for p in self.params}
+        return [by_tensor[c.state[0]] for c in self.step.calls if c.state]
+
     def trainable_bytes(self) -> int:
         """SRAM the step keeps across calls: updated parameters, residues, generator."""
         return sum(self.graph.tensors[n].nbytes for n in self.state_tensors()) + 4
@@ -141,6 +147,16 @@ class _Lowering:
             self.emit("clamp_grad_f32", node, [size, Ref(ins[0]), y, lo, hi], outs)
         elif op == "Add":
             self.emit("add_f32", node, [size, Ref(ins[0]), Ref(ins[1])], outs)
+        elif op == "Slice":
+            a = node.attrs
+            src = g.tensors[ins[0]].shape
+            if any(st != 1 for st in a.steps) or len(src) > 4:
+                raise TinycError(f"node {node.name!r}: a strided or {len(src)}-D slice has no training kernel yet")
+            lead = (1,) * (4 - len(src))
+            dims = [self.g.add_const(f"{node.name}:{what}", np.array(lead + tuple(v), np.int32))
+                    for what, v in (("in_shape", src), ("starts", a.starts),
+                                    ("out_shape", tuple(e - s for s, e in zip(a.starts, a.ends))))]
+            self.emit("slice_f32", node, [*map(Ref, dims), Ref(ins[0])], outs)
         elif op == "Reshape":
             self.calls.append(KernelCall("alias", None, [ins[0]], outs, node.name))
         elif op in ("Conv2DGradInput", "Conv2DGradWeight"):
@@ -332,7 +348,7 @@ def run_step(tp: TrainProgram, x_q: np.ndarray, label: int, lr: float, rng: int,
             t = g.tensors[name]
             k = by_tensor[name].param.channels
             if observe is not None and call.kernel.startswith("sgd_"):
-                observe(by_tensor[name], args[3])
+                observe(by_tensor[name], value(call.inputs[0]))  # the gradient
             if call.kernel == "sgd_update_s32":
                 new = TRAIN_KERNELS[call.kernel](*args, t.data[:k])
             else:

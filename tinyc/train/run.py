@@ -144,7 +144,7 @@ def dump_gradients(graph: Graph, updates: list[LayerUpdate], name: str, rounding
     from .lower import run_step
 
     b = build_training(copy.deepcopy(graph), updates, name, rounding, fused=False)
-    params = b.tp.params
+    params = b.tp.update_order()
     x_q, labels = to_program_input(b.tp, data), data.y
     per_sample: list[list[np.ndarray]] = []
     losses = []
@@ -158,14 +158,14 @@ def dump_gradients(graph: Graph, updates: list[LayerUpdate], name: str, rounding
             trainer.close()
         sizes = [b.tp.graph.tensors[p.param.grad].size for p in params]
         at = 0
-        for _ in range(len(labels)):
-            losses.append(raw[at])
-            at += 1
+        for _ in range(len(labels)):  # per step: the gradients as they are made, then the loss
             grads = []
             for p, n in zip(params, sizes):
                 grads.append(raw[at:at + n].reshape(b.tp.graph.tensors[p.param.grad].shape))
                 at += n
             per_sample.append(grads)
+            losses.append(raw[at])
+            at += 1
     else:
         for x, y in zip(x_q, labels):
             seen: dict[str, np.ndarray] = {}

@@ -212,6 +212,23 @@ void tinyc_add_f32(int32_t n, const float *a, const float *b, float *out)
     }
 }
 
+void tinyc_slice_f32(const int32_t *in_shape, const int32_t *starts, const int32_t *out_shape, const float *in,
+                     float *out)
+{
+    int32_t a, b, c, d;
+    for (a = 0; a < out_shape[0]; ++a) {
+        for (b = 0; b < out_shape[1]; ++b) {
+            for (c = 0; c < out_shape[2]; ++c) {
+                const float *src = in + (((starts[0] + a) * in_shape[1] + starts[1] + b) * in_shape[2] + starts[2] + c) *
+                                            in_shape[3] + starts[3];
+                for (d = 0; d < out_shape[3]; ++d) {
+                    *out++ = src[d];
+                }
+            }
+        }
+    }
+}
+
 /* ---- convolution ------------------------------------------------------------ */
 
 void tinyc_conv2d_grad_input_f32(const tinyc_conv_params *p, const float *dz, const int8_t *w_q,

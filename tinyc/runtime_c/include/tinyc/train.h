@@ -77,6 +77,12 @@ void tinyc_clamp_grad_f32(int32_t n, const float *dy, const int8_t *y_q, int32_t
  * connection's fan-out).  out may be a or b (in place). */
 void tinyc_add_f32(int32_t n, const float *a, const float *b, float *out);
 
+/* out = in[s0:s0+o0, s1:s1+o1, s2:s2+o2, s3:s3+o3] for in of shape
+ * in_shape[4], starts[4] and out_shape[4] (lower ranks padded with leading
+ * 1s): the gradient of a Concat's input or of a Pad's. out must not overlap in. */
+void tinyc_slice_f32(const int32_t *in_shape, const int32_t *starts, const int32_t *out_shape, const float *in,
+                     float *out);
+
 /* ---- convolution --------------------------------------------------------
  *
  * Geometry from tinyc_conv_params: in_h, in_w, in_c, out_h, out_w, out_c,
