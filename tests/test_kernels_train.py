@@ -627,9 +627,9 @@ def sgd_s8_by_hand(k, count, lr, dw, w_scale, per_channel, w_q, residue, rng=Non
             step = np.float32(-(np.float32(lr) * dw[i]) / s)
             t = np.float32(step * np.float32(256))
         if residue is None:
-            new_w.append(min(max(int(w_q[i]) + rnd(step, 256, i), -127), 127))
+            new_w.append(min(max(int(w_q[i]) + rnd(step, 1, i), -127), 127))
             continue
-        v = min(max(256 * int(w_q[i]) + int(residue[i]) + rnd(t, 65536, i), -127 * 256), 127 * 256)
+        v = min(max(256 * int(w_q[i]) + int(residue[i]) + rnd(t, 256, i), -127 * 256), 127 * 256)
         w = (v + 128) // 256
         new_w.append(w)
         new_r.append(v - 256 * w)
@@ -731,8 +731,10 @@ def test_sgd_update_s8_residue_carries_and_rounds():
     w, r, _ = T.sgd_update_s8(1, 1, lr, -dw, s, 1, _s8([5]), _s8([0]))
     assert (w[0], r[0]) == (5, -1)
     w, r, _ = T.sgd_update_s8(1, 1, lr, _f32([-1000.0]), s, 1, _s8([120]), _s8([77]))
-    assert (w[0], r[0]) == (127, 0)
-    w, r, _ = T.sgd_update_s8(1, 1, lr, _f32([1000.0]), s, 1, _s8([-120]), _s8([-77]))
+    assert (w[0], r[0]) == (121, 77)  # a huge step moves the weight by one unit (update clipping)
+    w, r, _ = T.sgd_update_s8(1, 1, lr, _f32([-1000.0]), s, 1, _s8([126]), _s8([77]))
+    assert (w[0], r[0]) == (127, 0)  # and saturates at 127.0
+    w, r, _ = T.sgd_update_s8(1, 1, lr, _f32([1000.0]), s, 1, _s8([-126]), _s8([-77]))
     assert (w[0], r[0]) == (-127, 0)
 
 

@@ -294,10 +294,10 @@ def sgd_update_s8(k: int, count: int, lr: float, dw, w_scale, per_channel: int, 
     generator state or None.
 
     step = -(lr * dw) / s (float32). With a residue: the 16-bit weight
-    v = 256 w + residue takes d = round(clamp(256 step, +-65536)), saturates at
+    v = 256 w + residue takes d = round(clamp(256 step, +-256)), saturates at
     +-127 * 256, and splits back as w = floor((v + 128) / 256) (rounded, halves
     up) and residue = v - 256 w in [-128, 127]. Without (None): w =
-    clamp(w + round(clamp(step, +-256)), -127, 127). round is rint (half to
+    clamp(w + round(clamp(step, +-1)), -127, 127). round is rint (half to
     even) when rng is None, else stochastic with ``uniform_draws(rng, k * count)``."""
     n = k * count
     s = np.repeat(_scales(w_scale, k, per_channel), count)
@@ -307,11 +307,11 @@ def sgd_update_s8(k: int, count: int, lr: float, dw, w_scale, per_channel: int, 
         u, rng = uniform_draws(rng, n)
     w = _i32(w_q, n).astype(np.int64)
     if residue is None:
-        d = _rint_clamped(step, 256) if u is None else _sround_clamped(step, 256, u)
+        d = _rint_clamped(step, 1) if u is None else _sround_clamped(step, 1, u)
         return np.clip(w + d, -127, 127).astype(np.int8), None, rng
     with np.errstate(over="ignore", invalid="ignore"):
         t = (step * F32(256)).astype(np.float32)
-    d = _rint_clamped(t, 65536) if u is None else _sround_clamped(t, 65536, u)
+    d = _rint_clamped(t, 256) if u is None else _sround_clamped(t, 256, u)
     v = np.clip(w * 256 + _i32(residue, n) + d, -W_MAX, W_MAX)
     w = np.floor_divide(v + 128, 256)
     return w.astype(np.int8), (v - w * 256).astype(np.int8), rng

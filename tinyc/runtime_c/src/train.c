@@ -508,13 +508,13 @@ void tinyc_sgd_update_s8(int32_t k, int32_t count, float lr, const float *dw, co
             if (residue != 0) {
                 const float t = step * 256.0f; /* 1/256 units */
                 int32_t v = w * 256 + residue[i] +
-                            (rng != 0 ? sround_clamped(t, 65536, next_uniform(rng)) : rint_clamped(t, 65536));
+                            (rng != 0 ? sround_clamped(t, 256, next_uniform(rng)) : rint_clamped(t, 256));
                 v = v < -W_MAX ? -W_MAX : (v > W_MAX ? W_MAX : v);
                 /* floor((v + 128) / 256) with a non-negative shift: v + 128 + 32768 >= 384 */
                 w = ((v + 128 + 32768) >> 8) - 128;
                 residue[i] = (int8_t)(v - w * 256);
             } else {
-                w += rng != 0 ? sround_clamped(step, 256, next_uniform(rng)) : rint_clamped(step, 256);
+                w += rng != 0 ? sround_clamped(step, 1, next_uniform(rng)) : rint_clamped(step, 1);
                 w = w < -127 ? -127 : (w > 127 ? 127 : w);
             }
             w_q[i] = (int8_t)w;
