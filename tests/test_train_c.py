@@ -322,3 +322,25 @@ def test_bad_training_input_is_one_line_and_writes_nothing(tmp_path, example_dat
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
     assert words in r.stderr, r.stderr
     assert not out.exists() and not (tmp_path / "g.npz").exists()
+
+
+@needs_shared
+@pytest.mark.parametrize("name, model", [("mlperf_ic_resnet8", "ic_resnet8_float_nchw.onnx"),
+                                         ("mlperf_vww_mbv1", "vww_mbv1_float_nchw.onnx")])
+def test_dump_grads_float_matches_pytorch(tmp_path, name, model):
+    """tinyc train --precision float --update full --dump-grads on the goldens' four
+    samples: every parameter's gradient within 1e-4 of its tensor's largest, the
+    loss within 1e-5 relative, keyed by the ONNX initializers."""
+    gold = np.load(TRAINING / f"grads_{name}.npz")
+    np.savez(tmp_path / "d.npz", train_x=gold["inputs"], train_y=gold["labels"])
+    r = _tinyc("train", SHARED_MODELS / "mlperf_tiny" / model, "--data", tmp_path / "d.npz", "--update", "full",
+               "--lr", "1e-6", "--precision", "float", "-o", tmp_path / "out", "--dump-grads", tmp_path / "g.npz")
+    assert r.returncode == 0, r.stderr
+    got = np.load(tmp_path / "g.npz")
+    keys = sorted(k for k in gold.files if k.startswith("grad/"))
+    assert sorted(k for k in got.files if k.startswith("grad/")) == keys
+    assert np.all(np.abs(got["loss"] - gold["loss"]) <= 1e-5 * np.abs(gold["loss"]))
+    for key in keys:
+        for s in range(4):
+            want = gold[key][s]
+            assert np.abs(got[key][s] - want).max() <= 1e-4 * max(np.abs(want).max(), 1e-30), (key, s)
