@@ -80,6 +80,21 @@ SIGNATURES = {
     "tinyc_fc_train_weight_s8": [I32, I32, I32, I32, P, F, I32, P, F, P, P, P, P, P],
     "tinyc_expf": [F],
     "tinyc_logf": [F],
+    # the float graph
+    "tinyc_conv2d_f32": [P, P, P, P, F, F, P],
+    "tinyc_fc_f32": [I32, I32, I32, P, P, P, F, F, P],
+    "tinyc_clamp_f32": [I32, F, F, P, P],
+    "tinyc_avg_pool_f32": [P, P, P],
+    "tinyc_max_pool_f32": [P, P, P],
+    "tinyc_mean_f32": [I32, I32, I32, P, P],
+    "tinyc_clamp_grad_ff32": [I32, P, P, F, F, P],
+    "tinyc_conv2d_grad_input_ff32": [P, P, P, P],
+    "tinyc_conv2d_grad_weight_ff32": [P, I32, P, P, P],
+    "tinyc_fc_grad_input_ff32": [I32, I32, I32, P, P, P],
+    "tinyc_fc_grad_weight_ff32": [I32, I32, I32, I32, P, P, P],
+    "tinyc_max_pool_grad_ff32": [P, P, P, P],
+    "tinyc_softmax_xent_ff32": [I32, P, I32, P, P],
+    "tinyc_sgd_update_f32": [I32, F, P, P],
 }
 
 
@@ -1056,3 +1071,102 @@ def test_train_kernels_on_qemu_bit_exact_with_host(lib, tmp_path, machine):
             assert dev == T.sgd_update_s32(k, lr, db, s, per_channel, bias).tobytes()
             checked += 1
     assert checked == 40
+
+
+# ----------------------------------------------------------------------------
+# The float graph: C vs the numpy twins, the twins vs the ops
+# ----------------------------------------------------------------------------
+
+
+def test_float_graph_conv_and_fc(lib):
+    from tinyc.ops.conv import Conv2D
+
+    rng = np.random.default_rng(31)
+    for i in range(60):
+        p, pads, _, _, dz = _conv_case(rng, KINDS[i % len(KINDS)])
+        cg = p.in_c // p.groups
+        x = _f32(rng.standard_normal((p.in_h, p.in_w, p.in_c)))
+        w = _f32(rng.standard_normal((p.out_c, p.k_h, p.k_w, cg)))
+        bias = _f32(rng.standard_normal(p.out_c)) if i % 2 else None
+        lo, hi = (0.0, 6.0) if i % 3 == 0 else (-np.inf, np.inf)
+        want = T.conv2d_f32(p, x, w, bias, lo, hi)
+        got = _out(want.size)
+        lib.tinyc_conv2d_f32(ctypes.byref(p.to_ctypes()), _ptr(x), _ptr(w), _ptr(bias), lo, hi, _ptr(got))
+        assert_close(got, want)
+        attrs = ConvAttrs((p.stride_h, p.stride_w), (p.dil_h, p.dil_w), pads, p.groups, Clamp(lo, hi))
+        inputs = [x[None], w] + ([bias] if bias is not None else [])
+        ref = Conv2D().ref(node(Conv2D, attrs, ["x", "w", "b"][:len(inputs)]), inputs)[0]
+        assert_close(want, ref)
+        dx = _out(p.in_h * p.in_w * p.in_c)
+        lib.tinyc_conv2d_grad_input_ff32(ctypes.byref(p.to_ctypes()), _ptr(dz), _ptr(w), _ptr(dx))
+        assert_close(dx, T.conv2d_grad_input_ff32(p, dz, w))
+        k = int(rng.integers(1, p.out_c + 1))
+        dw = _out(k * p.k_h * p.k_w * cg)
+        lib.tinyc_conv2d_grad_weight_ff32(ctypes.byref(p.to_ctypes()), k, _ptr(x), _ptr(dz), _ptr(dw))
+        want_dw = T.conv2d_grad_weight_ff32(p, k, x, dz)
+        assert_close(dw, want_dw)
+        # the same as the int8-reading kernel on exactly representable values
+        scale = np.float32(0.25)
+        x_q = _s8(np.clip(np.rint(x / scale), -127, 127))
+        int8 = T.conv2d_grad_weight_f32(p, k, x_q, scale, 0, dz)
+        assert_close(T.conv2d_grad_weight_ff32(p, k, scale * x_q.astype(np.float32), dz), int8)
+    for _ in range(30):
+        rows, n_in, n_out = int(rng.integers(1, 4)), int(rng.integers(1, 30)), int(rng.integers(1, 12))
+        x, w = _f32(rng.standard_normal(rows * n_in)), _f32(rng.standard_normal(n_out * n_in))
+        bias = _f32(rng.standard_normal(n_out))
+        want = T.fc_f32(rows, n_in, n_out, x, w, bias, -np.inf, np.inf)
+        assert_close(want, x.reshape(rows, n_in) @ w.reshape(n_out, n_in).T + bias)
+        got = _out(rows * n_out)
+        lib.tinyc_fc_f32(rows, n_in, n_out, _ptr(x), _ptr(w), _ptr(bias), -np.inf, np.inf, _ptr(got))
+        assert_close(got, want)
+        dz = random_grad(rng, rows * n_out)
+        dx, k = _out(rows * n_in), int(rng.integers(1, n_out + 1))
+        lib.tinyc_fc_grad_input_ff32(rows, n_in, n_out, _ptr(dz), _ptr(w), _ptr(dx))
+        assert_close(dx, T.fc_grad_input_ff32(rows, n_in, n_out, dz, w))
+        dw = _out(k * n_in)
+        lib.tinyc_fc_grad_weight_ff32(rows, n_in, n_out, k, _ptr(x), _ptr(dz), _ptr(dw))
+        assert_close(dw, T.fc_grad_weight_ff32(rows, n_in, n_out, k, x, dz))
+
+
+def test_float_graph_pools_clamps_loss_update(lib):
+    rng = np.random.default_rng(32)
+    for i in range(40):
+        kh, kw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        h, w = int(rng.integers(kh, 9)), int(rng.integers(kw, 9))
+        pt, pl = int(rng.integers(0, kh)), int(rng.integers(0, kw))
+        oh, ow = conv_out(h, kh, 1, 1, pt), conv_out(w, kw, 1, 1, pl)
+        c = int(rng.integers(1, 5))
+        p = PoolParams(in_h=h, in_w=w, channels=c, out_h=oh, out_w=ow, k_h=kh, k_w=kw, pad_t=pt, pad_l=pl,
+                       count_include_pad=i % 2)  # fmt: skip
+        x = _f32(rng.standard_normal((h, w, c)))
+        for fn in ("avg_pool_f32", "max_pool_f32"):
+            got = _out(oh * ow * c)
+            getattr(lib, "tinyc_" + fn)(ctypes.byref(p.to_ctypes()), _ptr(x), _ptr(got))
+            assert_close(got, getattr(T, fn)(p, x))
+        dy = random_grad(rng, (oh, ow, c))
+        dx = _out(h * w * c)
+        lib.tinyc_max_pool_grad_ff32(ctypes.byref(p.to_ctypes()), _ptr(dy), _ptr(x), _ptr(dx))
+        assert_close(dx, T.max_pool_grad_ff32(p, dy, x))
+    x = _f32(rng.standard_normal(24))
+    got = _out(8)
+    lib.tinyc_mean_f32(2, 3, 4, _ptr(x), _ptr(got))
+    assert_close(got, T.mean_f32(2, 3, 4, x)) and assert_close(got, x.reshape(2, 3, 4).mean(axis=1))
+    y = _out(24)
+    lib.tinyc_clamp_f32(24, 0.0, 0.5, _ptr(x), _ptr(y))
+    assert np.array_equal(y, T.clamp_f32(24, 0.0, 0.5, x))
+    dy, dx = random_grad(rng, 24), _out(24)
+    lib.tinyc_clamp_grad_ff32(24, _ptr(dy), _ptr(y), 0.0, 0.5, _ptr(dx))
+    assert np.array_equal(dx, T.clamp_grad_ff32(24, dy, y, 0.0, 0.5))
+    for label in (0, 3, 9):
+        z = _f32(rng.standard_normal(10) * 5)
+        loss, grad = np.zeros(1, np.float32), _out(10)
+        lib.tinyc_softmax_xent_ff32(10, _ptr(z), label, _ptr(loss), _ptr(grad))
+        want_loss, want_grad = T.softmax_xent_ff32(10, z, label)
+        assert abs(loss[0] - want_loss) <= 1e-5 * abs(want_loss) + 1e-6
+        assert_close(grad, want_grad)
+        zd = z.astype(np.float64)
+        assert abs(want_loss - (np.log(np.exp(zd - zd.max()).sum()) - (zd[label] - zd.max()))) < 1e-5
+    g, w0 = random_grad(rng, 17), _f32(rng.standard_normal(17))
+    w1 = w0.copy()
+    lib.tinyc_sgd_update_f32(17, 0.1, _ptr(g), _ptr(w1))
+    assert np.array_equal(w1, T.sgd_update_f32(17, 0.1, g, w0))

@@ -112,22 +112,28 @@ def _taps(p: ConvParams):
             yield ky, kx, oy[my], ox[mx], iy[my], ix[mx]
 
 
-def conv2d_grad_input_f32(p: ConvParams, dz, w_q, w_scale) -> np.ndarray:
-    """dx [1, in_h, in_w, in_c] of a (grouped / depthwise) Conv2D: the transposed
-    convolution of dz [out_h, out_w, out_c] with the real weights
-    w_scale[o] * w_q[o, ky, kx, c] ([out_c, k_h, k_w, in_c / groups]).
-    ``p.groups`` is the real group count (depthwise: groups == in_c)."""
+def _conv_grad_input(p: ConvParams, dz, w: np.ndarray) -> np.ndarray:
+    """The transposed convolution of dz with real weights w [out_c, k_h, k_w, in_c / groups]."""
     cg, og = _conv_geometry(p)
     g = p.groups
     dz = _f32(dz, p.out_h * p.out_w * p.out_c).reshape(p.out_h, p.out_w, g, og)
-    w = _i32(w_q, p.out_c * p.k_h * p.k_w * cg).reshape(p.out_c, p.k_h, p.k_w, cg)
-    w = (w.astype(np.float32) * _scales(w_scale, p.out_c, 1)[:, None, None, None]).reshape(g, og, p.k_h, p.k_w, cg)
+    w = w.reshape(g, og, p.k_h, p.k_w, cg)
     dx = np.zeros((p.in_h, p.in_w, g, cg), np.float32)
     for ky, kx, oy, ox, iy, ix in _taps(p):
         if oy.size and ox.size:
             part = np.einsum("hwgo,goc->hwgc", dz[np.ix_(oy, ox)], w[:, :, ky, kx, :])
             dx[np.ix_(iy, ix)] += part  # within one tap, distinct outputs read distinct cells
     return dx.reshape(1, p.in_h, p.in_w, p.in_c)
+
+
+def conv2d_grad_input_f32(p: ConvParams, dz, w_q, w_scale) -> np.ndarray:
+    """dx [1, in_h, in_w, in_c] of a (grouped / depthwise) Conv2D: the transposed
+    convolution of dz [out_h, out_w, out_c] with the real weights
+    w_scale[o] * w_q[o, ky, kx, c] ([out_c, k_h, k_w, in_c / groups]).
+    ``p.groups`` is the real group count (depthwise: groups == in_c)."""
+    cg, _ = _conv_geometry(p)
+    w = _i32(w_q, p.out_c * p.k_h * p.k_w * cg).reshape(p.out_c, p.k_h, p.k_w, cg)
+    return _conv_grad_input(p, dz, w.astype(np.float32) * _scales(w_scale, p.out_c, 1)[:, None, None, None])
 
 
 def conv2d_grad_weight_f32(p: ConvParams, k: int, x_q, x_scale: float, x_zero: int, dz) -> np.ndarray:
@@ -344,13 +350,155 @@ def fc_train_weight_s8(rows: int, n_in: int, n_out: int, k: int, x_q, x_scale: f
     return sgd_update_s8(k, n_in, lr, dw, w_scale, 1, w_q, residue, rng)
 
 
+# ---------------------------------------------------------- the float graph
+def _conv_windows_f32(p: ConvParams, x) -> np.ndarray:
+    """x [in_h, in_w, in_c] -> windows [out_h, out_w, k_h, k_w, in_c] (0 in the padding)."""
+    x = _f32(x, p.in_h * p.in_w * p.in_c).reshape(p.in_h, p.in_w, p.in_c)
+    win = np.zeros((p.out_h, p.out_w, p.k_h, p.k_w, p.in_c), np.float32)
+    for ky, kx, oy, ox, iy, ix in _taps(p):
+        if oy.size and ox.size:
+            win[oy[:, None], ox[None, :], ky, kx] = x[np.ix_(iy, ix)]
+    return win
+
+
+def conv2d_f32(p: ConvParams, x, w, bias, lo: float, hi: float) -> np.ndarray:
+    """y [1, out_h, out_w, out_c] = clamp(bias + sum over taps and the group's
+    channels of x * w, lo, hi); w [out_c, k_h, k_w, in_c / groups]."""
+    cg, og = _conv_geometry(p)
+    win = _conv_windows_f32(p, x)
+    w = _f32(w, p.out_c * p.k_h * p.k_w * cg).reshape(p.out_c, p.k_h, p.k_w, cg)
+    y = np.empty((p.out_h, p.out_w, p.out_c), np.float32)
+    for g in range(p.groups):
+        y[..., g * og:(g + 1) * og] = np.einsum("hwabc,oabc->hwo", win[..., g * cg:(g + 1) * cg], w[g * og:(g + 1) * og])
+    if bias is not None:
+        y += _f32(bias, p.out_c)
+    return np.clip(y, F32(lo), F32(hi)).reshape(1, p.out_h, p.out_w, p.out_c)
+
+
+def fc_f32(rows: int, n_in: int, n_out: int, x, w, bias, lo: float, hi: float) -> np.ndarray:
+    y = _f32(x, rows * n_in).reshape(rows, n_in) @ _f32(w, n_out * n_in).reshape(n_out, n_in).T
+    if bias is not None:
+        y = y + _f32(bias, n_out)
+    return np.clip(y, F32(lo), F32(hi)).astype(np.float32)
+
+
+def clamp_f32(n: int, lo: float, hi: float, x) -> np.ndarray:
+    return np.clip(_f32(x, n), F32(lo), F32(hi))
+
+
+def _pool_windows_f32(p: PoolParams, x):
+    """Per output cell: (oy, ox, y0, y1, x0, x1, its in-bounds window [cells, channels])."""
+    c = p.channels
+    x = _f32(x, p.in_h * p.in_w * c).reshape(p.in_h, p.in_w, c)
+    for oy in range(p.out_h):
+        y0 = oy * p.stride_h - p.pad_t
+        y1, y0 = min(y0 + p.k_h, p.in_h), max(y0, 0)
+        for ox in range(p.out_w):
+            x0 = ox * p.stride_w - p.pad_l
+            x1, x0 = min(x0 + p.k_w, p.in_w), max(x0, 0)
+            yield oy, ox, y0, y1, x0, x1, x[y0:y1, x0:x1].reshape(-1, c)
+
+
+def avg_pool_f32(p: PoolParams, x) -> np.ndarray:
+    y = np.zeros((p.out_h, p.out_w, p.channels), np.float32)
+    for oy, ox, y0, y1, x0, x1, win in _pool_windows_f32(p, x):
+        count = p.k_h * p.k_w if p.count_include_pad else (y1 - y0) * (x1 - x0)
+        if win.size and count > 0:
+            y[oy, ox] = win.sum(axis=0, dtype=np.float32) / F32(count)
+    return y.reshape(1, p.out_h, p.out_w, p.channels)
+
+
+def max_pool_f32(p: PoolParams, x) -> np.ndarray:
+    y = np.zeros((p.out_h, p.out_w, p.channels), np.float32)
+    for oy, ox, _, _, _, _, win in _pool_windows_f32(p, x):
+        if win.size:
+            y[oy, ox] = win.max(axis=0)
+    return y.reshape(1, p.out_h, p.out_w, p.channels)
+
+
+def mean_f32(outer: int, reduce: int, inner: int, x) -> np.ndarray:
+    return (_f32(x, outer * reduce * inner).reshape(outer, reduce, inner).sum(axis=1, dtype=np.float32)
+            / F32(reduce)).astype(np.float32)
+
+
+def clamp_grad_ff32(n: int, dy, y, lo: float, hi: float) -> np.ndarray:
+    y = _f32(y, n)
+    return np.where((y > F32(lo)) & (y < F32(hi)), _f32(dy, n), F32(0)).astype(np.float32)
+
+
+def conv2d_grad_input_ff32(p: ConvParams, dz, w) -> np.ndarray:
+    """conv2d_grad_input_f32 with float weights."""
+    cg, _ = _conv_geometry(p)
+    return _conv_grad_input(p, dz, _f32(w, p.out_c * p.k_h * p.k_w * cg).reshape(p.out_c, p.k_h, p.k_w, cg))
+
+
+def conv2d_grad_weight_ff32(p: ConvParams, k: int, x, dz) -> np.ndarray:
+    cg, og = _conv_geometry(p)
+    win = _conv_windows_f32(p, x)
+    dz = _f32(dz, p.out_h * p.out_w * p.out_c).reshape(p.out_h, p.out_w, p.out_c)
+    dw = np.empty((k, p.k_h, p.k_w, cg), np.float32)
+    for o in range(k):
+        g = o // og
+        dw[o] = np.einsum("hw,hwabc->abc", dz[..., o], win[..., g * cg:(g + 1) * cg])
+    return dw
+
+
+def fc_grad_input_ff32(rows: int, n_in: int, n_out: int, dz, w) -> np.ndarray:
+    return (_f32(dz, rows * n_out).reshape(rows, n_out) @ _f32(w, n_out * n_in).reshape(n_out, n_in)).astype(
+        np.float32)
+
+
+def fc_grad_weight_ff32(rows: int, n_in: int, n_out: int, k: int, x, dz) -> np.ndarray:
+    dz = _f32(dz, rows * n_out).reshape(rows, n_out)[:, :k]
+    return (dz.T @ _f32(x, rows * n_in).reshape(rows, n_in)).astype(np.float32)
+
+
+def max_pool_grad_ff32(p: PoolParams, dy, x) -> np.ndarray:
+    c = p.channels
+    dy = _f32(dy, p.out_h * p.out_w * c).reshape(p.out_h, p.out_w, c)
+    dx = np.zeros((p.in_h, p.in_w, c), np.float32)
+    for oy, ox, y0, _, x0, x1, win in _pool_windows_f32(p, x):
+        if win.size:
+            first = win.argmax(axis=0)
+            np.add.at(dx, (y0 + first // (x1 - x0), x0 + first % (x1 - x0), np.arange(c)), dy[oy, ox])
+    return dx.reshape(1, p.in_h, p.in_w, c)
+
+
+def softmax_xent_ff32(n: int, logits, label: int) -> tuple[np.float32, np.ndarray]:
+    z = _f32(logits, n)
+    s = (z - z.max()).astype(np.float32)
+    e = np.exp(s)
+    total = F32(0)
+    for v in e:
+        total = F32(total + v)
+    grad = (e / total).astype(np.float32)
+    s_label = F32(0)
+    if 0 <= label < n:
+        grad[label] -= F32(1)
+        s_label = s[label]
+    return F32(np.log(total) - s_label), grad
+
+
+def sgd_update_f32(n: int, lr: float, g, w) -> np.ndarray:
+    """w - lr * g (float32); returns the new w."""
+    return (_f32(w, n) - F32(lr) * _f32(g, n)).astype(np.float32)
+
+
+FLOAT_KERNELS = ("conv2d_f32", "fc_f32", "clamp_f32", "avg_pool_f32", "max_pool_f32", "mean_f32",
+                 "clamp_grad_ff32", "conv2d_grad_input_ff32", "conv2d_grad_weight_ff32", "fc_grad_input_ff32",
+                 "fc_grad_weight_ff32", "max_pool_grad_ff32", "softmax_xent_ff32", "sgd_update_f32")
+
+
 # Kernels that update persistent state in place (C: the trailing pointer
 # arguments; numpy: passed last, returned new) instead of writing outputs.
-UPDATE_KERNELS = ("sgd_update_s8", "sgd_update_s32", "conv2d_train_weight_s8", "fc_train_weight_s8")
+UPDATE_KERNELS = ("sgd_update_s8", "sgd_update_s32", "conv2d_train_weight_s8", "fc_train_weight_s8",
+                  "sgd_update_f32")
 
 # name -> numpy spec (the C function is "tinyc_" + name)
 TRAIN_KERNELS = {f.__name__: f for f in (
     clamp_grad_f32, add_f32, slice_f32, conv2d_grad_input_f32, conv2d_grad_weight_f32, bias_grad_f32, fc_grad_input_f32,
     fc_grad_weight_f32, avg_pool_grad_f32, max_pool_grad_f32, mean_grad_f32, softmax_xent_f32, sgd_update_s8, sgd_update_s32,
-    conv2d_train_weight_s8, fc_train_weight_s8,
+    conv2d_train_weight_s8, fc_train_weight_s8, conv2d_f32, fc_f32, clamp_f32, avg_pool_f32, max_pool_f32, mean_f32,
+    clamp_grad_ff32, conv2d_grad_input_ff32, conv2d_grad_weight_ff32, fc_grad_input_ff32, fc_grad_weight_ff32,
+    max_pool_grad_ff32, softmax_xent_ff32, sgd_update_f32,
 )}  # fmt: skip

@@ -576,3 +576,296 @@ void tinyc_fc_train_weight_s8(int32_t rows, int32_t in, int32_t out, int32_t k, 
                             rng);
     }
 }
+
+/* ==== the float graph (tinyc train --precision float --engine c) ============= */
+
+static float clampf(float v, float lo, float hi)
+{
+    return v < lo ? lo : (v > hi ? hi : v);
+}
+
+/* ---- forward -------------------------------------------------------------- */
+
+void tinyc_conv2d_f32(const tinyc_conv_params *p, const float *x, const float *w, const float *bias, float lo,
+                      float hi, float *y)
+{
+    const int32_t cg = p->in_c / p->groups, og = p->out_c / p->groups;
+    int32_t oy, ox, o, ky, kx, c;
+    for (oy = 0; oy < p->out_h; ++oy) {
+        for (ox = 0; ox < p->out_w; ++ox) {
+            for (o = 0; o < p->out_c; ++o) {
+                const int32_t c0 = (o / og) * cg;
+                float acc = bias ? bias[o] : 0.0f;
+                for (ky = 0; ky < p->k_h; ++ky) {
+                    const int32_t iy = oy * p->stride_h - p->pad_t + ky * p->dil_h;
+                    if (iy < 0 || iy >= p->in_h) {
+                        continue;
+                    }
+                    for (kx = 0; kx < p->k_w; ++kx) {
+                        const int32_t ix = ox * p->stride_w - p->pad_l + kx * p->dil_w;
+                        const float *xp, *wp;
+                        if (ix < 0 || ix >= p->in_w) {
+                            continue;
+                        }
+                        xp = x + (iy * p->in_w + ix) * p->in_c + c0;
+                        wp = w + ((o * p->k_h + ky) * p->k_w + kx) * cg;
+                        for (c = 0; c < cg; ++c) {
+                            acc += xp[c] * wp[c];
+                        }
+                    }
+                }
+                y[(oy * p->out_w + ox) * p->out_c + o] = clampf(acc, lo, hi);
+            }
+        }
+    }
+}
+
+void tinyc_fc_f32(int32_t rows, int32_t in, int32_t out, const float *x, const float *w, const float *bias,
+                  float lo, float hi, float *y)
+{
+    int32_t r, o, i;
+    for (r = 0; r < rows; ++r) {
+        for (o = 0; o < out; ++o) {
+            float acc = bias ? bias[o] : 0.0f;
+            for (i = 0; i < in; ++i) {
+                acc += x[r * in + i] * w[o * in + i];
+            }
+            y[r * out + o] = clampf(acc, lo, hi);
+        }
+    }
+}
+
+void tinyc_clamp_f32(int32_t n, float lo, float hi, const float *x, float *y)
+{
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        y[i] = clampf(x[i], lo, hi);
+    }
+}
+
+static void pool_f32(const tinyc_pool_params *p, const float *x, float *y, int is_max)
+{
+    const int32_t ch = p->channels;
+    int32_t oy, ox, c, yy, xx;
+    for (oy = 0; oy < p->out_h; ++oy) {
+        const int32_t ys = oy * p->stride_h - p->pad_t;
+        const int32_t y0 = ys < 0 ? 0 : ys, y1 = ys + p->k_h > p->in_h ? p->in_h : ys + p->k_h;
+        for (ox = 0; ox < p->out_w; ++ox) {
+            const int32_t xs = ox * p->stride_w - p->pad_l;
+            const int32_t x0 = xs < 0 ? 0 : xs, x1 = xs + p->k_w > p->in_w ? p->in_w : xs + p->k_w;
+            const int32_t count = p->count_include_pad ? p->k_h * p->k_w : (y1 - y0) * (x1 - x0);
+            for (c = 0; c < ch; ++c) {
+                float acc = 0.0f;
+                int first = 1;
+                for (yy = y0; yy < y1; ++yy) {
+                    for (xx = x0; xx < x1; ++xx) {
+                        const float v = x[(yy * p->in_w + xx) * ch + c];
+                        if (is_max) {
+                            acc = (first || v > acc) ? v : acc;
+                            first = 0;
+                        } else {
+                            acc += v;
+                        }
+                    }
+                }
+                y[(oy * p->out_w + ox) * ch + c] = is_max ? acc : (count > 0 ? acc / (float)count : 0.0f);
+            }
+        }
+    }
+}
+
+void tinyc_avg_pool_f32(const tinyc_pool_params *p, const float *x, float *y)
+{
+    pool_f32(p, x, y, 0);
+}
+
+void tinyc_max_pool_f32(const tinyc_pool_params *p, const float *x, float *y)
+{
+    pool_f32(p, x, y, 1);
+}
+
+void tinyc_mean_f32(int32_t outer, int32_t reduce, int32_t inner, const float *x, float *y)
+{
+    int32_t o, r, i;
+    for (o = 0; o < outer; ++o) {
+        for (i = 0; i < inner; ++i) {
+            float acc = 0.0f;
+            for (r = 0; r < reduce; ++r) {
+                acc += x[(o * reduce + r) * inner + i];
+            }
+            y[o * inner + i] = acc / (float)reduce;
+        }
+    }
+}
+
+/* ---- backward --------------------------------------------------------------- */
+
+void tinyc_clamp_grad_ff32(int32_t n, const float *dy, const float *y, float lo, float hi, float *dx)
+{
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        dx[i] = (y[i] > lo && y[i] < hi) ? dy[i] : 0.0f;
+    }
+}
+
+void tinyc_conv2d_grad_input_ff32(const tinyc_conv_params *p, const float *dz, const float *w, float *dx)
+{
+    const int32_t cg = p->in_c / p->groups, og = p->out_c / p->groups;
+    int32_t oy, ox, o, ky, kx, c;
+    zero_f32(dx, p->in_h * p->in_w * p->in_c);
+    for (oy = 0; oy < p->out_h; ++oy) {
+        for (ox = 0; ox < p->out_w; ++ox) {
+            for (o = 0; o < p->out_c; ++o) {
+                const float d = dz[(oy * p->out_w + ox) * p->out_c + o];
+                const int32_t c0 = (o / og) * cg;
+                if (d == 0.0f) {
+                    continue;
+                }
+                for (ky = 0; ky < p->k_h; ++ky) {
+                    const int32_t iy = oy * p->stride_h - p->pad_t + ky * p->dil_h;
+                    if (iy < 0 || iy >= p->in_h) {
+                        continue;
+                    }
+                    for (kx = 0; kx < p->k_w; ++kx) {
+                        const int32_t ix = ox * p->stride_w - p->pad_l + kx * p->dil_w;
+                        float *dxp;
+                        const float *wp;
+                        if (ix < 0 || ix >= p->in_w) {
+                            continue;
+                        }
+                        dxp = dx + (iy * p->in_w + ix) * p->in_c + c0;
+                        wp = w + ((o * p->k_h + ky) * p->k_w + kx) * cg;
+                        for (c = 0; c < cg; ++c) {
+                            dxp[c] += d * wp[c];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+void tinyc_conv2d_grad_weight_ff32(const tinyc_conv_params *p, int32_t k, const float *x, const float *dz,
+                                   float *dw)
+{
+    const int32_t cg = p->in_c / p->groups, og = p->out_c / p->groups;
+    int32_t oy, ox, o, ky, kx, c;
+    zero_f32(dw, k * p->k_h * p->k_w * cg);
+    for (oy = 0; oy < p->out_h; ++oy) {
+        for (ox = 0; ox < p->out_w; ++ox) {
+            for (o = 0; o < k; ++o) {
+                const float d = dz[(oy * p->out_w + ox) * p->out_c + o];
+                const int32_t c0 = (o / og) * cg;
+                if (d == 0.0f) {
+                    continue;
+                }
+                for (ky = 0; ky < p->k_h; ++ky) {
+                    const int32_t iy = oy * p->stride_h - p->pad_t + ky * p->dil_h;
+                    if (iy < 0 || iy >= p->in_h) {
+                        continue;
+                    }
+                    for (kx = 0; kx < p->k_w; ++kx) {
+                        const int32_t ix = ox * p->stride_w - p->pad_l + kx * p->dil_w;
+                        const float *xp;
+                        float *dwp;
+                        if (ix < 0 || ix >= p->in_w) {
+                            continue;
+                        }
+                        xp = x + (iy * p->in_w + ix) * p->in_c + c0;
+                        dwp = dw + ((o * p->k_h + ky) * p->k_w + kx) * cg;
+                        for (c = 0; c < cg; ++c) {
+                            dwp[c] += d * xp[c];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+void tinyc_fc_grad_input_ff32(int32_t rows, int32_t in, int32_t out, const float *dz, const float *w, float *dx)
+{
+    int32_t r, o, i;
+    zero_f32(dx, rows * in);
+    for (r = 0; r < rows; ++r) {
+        for (o = 0; o < out; ++o) {
+            const float d = dz[r * out + o];
+            for (i = 0; i < in; ++i) {
+                dx[r * in + i] += d * w[o * in + i];
+            }
+        }
+    }
+}
+
+void tinyc_fc_grad_weight_ff32(int32_t rows, int32_t in, int32_t out, int32_t k, const float *x, const float *dz,
+                               float *dw)
+{
+    int32_t r, o, i;
+    zero_f32(dw, k * in);
+    for (r = 0; r < rows; ++r) {
+        for (o = 0; o < k; ++o) {
+            const float d = dz[r * out + o];
+            for (i = 0; i < in; ++i) {
+                dw[o * in + i] += d * x[r * in + i];
+            }
+        }
+    }
+}
+
+void tinyc_max_pool_grad_ff32(const tinyc_pool_params *p, const float *dy, const float *x, float *dx)
+{
+    const int32_t ch = p->channels;
+    int32_t oy, ox, c, yy, xx;
+    zero_f32(dx, p->in_h * p->in_w * ch);
+    for (oy = 0; oy < p->out_h; ++oy) {
+        const int32_t ys = oy * p->stride_h - p->pad_t;
+        const int32_t y0 = ys < 0 ? 0 : ys, y1 = ys + p->k_h > p->in_h ? p->in_h : ys + p->k_h;
+        for (ox = 0; ox < p->out_w; ++ox) {
+            const int32_t xs = ox * p->stride_w - p->pad_l;
+            const int32_t x0 = xs < 0 ? 0 : xs, x1 = xs + p->k_w > p->in_w ? p->in_w : xs + p->k_w;
+            for (c = 0; c < ch; ++c) {
+                int32_t best = -1;
+                for (yy = y0; yy < y1; ++yy) {
+                    for (xx = x0; xx < x1; ++xx) {
+                        const int32_t i = (yy * p->in_w + xx) * ch + c;
+                        if (best < 0 || x[i] > x[best]) {
+                            best = i;
+                        }
+                    }
+                }
+                if (best >= 0) {
+                    dx[best] += dy[(oy * p->out_w + ox) * ch + c];
+                }
+            }
+        }
+    }
+}
+
+void tinyc_softmax_xent_ff32(int32_t n, const float *logits, int32_t label, float *loss, float *dlogits)
+{
+    int32_t i;
+    float zmax = logits[0], sum = 0.0f, s_label = 0.0f;
+    for (i = 1; i < n; ++i) {
+        zmax = logits[i] > zmax ? logits[i] : zmax;
+    }
+    for (i = 0; i < n; ++i) {
+        dlogits[i] = tinyc_expf(logits[i] - zmax);
+        sum += dlogits[i];
+    }
+    for (i = 0; i < n; ++i) {
+        dlogits[i] /= sum;
+    }
+    if (label >= 0 && label < n) {
+        dlogits[label] -= 1.0f;
+        s_label = logits[label] - zmax;
+    }
+    *loss = tinyc_logf(sum) - s_label;
+}
+
+void tinyc_sgd_update_f32(int32_t n, float lr, const float *g, float *w)
+{
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        w[i] -= lr * g[i];
+    }
+}

@@ -228,6 +228,43 @@ void tinyc_fc_train_weight_s8(int32_t rows, int32_t in, int32_t out, int32_t k, 
                               int32_t x_zero, const float *dz, float lr, const float *w_scale, float *dw,
                               int8_t *w_q, int8_t *residue, uint32_t *rng);
 
+/* ---- the float graph ----------------------------------------------------------
+ *
+ * tinyc train --precision float --engine c: the float model's forward and
+ * backward, float32 activations, weights and gradients, the same layouts and
+ * parameter records as above (only the geometry fields are read).  These
+ * check the gradient rules against PyTorch through C; the device trains the
+ * int8 graph with the kernels above.
+ *
+ * Forward: y = clamp(x (*) w + bias, lo, hi) (bias may be NULL; lo / hi may be
+ * -inf / +inf), the sums in the order of the loops (taps, then channels). */
+void tinyc_conv2d_f32(const tinyc_conv_params *p, const float *x, const float *w, const float *bias, float lo,
+                      float hi, float *y);
+void tinyc_fc_f32(int32_t rows, int32_t in, int32_t out, const float *x, const float *w, const float *bias,
+                  float lo, float hi, float *y);
+/* y = clamp(x, lo, hi); y may be x. */
+void tinyc_clamp_f32(int32_t n, float lo, float hi, const float *x, float *y);
+/* Average (divisor as tinyc_avg_pool_s8: in-bounds cells, or k_h * k_w with
+ * count_include_pad) and max pool (in-bounds cells) of x [in_h][in_w][channels]. */
+void tinyc_avg_pool_f32(const tinyc_pool_params *p, const float *x, float *y);
+void tinyc_max_pool_f32(const tinyc_pool_params *p, const float *x, float *y);
+/* Mean over the middle axis of [outer][reduce][inner]. */
+void tinyc_mean_f32(int32_t outer, int32_t reduce, int32_t inner, const float *x, float *y);
+
+/* Backward with float activations and weights: as the kernels above with
+ * real values read directly (clamp bounds lo / hi real, -inf / +inf for none). */
+void tinyc_clamp_grad_ff32(int32_t n, const float *dy, const float *y, float lo, float hi, float *dx);
+void tinyc_conv2d_grad_input_ff32(const tinyc_conv_params *p, const float *dz, const float *w, float *dx);
+void tinyc_conv2d_grad_weight_ff32(const tinyc_conv_params *p, int32_t k, const float *x, const float *dz,
+                                   float *dw);
+void tinyc_fc_grad_input_ff32(int32_t rows, int32_t in, int32_t out, const float *dz, const float *w, float *dx);
+void tinyc_fc_grad_weight_ff32(int32_t rows, int32_t in, int32_t out, int32_t k, const float *x, const float *dz,
+                               float *dw);
+void tinyc_max_pool_grad_ff32(const tinyc_pool_params *p, const float *dy, const float *x, float *dx);
+void tinyc_softmax_xent_ff32(int32_t n, const float *logits, int32_t label, float *loss, float *dlogits);
+/* w[i] -= lr * g[i] for i < n. */
+void tinyc_sgd_update_f32(int32_t n, float lr, const float *g, float *w);
+
 #ifdef __cplusplus
 }
 #endif
