@@ -237,7 +237,8 @@ def mean_grad_f32(outer: int, reduce: int, inner: int, dy) -> np.ndarray:
 def softmax_xent_f32(n: int, logits_q, scale: float, zero: int, label: int) -> tuple[np.float32, np.ndarray]:
     """(loss, dlogits) of the softmax cross-entropy of z = scale * (q - zero):
     s = scale * (q - max q), loss = log(sum exp s) - s[label],
-    dlogits = exp(s) / sum - onehot(label). A label outside [0, n) adds neither
+    dlogits = exp(s) / sum - onehot(label), 0 where it would push a logit
+    saturated at 127 / -128 further out. A label outside [0, n) adds neither
     the one-hot nor the -s[label] term."""
     q = _i32(logits_q, n)
     s = F32(scale) * (q - q.max()).astype(np.float32)
@@ -250,6 +251,7 @@ def softmax_xent_f32(n: int, logits_q, scale: float, zero: int, label: int) -> t
     if 0 <= label < n:
         grad[label] -= F32(1)
         s_label = s[label]
+    grad[((q == 127) & (grad < 0)) | ((q == -128) & (grad > 0))] = F32(0)  # not further into saturation
     return F32(np.log(total) - s_label), grad
 
 

@@ -489,6 +489,11 @@ void tinyc_softmax_xent_f32(int32_t n, const int8_t *logits_q, float scale, int3
     if (label >= 0 && label < n) {
         dlogits[label] -= 1.0f;
     }
+    for (i = 0; i < n; ++i) { /* no push further into int8 saturation */
+        if ((logits_q[i] == 127 && dlogits[i] < 0.0f) || (logits_q[i] == -128 && dlogits[i] > 0.0f)) {
+            dlogits[i] = 0.0f;
+        }
+    }
     *loss = tinyc_logf(sum) - s_label;
 }
 

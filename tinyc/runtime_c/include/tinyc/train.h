@@ -160,6 +160,11 @@ void tinyc_mean_grad_f32(int32_t outer, int32_t reduce, int32_t inner, const flo
  *   e_i = expf(s_i), sum = sum of e_i
  *   *loss = logf(sum) - s_label
  *   dlogits_i = e_i / sum - (i == label)
+ * except that a logit saturated in int8 gets no gradient pushing it further
+ * out (dlogits_i = 0 where q_i == 127 and dlogits_i < 0, or q_i == -128 and
+ * dlogits_i > 0): the int8 output cannot move there, and following that
+ * gradient only grows the weights until every logit saturates (fine-tuning a
+ * head with a large learning rate collapsed to one class without this).
  * dlogits [n] float. */
 void tinyc_softmax_xent_f32(int32_t n, const int8_t *logits_q, float scale, int32_t zero, int32_t label,
                             float *loss, float *dlogits);
