@@ -61,7 +61,7 @@ def _one(shared: Path, model: str, update: str, lr: float, epochs: int, seed: in
     data = tr.read_dataset(graph, shared / "training" / data_name, "train", pixels, classes)
     test = tr.read_dataset(graph, shared / "training" / data_name, "test", pixels, classes)
     updates = tr.updates_for(path, update)
-    _, summary = tr.train_int8(copy.deepcopy(graph), path, updates, data, test, name="m", epochs=epochs, lr=lr,
+    _, summary = tr.train_model(copy.deepcopy(graph), path, updates, data, test, name="m", epochs=epochs, lr=lr,
                                seed=seed, engine="c", rounding="residue")
     return summary
 

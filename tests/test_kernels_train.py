@@ -87,6 +87,7 @@ SIGNATURES = {
     "tinyc_avg_pool_f32": [P, P, P],
     "tinyc_max_pool_f32": [P, P, P],
     "tinyc_mean_f32": [I32, I32, I32, P, P],
+    "tinyc_concat2_f32": [I32, I32, I32, P, P, P],
     "tinyc_clamp_grad_ff32": [I32, P, P, F, F, P],
     "tinyc_conv2d_grad_input_ff32": [P, P, P, P],
     "tinyc_conv2d_grad_weight_ff32": [P, I32, P, P, P],
@@ -1168,6 +1169,11 @@ def test_float_graph_pools_clamps_loss_update(lib):
     got = _out(8)
     lib.tinyc_mean_f32(2, 3, 4, _ptr(x), _ptr(got))
     assert_close(got, T.mean_f32(2, 3, 4, x)) and assert_close(got, x.reshape(2, 3, 4).mean(axis=1))
+    got = _out(24 + 12)
+    b = _f32(rng.standard_normal(12))
+    lib.tinyc_concat2_f32(4, 6, 3, _ptr(x), _ptr(b), _ptr(got))
+    assert np.array_equal(got.reshape(4, 9), T.concat2_f32(4, 6, 3, x, b))
+    assert np.array_equal(got.reshape(4, 9), np.concatenate([x.reshape(4, 6), b.reshape(4, 3)], axis=1))
     y = _out(24)
     lib.tinyc_clamp_f32(24, 0.0, 0.5, _ptr(x), _ptr(y))
     assert np.array_equal(y, T.clamp_f32(24, 0.0, 0.5, x))

@@ -18,7 +18,9 @@ from tinyc import api
 from tinyc.errors import TinycError
 from tinyc.kernels.train import sgd_update_s8, sgd_update_s32
 from tinyc.passes.memory import validate_plan
+from tinyc.train.autodiff import to_onnx_layout
 from tinyc.train.engine import CTrainer, RefTrainer, build_training
+from tinyc.train.reference import FloatTrainer
 from tinyc.train.run import Dataset, dump_gradients, to_program_input
 from tinyc.train.spec import model_layers, parse_update
 
@@ -92,6 +94,18 @@ def test_random_nets_c_gradients_and_updates_equal_the_specs(tmp_path, seed):
     assert np.allclose(c_dump["loss"], ref_dump["loss"], rtol=1e-5, atol=1e-6)
     for key in c_dump:
         assert _close(c_dump[key], ref_dump[key]), key
+    # the float graph: C and numpy specs agree, and equal the float reference's gradient rules
+    float_graph = api.load(path)
+    c_float = dump_gradients(copy.deepcopy(float_graph), updates, "net", "residue", data, "c", "float")
+    ref_float = dump_gradients(copy.deepcopy(float_graph), updates, "net", "residue", data, "ref", "float")
+    trainer = FloatTrainer(copy.deepcopy(float_graph), updates)
+    for s, (xs, ys) in enumerate(zip(x, labels)):
+        r = trainer.gradients(xs.transpose(1, 2, 0)[None], int(ys))
+        assert abs(c_float["loss"][s] - r.loss) <= 1e-5 * max(1.0, abs(r.loss))
+        for p in trainer.params:
+            key = "grad/" + (p.update.layer.weight if p.kind == "weight" else p.update.layer.bias)
+            rule = to_onnx_layout(p, r.grads[p.tensor])
+            assert _close(c_float[key][s], rule) and _close(ref_float[key][s], rule), key
 
     # one step in C: the updates are the specs applied to the C's gradients
     grads = {}
@@ -325,16 +339,19 @@ def test_bad_training_input_is_one_line_and_writes_nothing(tmp_path, example_dat
 
 
 @needs_shared
+@pytest.mark.parametrize("engine", ["c", "ref"])
 @pytest.mark.parametrize("name, model", [("mlperf_ic_resnet8", "ic_resnet8_float_nchw.onnx"),
                                          ("mlperf_vww_mbv1", "vww_mbv1_float_nchw.onnx")])
-def test_dump_grads_float_matches_pytorch(tmp_path, name, model):
+def test_dump_grads_float_matches_pytorch(tmp_path, name, model, engine):
     """tinyc train --precision float --update full --dump-grads on the goldens' four
-    samples: every parameter's gradient within 1e-4 of its tensor's largest, the
-    loss within 1e-5 relative, keyed by the ONNX initializers."""
+    samples, through the generated C and through the numpy specs: every
+    parameter's gradient within 1e-4 of its tensor's largest, the loss within
+    1e-5 relative, keyed by the ONNX initializers."""
     gold = np.load(TRAINING / f"grads_{name}.npz")
     np.savez(tmp_path / "d.npz", train_x=gold["inputs"], train_y=gold["labels"])
     r = _tinyc("train", SHARED_MODELS / "mlperf_tiny" / model, "--data", tmp_path / "d.npz", "--update", "full",
-               "--lr", "1e-6", "--precision", "float", "-o", tmp_path / "out", "--dump-grads", tmp_path / "g.npz")
+               "--lr", "1e-6", "--precision", "float", "--engine", engine, "-o", tmp_path / "out",
+               "--dump-grads", tmp_path / "g.npz")
     assert r.returncode == 0, r.stderr
     got = np.load(tmp_path / "g.npz")
     keys = sorted(k for k in gold.files if k.startswith("grad/"))

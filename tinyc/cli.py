@@ -291,9 +291,8 @@ def build(model, board, sample_path, out_dir, name, as_json, calib_path, calib_m
 @click.option("--lr", required=True, help="Learning rate of plain SGD (batch 1).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1),
               help="Seeds the sample order of each epoch and the stochastic rounding.")
-@click.option("--engine", type=click.Choice(["c", "ref"]), default=None,
-              help="c: the generated C, compiled for the host (default for int8); ref: the numpy specs of "
-                   "the same kernels (default and only engine for --precision float).")
+@click.option("--engine", type=click.Choice(["c", "ref"]), default="c", show_default=True,
+              help="c: the generated C, compiled for the host; ref: the numpy specs of the same kernels.")
 @click.option("--precision", type=click.Choice(["int8", "float"]), default="int8", show_default=True,
               help="int8: train the deployed int8 graph; float: the float graph (float forward and backward).")
 @click.option("--rounding", type=click.Choice(["residue", "stochastic", "nearest"]), default="residue",
@@ -317,9 +316,6 @@ def train(model, data_path, eval_path, update_spec, epochs, lr, seed, engine, pr
     from .train import run as tr
 
     lr_value = tr.parse_lr(lr)
-    engine = engine or ("c" if precision == "int8" else "ref")
-    if precision == "float" and engine == "c":
-        raise TinycError("--precision float runs on --engine ref; the generated C trains the int8 graph")
     if precision == "float" and calib_path is not None:
         raise TinycError("--calib quantizes the model; --precision float trains the float model as it is")
     if name is not None:
@@ -341,6 +337,9 @@ def train(model, data_path, eval_path, update_spec, epochs, lr, seed, engine, pr
     eval_data = tr.read_dataset(graph, eval_path, "test", pixels, classes) if eval_path else None
     if precision == "int8" and calib_path is not None:
         api.quantize_with_calibration(graph, calib_path, calib_method, pixels)
+    if precision == "int8" and not api.is_quantized(graph):
+        raise TinycError(f"{model}: is a float model; give --calib DATA to quantize it to int8 first, "
+                         "or train it with --precision float")
     from .codegen.c import default_name
 
     name = name or default_name(model)
@@ -352,25 +351,15 @@ def train(model, data_path, eval_path, update_spec, epochs, lr, seed, engine, pr
             click.echo(f"epoch {entry['epoch']}/{epochs}: mean loss {entry['loss']:.4f}{acc}", err=True)
 
     dumped = None
-    if precision == "float":
-        summary, onnx_blob, files = tr.train_float(graph, model, updates, data, eval_data, name=name, epochs=epochs,
-                                                   lr=lr_value, seed=seed, log=log)
-        if dump_path is not None:
-            dumped = tr.float_gradients(api.load(model, _parse_input_shapes(input_shape)), updates,
-                                        tr.Dataset(data.x[:4], data.y[:4]))
-    else:
-        if not api.is_quantized(graph):
-            raise TinycError(f"{model}: is a float model; give --calib DATA to quantize it to int8 first, "
-                             "or train it with --precision float")
-        if dump_path is not None:
-            dumped = tr.dump_gradients(graph, updates, name, rounding, tr.Dataset(data.x[:4], data.y[:4]), engine)
-        with click.progressbar(length=epochs * len(data.y), label="training", file=sys.stderr,
-                               hidden=quiet) as bar:
-            b, summary = tr.train_int8(graph, model, updates, data, eval_data, name=name, epochs=epochs,
-                                       lr=lr_value, seed=seed, engine=engine, rounding=rounding, progress=bar.update,
-                                       log=log)
-        onnx_blob = tr.onnx_bytes(model, b.tp)
-        files = tr.project_files(b, summary)
+    if dump_path is not None:
+        dumped = tr.dump_gradients(graph, updates, name, rounding, tr.Dataset(data.x[:4], data.y[:4]), engine,
+                                   precision)
+    with click.progressbar(length=epochs * len(data.y), label="training", file=sys.stderr, hidden=quiet) as bar:
+        b, summary = tr.train_model(graph, model, updates, data, eval_data, name=name, epochs=epochs, lr=lr_value,
+                                    seed=seed, engine=engine, rounding=rounding, precision=precision,
+                                    progress=bar.update, log=log)
+    onnx_blob = tr.onnx_bytes(model, b.tp)
+    files = tr.project_files(b, summary)
     files[f"{name}.onnx"] = onnx_blob
     tr.write_files(out_dir, files, products=(f"{name}_host", f"{name}_train"))
     if dump_path is not None:

@@ -170,7 +170,7 @@ def _env() -> jinja2.Environment:
 
 def host_main(name: str) -> str:
     """The host test program (main.c of a host project) for a model named ``name``."""
-    return _env().get_template("main_host.c.j2").render(name=name, NAME=name.upper())
+    return _env().get_template("main_host.c.j2").render(name=name, NAME=name.upper(), io_type="int8_t")
 
 
 def _c_float(v) -> str:
@@ -310,14 +310,18 @@ def generate(program: Program, plan: MemoryPlan, name: str, source: str = "model
     poison_at = _poison_after(plan, len(program.calls) + 1) if poison else {}
     calls = render_calls(program, plan, poison_at)
 
+    # I/O: int8 (with its scale and zero point), or float32 (a float training build)
+    io_type = _C_TYPES[np.dtype(graph.tensors[program.inputs[0]].dtype)]
+
     def io_info(names):
         out, offset = [], 0
         for n in names:
             t = graph.tensors[n]
             out.append({
                 "label": n, "shape": list(t.shape), "size": t.size, "offset": offset, "arena_offset": plan.offsets[n],
-                "layout": layout_note(graph, n, n in program.inputs),
-                "scale": repr(float(np.float32(t.quant.scale))), "zero_point": int(t.quant.zero_point),
+                "bytes": t.nbytes, "layout": layout_note(graph, n, n in program.inputs),
+                "scale": repr(float(np.float32(t.quant.scale))) if t.quant is not None else None,
+                "zero_point": int(t.quant.zero_point) if t.quant is not None else None,
             })
             offset += t.size
         return out
@@ -341,12 +345,13 @@ def generate(program: Program, plan: MemoryPlan, name: str, source: str = "model
         arena_size = max(arena_size, train_plan.arena_size)
         train_ctx = {
             "calls": step_calls, "arena_size": train_plan.arena_size, "input_offset": train_plan.offsets[x],
-            "input_size": graph.tensors[x].size, "loss_offset": train_plan.offsets[LOSS],
+            "input_size": graph.tensors[x].size, "input_bytes": graph.tensors[x].nbytes,
+            "loss_offset": train_plan.offsets[LOSS],
             "classes": graph.tensors[train.logits].size, "state": state, "state_bytes": offset + 4,
             "rounding": train.rounding, "trainable_bytes": train.trainable_bytes(),
             "params": [{"label": p.tensor, "kind": p.param.kind, "channels": p.param.channels,
                         "layer": p.param.update.layer.describe()} for p in train.params],
-            "poison_start": _complement([(train_plan.offsets[x], graph.tensors[x].size)], arena_size) if poison else [],
+            "poison_start": _complement([(train_plan.offsets[x], graph.tensors[x].nbytes)], arena_size) if poison else [],
             "copy_in": [f"tinyc_fill_s8({size}, {POISON}, arena + {off});" for off, size in sorted(step_poison.get(0, []))],
         }
     ctx = {
@@ -357,8 +362,8 @@ def generate(program: Program, plan: MemoryPlan, name: str, source: str = "model
         "inputs": inputs, "outputs": outputs, "calls": calls, "structs": structs,
         "poison": poison, "poison_value": POISON, "single_input": len(inputs) == 1, "single_output": len(outputs) == 1,
         "copy_in": [f"tinyc_fill_s8({size}, {POISON}, arena + {off});" for off, size in sorted(poison_at.get(0, []))],
-        "poison_start": _complement([(i["arena_offset"], i["size"]) for i in inputs], arena_size) if poison else [],
-        "train": train_ctx,
+        "poison_start": _complement([(i["arena_offset"], i["bytes"]) for i in inputs], arena_size) if poison else [],
+        "train": train_ctx, "io_type": io_type, "float_io": io_type == "float",
     }
     c_text_ctx = dict(ctx, constants=list(constants.values()),
                       weight_bytes=sum(c.nbytes for c in constants.values() if not c.mutable),

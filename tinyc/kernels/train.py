@@ -418,6 +418,11 @@ def max_pool_f32(p: PoolParams, x) -> np.ndarray:
     return y.reshape(1, p.out_h, p.out_w, p.channels)
 
 
+def concat2_f32(outer: int, inner_a: int, inner_b: int, a, b) -> np.ndarray:
+    return np.concatenate([_f32(a, outer * inner_a).reshape(outer, inner_a),
+                           _f32(b, outer * inner_b).reshape(outer, inner_b)], axis=1)
+
+
 def mean_f32(outer: int, reduce: int, inner: int, x) -> np.ndarray:
     return (_f32(x, outer * reduce * inner).reshape(outer, reduce, inner).sum(axis=1, dtype=np.float32)
             / F32(reduce)).astype(np.float32)
@@ -486,7 +491,7 @@ def sgd_update_f32(n: int, lr: float, g, w) -> np.ndarray:
     return (_f32(w, n) - F32(lr) * _f32(g, n)).astype(np.float32)
 
 
-FLOAT_KERNELS = ("conv2d_f32", "fc_f32", "clamp_f32", "avg_pool_f32", "max_pool_f32", "mean_f32",
+FLOAT_KERNELS = ("conv2d_f32", "fc_f32", "clamp_f32", "avg_pool_f32", "max_pool_f32", "concat2_f32", "mean_f32",
                  "clamp_grad_ff32", "conv2d_grad_input_ff32", "conv2d_grad_weight_ff32", "fc_grad_input_ff32",
                  "fc_grad_weight_ff32", "max_pool_grad_ff32", "softmax_xent_ff32", "sgd_update_f32")
 
@@ -500,7 +505,8 @@ UPDATE_KERNELS = ("sgd_update_s8", "sgd_update_s32", "conv2d_train_weight_s8", "
 TRAIN_KERNELS = {f.__name__: f for f in (
     clamp_grad_f32, add_f32, slice_f32, conv2d_grad_input_f32, conv2d_grad_weight_f32, bias_grad_f32, fc_grad_input_f32,
     fc_grad_weight_f32, avg_pool_grad_f32, max_pool_grad_f32, mean_grad_f32, softmax_xent_f32, sgd_update_s8, sgd_update_s32,
-    conv2d_train_weight_s8, fc_train_weight_s8, conv2d_f32, fc_f32, clamp_f32, avg_pool_f32, max_pool_f32, mean_f32,
+    conv2d_train_weight_s8, fc_train_weight_s8, conv2d_f32, fc_f32, clamp_f32, avg_pool_f32, max_pool_f32,
+    concat2_f32, mean_f32,
     clamp_grad_ff32, conv2d_grad_input_ff32, conv2d_grad_weight_ff32, fc_grad_input_ff32, fc_grad_weight_ff32,
     max_pool_grad_ff32, softmax_xent_ff32, sgd_update_f32,
 )}  # fmt: skip

@@ -36,7 +36,7 @@ ELEMENTWISE_IN_PLACE = {
     "add_s8": (0, 1), "mul_s8": (0, 1), "requantize_s8": (0,), "clamp_s8": (0,),
     "logistic_s8": (0,), "hard_swish_s8": (0,), "softmax_s8": (0,),
     # training kernels (float32 gradients, tinyc/train.h)
-    "clamp_grad_f32": (0,), "add_f32": (0, 1),
+    "clamp_grad_f32": (0,), "add_f32": (0, 1), "clamp_f32": (0,),
 }
 DEPTHWISE = "depthwise_conv2d_s8"
 

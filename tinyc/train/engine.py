@@ -39,10 +39,11 @@ class TrainBuild:
 
 
 def build_training(graph: Graph, updates: list[LayerUpdate], name: str, rounding: str = "residue",
-                   source: str = "model", poison: bool = False, fused: bool = True) -> TrainBuild:
-    """Lower, plan and generate the C of a training build of a quantized graph
-    (the graph is lowered in place)."""
-    tp = lower_training(graph, updates, rounding, fused=fused)
+                   source: str = "model", poison: bool = False, fused: bool = True,
+                   precision: str = "int8") -> TrainBuild:
+    """Lower, plan and generate the C of a training build: of the quantized
+    graph (lowered in place), or with ``precision`` "float" of the float graph."""
+    tp = lower_training(graph, updates, rounding, fused=fused, precision=precision)
     plan = plan_memory(tp.inference)
     train_plan = plan_memory(tp.step, reorder=False)
     files = generate(tp.inference, plan, name, source, poison=poison, train=tp, train_plan=train_plan)
@@ -52,14 +53,14 @@ def build_training(graph: Graph, updates: list[LayerUpdate], name: str, rounding
         "inference_arena_bytes": plan.arena_size,
         "trainable_bytes": tp.trainable_bytes(),
         "train_total_bytes": b.arena_bytes + tp.trainable_bytes(),
-        "rounding": rounding,
+        "rounding": tp.rounding,
     }
     return b
 
 
-def memory_of(graph: Graph, updates: list[LayerUpdate], rounding: str = "residue") -> dict:
+def memory_of(graph: Graph, updates: list[LayerUpdate], rounding: str = "residue", precision: str = "int8") -> dict:
     """Training SRAM of an update set (arena, trainable bytes, total) without generating C."""
-    tp = lower_training(copy.deepcopy(graph), updates, rounding)
+    tp = lower_training(copy.deepcopy(graph), updates, rounding, precision=precision)
     arena = max(plan_memory(tp.inference).arena_size, plan_memory(tp.step, reorder=False).arena_size)
     return {"arena_bytes": arena, "trainable_bytes": tp.trainable_bytes(),
             "total_bytes": arena + tp.trainable_bytes()}
@@ -116,7 +117,8 @@ class CTrainer:
         self.state_file = self.root / "state.bin"
         self._started = False
         g = build.tp.graph
-        self.input_size = g.tensors[build.tp.inference.inputs[0]].size
+        self.input_dtype = g.tensors[build.tp.inference.inputs[0]].dtype
+        self.output_dtype = g.tensors[build.tp.inference.outputs[0]].dtype
         self.output_size = sum(g.tensors[o].size for o in build.tp.inference.outputs)
 
     def close(self) -> None:
@@ -128,7 +130,7 @@ class CTrainer:
         blob = bytearray(struct.pack("<I", self.seed))
         for label, lr, x in records:
             blob += struct.pack("<if", label, lr)
-            blob += np.ascontiguousarray(x, np.int8).tobytes()
+            blob += np.ascontiguousarray(x, self.input_dtype).tobytes()
         steps, out = self.root / "steps.bin", self.root / "out.bin"
         steps.write_bytes(bytes(blob))
         state_in = str(self.state_file) if self._started else "-"
@@ -148,7 +150,7 @@ class CTrainer:
 
     def predict(self, xs: np.ndarray) -> np.ndarray:
         raw = self._run([(-1, 0.0, x) for x in xs], update_state=False)
-        return np.frombuffer(raw, np.int8).reshape(len(xs), self.output_size).copy()
+        return np.frombuffer(raw, self.output_dtype).reshape(len(xs), self.output_size).copy()
 
     def state(self) -> bytes:
         if not self._started:

@@ -21,7 +21,6 @@ meaning of the C, as ``reference.run_int8`` is for inference.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,16 +90,30 @@ def _needed_calls(calls: list[KernelCall], target: str) -> list[KernelCall]:
     return [c for c in calls if id(c) in need]
 
 
+FLT_MAX = float(np.finfo(np.float32).max)  # a float clamp bound standing for "none"
+
+
+def _bound(v: float) -> float:
+    return float(np.clip(v, -FLT_MAX, FLT_MAX))
+
+
 class _Lowering:
-    def __init__(self, program: Program, tg: TrainingGraph, rounding: str):
-        self.g = program.graph
+    """Backward nodes -> training kernel calls. ``precision`` "int8": the saved
+    activations and the weights are the int8 program's, read with their scales;
+    "float": the float graph's own float32 tensors (the *_ff32 kernels)."""
+
+    def __init__(self, graph: Graph, tg: TrainingGraph, rounding: str, precision: str = "int8"):
+        self.g = graph
         self.tg = tg
         self.rounding = rounding
+        self.float = precision == "float"
         self.calls: list[KernelCall] = []
 
     # ---------------------------------------------------------------- tensors
     def saved(self, name: str, node: Node) -> tuple[Ref, float, int]:
         """A forward activation the backward reads: its int8 tensor, scale and zero point."""
+        if self.float:
+            return Ref(name), 1.0, 0
         t = self.g.tensors.get(name)
         if t is None or t.is_const or t.quant is None or t.dtype is not np.int8:
             raise TinycError(f"node {node.name!r}: the backward reads {name!r}, which the int8 program does not "
@@ -137,14 +150,20 @@ class _Lowering:
         if op == "SoftmaxCrossEntropy":
             logits, scale, zero = self.saved(ins[0], node)
             n = int(np.prod(g.tensors[ins[0]].shape))
-            self.emit("softmax_xent_f32", node, [n, logits, scale, zero, LABEL_ARG], outs)
+            if self.float:
+                self.emit("softmax_xent_ff32", node, [n, logits, LABEL_ARG], outs)
+            else:
+                self.emit("softmax_xent_f32", node, [n, logits, scale, zero, LABEL_ARG], outs)
         elif op == "ClampGrad":
             y, scale, zero = self.saved(ins[1], node)
             act = node.attrs.act
-            lo, hi = act_range(act, scale, zero)
-            lo = lo if act.lo != -np.inf else -129
-            hi = hi if act.hi != np.inf else 128
-            self.emit("clamp_grad_f32", node, [size, Ref(ins[0]), y, lo, hi], outs)
+            if self.float:
+                self.emit("clamp_grad_ff32", node, [size, Ref(ins[0]), y, _bound(act.lo), _bound(act.hi)], outs)
+            else:
+                lo, hi = act_range(act, scale, zero)
+                lo = lo if act.lo != -np.inf else -129
+                hi = hi if act.hi != np.inf else 128
+                self.emit("clamp_grad_f32", node, [size, Ref(ins[0]), y, lo, hi], outs)
         elif op == "Add":
             self.emit("add_f32", node, [size, Ref(ins[0]), Ref(ins[1])], outs)
         elif op == "Slice":
@@ -172,8 +191,12 @@ class _Lowering:
             kh, kw = (self.tg.graph.tensors[w].shape[1:3] if w else node.attrs.shape[1:3])
             p = ConvParams(x_shape[1], x_shape[2], x_shape[3], oh, ow, oc, kh, kw, *a.strides, *a.dilations,
                            a.pads[0], a.pads[1], a.group, oc // x_shape[3] if a.group == x_shape[3] else 1)
-            if op == "Conv2DGradInput":
+            if op == "Conv2DGradInput" and self.float:
+                self.emit("conv2d_grad_input_ff32", node, [p, Ref(dz), Ref(w)], outs)
+            elif op == "Conv2DGradInput":
                 self.emit("conv2d_grad_input_f32", node, [p, Ref(dz), Ref(w), Ref(self.scales(w, node))], outs)
+            elif self.float:
+                self.emit("conv2d_grad_weight_ff32", node, [p, node.attrs.shape[0], Ref(x), Ref(dz)], outs)
             else:
                 xq, scale, zero = self.saved(x, node)
                 self.emit("conv2d_grad_weight_f32", node, [p, node.attrs.shape[0], xq, scale, zero, Ref(dz)], outs)
@@ -186,14 +209,22 @@ class _Lowering:
             dz, w = ins
             o, n_in = g.tensors[w].shape
             rows = int(np.prod(g.tensors[dz].shape[:-1]))
-            self.emit("fc_grad_input_f32", node, [rows, n_in, o, Ref(dz), Ref(w), Ref(self.scales(w, node)), 1], outs)
+            if self.float:
+                self.emit("fc_grad_input_ff32", node, [rows, n_in, o, Ref(dz), Ref(w)], outs)
+            else:
+                self.emit("fc_grad_input_f32", node, [rows, n_in, o, Ref(dz), Ref(w), Ref(self.scales(w, node)), 1],
+                          outs)
         elif op == "FullyConnectedGradWeight":
             x, dz = ins
             xq, scale, zero = self.saved(x, node)
             n_in = g.tensors[x].shape[-1]
             o = g.tensors[dz].shape[-1]
             rows = int(np.prod(g.tensors[dz].shape[:-1]))
-            self.emit("fc_grad_weight_f32", node, [rows, n_in, o, node.attrs.channels, xq, scale, zero, Ref(dz)], outs)
+            if self.float:
+                self.emit("fc_grad_weight_ff32", node, [rows, n_in, o, node.attrs.channels, xq, Ref(dz)], outs)
+            else:
+                self.emit("fc_grad_weight_f32", node, [rows, n_in, o, node.attrs.channels, xq, scale, zero, Ref(dz)],
+                          outs)
         elif op in ("AvgPool2DGrad", "MaxPool2DGrad"):
             a = node.attrs.pool
             if tuple(a.dilations) != (1, 1):
@@ -205,7 +236,8 @@ class _Lowering:
             if op == "AvgPool2DGrad":
                 self.emit("avg_pool_grad_f32", node, [p, Ref(ins[0])], outs)
             else:
-                self.emit("max_pool_grad_f32", node, [p, Ref(ins[0]), self.saved(ins[1], node)[0]], outs)
+                kernel = "max_pool_grad_ff32" if self.float else "max_pool_grad_f32"
+                self.emit(kernel, node, [p, Ref(ins[0]), self.saved(ins[1], node)[0]], outs)
         elif op == "ReduceMeanGrad":
             shape_in = node.attrs.shape
             axes = sorted(node.attrs.axes)
@@ -218,6 +250,69 @@ class _Lowering:
         else:
             raise TinycError(f"node {node.name!r}: the backward op {op} has no C training kernel yet; "
                              "update only layers after it, or train with --engine ref")
+
+    def _pre_clamp(self, out: str, act) -> str:
+        """Where an op with a fused clamp the kernel lacks writes: a temporary the
+        clamp then overwrites in place (the op's own output when there is no clamp)."""
+        if act is None or act.is_identity:
+            return out
+        t = self.g.tensors[out]
+        return self.g.add_tensor(Tensor(self.g.unique_name(f"{out}:unclamped"), t.shape, np.float32)).name
+
+    def _clamp(self, node: Node, out: str, act, lo: float, hi: float) -> None:
+        if act is not None and not act.is_identity:
+            src = self.calls[-1].outputs[0]
+            self.emit("clamp_f32", node, [self.g.tensors[out].size, lo, hi, Ref(src)], [out])
+
+    def forward(self, node: Node) -> None:
+        """A forward node of the float graph -> float32 kernel calls."""
+        g, op = self.g, node.op
+        ins, out = node.inputs, node.outputs[0]
+        shape = g.tensors[out].shape
+        size = int(np.prod(shape))
+        act = getattr(node.attrs, "act", None)
+        lo, hi = (_bound(act.lo), _bound(act.hi)) if act is not None else (-FLT_MAX, FLT_MAX)
+        bias = Ref(ins[2]) if len(ins) > 2 and ins[2] else None
+        if op == "Conv2D":
+            a = node.attrs
+            x_shape = g.tensors[ins[0]].shape
+            o, kh, kw, _ = g.tensors[ins[1]].shape
+            p = ConvParams(x_shape[1], x_shape[2], x_shape[3], shape[1], shape[2], o, kh, kw, *a.strides,
+                           *a.dilations, a.pads[0], a.pads[1], a.group, o // x_shape[3] if a.group == x_shape[3] else 1)
+            self.emit("conv2d_f32", node, [p, Ref(ins[0]), Ref(ins[1]), bias, lo, hi], [out])
+        elif op == "FullyConnected":
+            o, n_in = g.tensors[ins[1]].shape
+            rows = int(np.prod(g.tensors[ins[0]].shape[:-1]))
+            self.emit("fc_f32", node, [rows, n_in, o, Ref(ins[0]), Ref(ins[1]), bias, lo, hi], [out])
+        elif op == "Add" and g.tensors[ins[0]].shape == g.tensors[ins[1]].shape == shape:
+            self.emit("add_f32", node, [size, Ref(ins[0]), Ref(ins[1])], [self._pre_clamp(out, act)])
+            self._clamp(node, out, act, lo, hi)
+        elif op == "Clamp":
+            self.emit("clamp_f32", node, [size, lo, hi, Ref(ins[0])], [out])
+        elif op in ("AvgPool2D", "MaxPool2D") and tuple(node.attrs.dilations) == (1, 1):
+            a = node.attrs
+            x_shape = g.tensors[ins[0]].shape
+            p = PoolParams(x_shape[1], x_shape[2], x_shape[3], shape[1], shape[2], *a.kernel, *a.strides, a.pads[0],
+                           a.pads[1], int(getattr(a, "count_include_pad", 0)))
+            self.emit("avg_pool_f32" if op == "AvgPool2D" else "max_pool_f32", node, [p, Ref(ins[0])],
+                      [self._pre_clamp(out, act)])
+            self._clamp(node, out, act, lo, hi)
+        elif op == "ReduceMean" and sorted(node.attrs.axes) == list(range(min(node.attrs.axes),
+                                                                          max(node.attrs.axes) + 1)):
+            x_shape = g.tensors[ins[0]].shape
+            axes = sorted(node.attrs.axes)
+            self.emit("mean_f32", node, [int(np.prod(x_shape[:axes[0]])), int(np.prod(x_shape[axes[0]:axes[-1] + 1])),
+                                         int(np.prod(x_shape[axes[-1] + 1:])), Ref(ins[0])], [out])
+        elif op == "Concat" and len(ins) == 2:
+            axis = node.attrs.axis % len(shape)
+            outer = int(np.prod(shape[:axis]))
+            inner = [int(np.prod(g.tensors[i].shape[axis:])) for i in ins]
+            self.emit("concat2_f32", node, [outer, *inner, Ref(ins[0]), Ref(ins[1])], [out])
+        elif op == "Reshape":
+            self.calls.append(KernelCall("alias", None, [ins[0]], [out], node.name))
+        else:
+            raise TinycError(f"node {node.name!r} ({op}): the float training step in C has no kernel for it; "
+                             "train with --engine ref or --precision int8")
 
     def _generator(self) -> str:
         return "rng" if self.rounding in ("residue", "stochastic") else ""
@@ -243,7 +338,10 @@ class _Lowering:
         p = tp.param
         t = self.g.tensors[tp.tensor]
         node = Node("update", f"{tp.tensor}:update", [], [])  # named after the parameter
-        if p.kind == "bias":
+        if self.float:
+            count = p.channels * int(np.prod(t.shape[1:]))
+            self.emit("sgd_update_f32", node, [count, LR_ARG, Ref(p.grad)], [], (tp.tensor,))
+        elif p.kind == "bias":
             self.emit("sgd_update_s32", node, [p.channels, LR_ARG, Ref(p.grad), Ref(self.scales(tp.tensor, node)), 1],
                       [], (tp.tensor,))
         else:
@@ -255,39 +353,50 @@ class _Lowering:
 
 
 def lower_training(graph: Graph, updates: list[LayerUpdate], rounding: str = "residue",
-                   fused: bool = True) -> TrainProgram:
-    """The training step of a quantized canonical graph (the graph is lowered in
-    place, as compile_int8 does). ``fused``: each weight's gradient is applied a
-    channel at a time as it is computed (no whole weight gradient is kept);
-    False keeps it whole before the update (to observe it: --dump-grads)."""
+                   fused: bool = True, precision: str = "int8") -> TrainProgram:
+    """The training step of a canonical graph. ``precision`` "int8": the graph is
+    quantized and lowered in place (as compile_int8 does); the step trains the
+    int8 program. "float": the float graph, float32 throughout (SGD on float
+    parameters; ``rounding`` and ``fused`` do not apply). ``fused``: each int8
+    weight's gradient is applied a channel at a time as it is computed (no whole
+    weight gradient is kept); False keeps it whole before the update (to observe
+    it: --dump-grads)."""
     from ..engines import compile_int8
 
     if rounding not in ROUNDINGS:
         raise ValueError(rounding)
     tg = training_graph(graph, updates)  # before lowering changes the graph
-    program = compile_int8(graph)
-    g = program.graph
     logits = tg.logits
-    if logits not in g.tensors or g.tensors[logits].dtype is not np.int8:
-        raise TinycError(f"{graph.name}: the logits {logits!r} are not an int8 tensor of the int8 program")
-    low = _Lowering(program, tg, rounding)
+    if precision == "float":
+        g = tg.graph
+        low = _Lowering(g, tg, rounding, "float")
+        for node in g.nodes[:tg.backward_from]:
+            low.forward(node)
+        program = Program(g, low.calls, [graph.inputs[0]], [logits])
+        low.calls = []
+        fused = False
+    else:
+        program = compile_int8(graph)
+        g = program.graph
+        if logits not in g.tensors or g.tensors[logits].dtype is not np.int8:
+            raise TinycError(f"{graph.name}: the logits {logits!r} are not an int8 tensor of the int8 program")
+        low = _Lowering(g, tg, rounding)
 
     params = []
     for p in tg.params:
         t = g.tensors[p.tensor]
-        want = np.int32 if p.kind == "bias" else np.int8
+        want = np.float32 if precision == "float" else (np.int32 if p.kind == "bias" else np.int8)
         if not t.is_const or t.dtype is not want:
-            raise TinycError(f"{p.update.layer.describe()}: its {p.kind} is not an {np.dtype(want).name} constant "
-                             "of the int8 program")
+            raise TinycError(f"{p.update.layer.describe()}: its {p.kind} is not a {np.dtype(want).name} constant "
+                             f"of the {precision} program")
         t.kind = "trainable"
         residue = None
-        if p.kind == "weight" and rounding == "residue":
+        if p.kind == "weight" and rounding == "residue" and precision == "int8":
             residue = g.add_const(f"{p.tensor}:residue", np.zeros((p.channels,) + t.shape[1:], np.int8))
             g.tensors[residue].kind = "state"
         params.append(TrainedParam(p, p.tensor, residue))
 
-    backward = tg.graph.nodes[tg.backward_from:]
-    for node in backward:
+    for node in tg.graph.nodes[tg.backward_from:]:
         low.lower(node)
     calls = low.calls
     for tp in params:
@@ -305,18 +414,14 @@ def lower_training(graph: Graph, updates: list[LayerUpdate], rounding: str = "re
             calls.insert(last + 1, low.calls[0])
     forward = _needed_calls(program.calls, logits)
     step = Program(g, forward + calls, list(program.inputs), [LOSS])
-    return TrainProgram(program, step, params, logits, rounding)
+    return TrainProgram(program, step, params, logits, rounding if precision == "int8" else "float")
 
 
 # ----------------------------------------------------------------- numpy run
-def run_step(tp: TrainProgram, x_q: np.ndarray, label: int, lr: float, rng: int, observe=None) -> tuple[float, int]:
-    """One training step with the kernels' numpy specs; updates the trainable and
-    state tensors' data in place. Returns (loss, generator state). ``observe(param,
-    grad)`` sees each parameter's gradient before its update."""
+def _execute(tp: TrainProgram, calls: list[KernelCall], values: dict[str, np.ndarray], runtime: dict,
+             rng: int, observe=None) -> int:
+    """Run calls with the numpy specs of their kernels; returns the generator state."""
     g = tp.graph
-    values: dict[str, np.ndarray] = {tp.step.inputs[0]: np.asarray(x_q, np.int8).reshape(g.tensors[tp.step.inputs[0]].shape)}
-    runtime = {"label": int(label), "lr": float(lr)}
-    loss = math.nan
     by_tensor = {p.tensor: p for p in tp.params}
 
     def value(name):
@@ -327,29 +432,23 @@ def run_step(tp: TrainProgram, x_q: np.ndarray, label: int, lr: float, rng: int,
             return t.data
         raise AssertionError(f"{name!r} read before it is computed")
 
-    for call in tp.step.calls:
+    for call in calls:
         if call.is_alias:
             values[call.outputs[0]] = value(call.inputs[0]).reshape(g.tensors[call.outputs[0]].shape)
             continue
-        if not call.args:
+        if not call.args:  # an int8 inference kernel
             y = run_kernel(call.kernel, call.params, call.scalars, [value(i) if i else None for i in call.inputs])
             values[call.outputs[0]] = np.ascontiguousarray(y, np.int8).reshape(g.tensors[call.outputs[0]].shape)
             continue
-        args = []
-        for a in call.args:
-            if isinstance(a, Ref):
-                args.append(value(a.name))
-            elif isinstance(a, Runtime):
-                args.append(runtime[a.name])
-            else:
-                args.append(a)
+        args = [value(a.name) if isinstance(a, Ref) else runtime[a.name] if isinstance(a, Runtime) else a
+                for a in call.args]
         if call.kernel in UPDATE_KERNELS:
             name = call.state[0]
             t = g.tensors[name]
             k = by_tensor[name].param.channels
             if observe is not None and call.kernel.startswith("sgd_"):
                 observe(by_tensor[name], value(call.inputs[0]))  # the gradient
-            if call.kernel == "sgd_update_s32":
+            if call.kernel in ("sgd_update_s32", "sgd_update_f32"):
                 new = TRAIN_KERNELS[call.kernel](*args, t.data[:k])
             else:
                 res = g.tensors[call.state[1]].data if call.state[1] else None
@@ -364,21 +463,38 @@ def run_step(tp: TrainProgram, x_q: np.ndarray, label: int, lr: float, rng: int,
             t.data = data
             continue
         out = TRAIN_KERNELS[call.kernel](*args)
-        if call.kernel == "softmax_xent_f32":
-            loss = float(out[0])
+        if call.kernel.startswith("softmax_xent"):
             values[LOSS] = np.asarray(out[0], np.float32)
             out = out[1]
         values[call.outputs[-1]] = np.asarray(out, np.float32).reshape(g.tensors[call.outputs[-1]].shape)
-    return loss, rng
+    return rng
 
 
-def predict(tp: TrainProgram, x_q: np.ndarray) -> np.ndarray:
-    """NAME_invoke's int8 outputs (back to back) for one sample, with the current parameters."""
-    from ..reference import run_int8
+def _input(tp: TrainProgram, x: np.ndarray) -> dict[str, np.ndarray]:
+    t = tp.graph.tensors[tp.inference.inputs[0]]
+    return {t.name: np.asarray(x, t.dtype).reshape(t.shape)}
 
-    x = np.asarray(x_q, np.int8).reshape(tp.graph.tensors[tp.inference.inputs[0]].shape)
-    out = run_int8(tp.inference, {tp.inference.inputs[0]: x})
-    return np.concatenate([out[o].reshape(-1) for o in tp.inference.outputs])
+
+def run_step(tp: TrainProgram, x: np.ndarray, label: int, lr: float, rng: int, observe=None) -> tuple[float, int]:
+    """One training step with the kernels' numpy specs; updates the trainable and
+    state tensors' data in place. Returns (loss, generator state). ``observe(param,
+    grad)`` sees each parameter's gradient before its update."""
+    values = _input(tp, x)
+    rng = _execute(tp, tp.step.calls, values, {"label": int(label), "lr": float(lr)}, rng, observe)
+    return float(values[LOSS]), rng
+
+
+def predict(tp: TrainProgram, x: np.ndarray) -> np.ndarray:
+    """NAME_invoke's outputs (back to back) for one sample, with the current
+    parameters: the int8 program's, or the float program's logits."""
+    values = _input(tp, x)
+    if tp.rounding == "float":
+        _execute(tp, tp.inference.calls, values, {}, 0)
+    else:
+        from ..reference import run_int8
+
+        values = run_int8(tp.inference, values)
+    return np.concatenate([values[o].reshape(-1) for o in tp.inference.outputs])
 
 
 __all__ = ["LABEL", "TrainProgram", "TrainedParam", "lower_training", "run_step", "predict"]

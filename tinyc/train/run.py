@@ -72,10 +72,16 @@ def read_dataset(graph: Graph, path, split: str, pixel_range: tuple[float, float
 
 
 def to_program_input(tp, data: Dataset) -> np.ndarray:
-    """Float samples -> the int8 program input (internal layout), as NAME_invoke takes it."""
+    """Float samples -> the program's input (internal layout) as NAME_invoke takes
+    it: quantized as TFLM does for an int8 program, as they are for a float one."""
     from ..engines import program_feeds
 
     name = tp.inference.inputs[0]
+    graph = tp.inference.graph
+    if graph.tensors[name].dtype == np.float32:
+        perm = graph.input_perm.get(name)
+        x = data.x[:, None]
+        return np.ascontiguousarray(x.transpose((0,) + tuple(p + 1 for p in perm)) if perm else x, np.float32)
     batch = Batch({name: data.x[:, None]}, "batch")
     return program_feeds(tp.inference, batch)[name]
 
@@ -121,7 +127,7 @@ def write_onnx(model_path, tp, out_path: Path) -> None:
         old = numpy_helper.to_array(init)
         t = tp.graph.tensors[p.tensor]
         value = to_onnx_layout(p.param, t.data)
-        if old.dtype.kind == "f":  # a float model quantized with --calib: the trained values, dequantized
+        if old.dtype.kind == "f" and t.quant is not None:  # a float model --calib quantized: the values, dequantized
             value = to_onnx_layout(p.param, t.quant.dequantize(t.data)).astype(old.dtype)
         if value.shape != old.shape or value.dtype != old.dtype:
             raise TinycError(f"{layer.describe()}: the trained {p.param.kind} is {value.dtype}{list(value.shape)}, "
@@ -135,7 +141,7 @@ def copy_graph(graph: Graph) -> Graph:
 
 
 def dump_gradients(graph: Graph, updates: list[LayerUpdate], name: str, rounding: str, data: Dataset,
-                   engine: str) -> dict[str, np.ndarray]:
+                   engine: str, precision: str = "int8") -> dict[str, np.ndarray]:
     """Per-sample loss and gradients of the updated parameters for the model as
     given (lr 0: nothing changes), keys ``loss`` and ``grad/<ONNX initializer>``
     (the updated channels, in the file's layout)."""
@@ -143,7 +149,7 @@ def dump_gradients(graph: Graph, updates: list[LayerUpdate], name: str, rounding
     from .engine import build_training
     from .lower import run_step
 
-    b = build_training(copy.deepcopy(graph), updates, name, rounding, fused=False)
+    b = build_training(copy.deepcopy(graph), updates, name, rounding, fused=False, precision=precision)
     params = b.tp.update_order()
     x_q, labels = to_program_input(b.tp, data), data.y
     per_sample: list[list[np.ndarray]] = []
@@ -184,26 +190,6 @@ def dump_gradients(graph: Graph, updates: list[LayerUpdate], name: str, rounding
     return out
 
 
-def float_gradients(graph: Graph, updates: list[LayerUpdate], data: Dataset) -> dict[str, np.ndarray]:
-    """--precision float: the float graph's per-sample loss and gradients (numpy reference)."""
-    from ..data import _to_internal
-    from .autodiff import to_onnx_layout
-    from .reference import FloatTrainer
-
-    trainer = FloatTrainer(graph, updates)
-    losses, per_sample = [], []
-    for x, y in zip(data.x, data.y):
-        r = trainer.gradients(_to_internal(graph, graph.inputs[0], x[None]), int(y))
-        losses.append(r.loss)
-        per_sample.append(r.grads)
-    out = {"loss": np.array(losses, np.float32)}
-    for p in trainer.params:
-        layer = p.update.layer
-        key = layer.bias if p.kind == "bias" else layer.weight
-        out[f"grad/{key or p.tensor}"] = np.stack([to_onnx_layout(p, s[p.tensor]) for s in per_sample])
-    return out
-
-
 def onnx_bytes(model_path, tp) -> bytes:
     """write_onnx into memory (so that nothing is written when it fails)."""
     import tempfile
@@ -219,21 +205,22 @@ def accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(outputs.reshape(len(labels), -1), axis=1) == labels))
 
 
-def train_int8(graph: Graph, model_path, updates: list[LayerUpdate], data: Dataset, eval_data: Dataset | None,
-               *, name: str, epochs: int, lr: float, seed: int, engine: str, rounding: str, progress=None,
-               log=None) -> tuple[object, dict]:
-    """Fine-tune the int8 model; returns (the TrainBuild with its trained
-    parameters and regenerated C files, the summary)."""
+def train_model(graph: Graph, model_path, updates: list[LayerUpdate], data: Dataset, eval_data: Dataset | None,
+                *, name: str, epochs: int, lr: float, seed: int, engine: str, rounding: str, precision: str = "int8",
+                progress=None, log=None) -> tuple[object, dict]:
+    """Fine-tune the model (its int8 graph, or with ``precision`` "float" its
+    float graph); returns (the TrainBuild with its trained parameters and
+    regenerated C files, the summary)."""
     from ..codegen.c import generate
     from .engine import CTrainer, RefTrainer, build_training, memory_of
 
     pristine = copy.deepcopy(graph)
-    b = build_training(graph, updates, name, rounding, source=Path(str(model_path)).name)
-    summary = {"model": str(model_path), "name": name, "engine": engine, "precision": "int8",
-               "rounding": rounding, "epochs": epochs, "lr": lr, "seed": seed, "train_samples": len(data.y)}
+    b = build_training(graph, updates, name, rounding, source=Path(str(model_path)).name, precision=precision)
+    summary = {"model": str(model_path), "name": name, "engine": engine, "precision": precision,
+               "epochs": epochs, "lr": lr, "seed": seed, "train_samples": len(data.y)}
     summary.update(b.summary)
     try:
-        full = memory_of(pristine, updates_for(model_path, "full"), rounding)
+        full = memory_of(pristine, updates_for(model_path, "full"), rounding, precision)
         summary["full_backprop_total_bytes"] = full["total_bytes"]
         summary["full_backprop_arena_bytes"] = full["arena_bytes"]
         summary["full_backprop_trainable_bytes"] = full["trainable_bytes"]
@@ -319,11 +306,8 @@ def write_npz(path, arrays: dict[str, np.ndarray]) -> None:
 
 def describe(summary: dict, out_dir) -> str:
     kb = 1024
-    if summary["precision"] == "float":
-        lines = [f"wrote {out_dir}: {summary['name']}.onnx, the fine-tuned float model"]
-    else:
-        lines = [f"wrote {out_dir}: {summary['name']}.c/.h ({summary['name']}_invoke, {summary['name']}_train_step) "
-                 f"and {summary['name']}.onnx, the fine-tuned model"]
+    lines = [f"wrote {out_dir}: {summary['name']}.c/.h ({summary['name']}_invoke, {summary['name']}_train_step) "
+             f"and {summary['name']}.onnx, the fine-tuned {summary['precision']} model"]
     if "train_arena_bytes" in summary:
         full = summary.get("full_backprop_total_bytes")
         full_text = f"; full backprop {full / kb:,.1f} KB" if full else ""
@@ -335,65 +319,6 @@ def describe(summary: dict, out_dir) -> str:
         lines.append(f"test accuracy {summary['test_accuracy']:.4f}"
                      + (f" (before training {before:.4f})" if before is not None else ""))
     return "\n".join(lines)
-
-
-def train_float(graph: Graph, model_path, updates: list[LayerUpdate], data: Dataset, eval_data: Dataset | None, *,
-                name: str, epochs: int, lr: float, seed: int, log=None) -> tuple[dict, bytes, dict]:
-    """--precision float: SGD on the float graph with the numpy reference; returns
-    (summary, the fine-tuned float ONNX, no C files)."""
-    import tempfile
-
-    import onnx
-    from onnx import numpy_helper
-
-    from ..data import _to_internal
-    from .autodiff import to_onnx_layout
-    from .reference import FloatTrainer
-
-    trainer = FloatTrainer(graph, updates)
-    name_in = graph.inputs[0]
-
-    def internal(x):
-        return _to_internal(graph, name_in, x[None])
-
-    def acc() -> float:
-        preds = [int(np.argmax(trainer.logits(internal(x)))) for x in eval_data.x]
-        return float(np.mean(np.array(preds) == eval_data.y))
-
-    summary = {"model": str(model_path), "name": name, "engine": "ref", "precision": "float", "epochs": epochs,
-               "lr": lr, "seed": seed, "train_samples": len(data.y)}
-    if eval_data is not None:
-        summary["test_accuracy_before"] = acc()
-    order_rng = np.random.default_rng(seed)
-    history = []
-    for epoch in range(epochs):
-        losses = [trainer.step(internal(data.x[i]), int(data.y[i]), lr).loss
-                  for i in order_rng.permutation(len(data.y))]
-        entry = {"epoch": epoch + 1, "loss": float(np.mean(losses))}
-        if eval_data is not None:
-            entry["test_accuracy"] = acc()
-        history.append(entry)
-        if log is not None:
-            log(entry)
-    summary["history"] = history
-    if eval_data is not None:
-        summary["test_accuracy"] = history[-1]["test_accuracy"]
-    model = onnx.load(str(model_path))
-    inits = {t.name: t for t in model.graph.initializer}
-    for p in trainer.params:
-        layer = p.update.layer
-        target = layer.bias if p.kind == "bias" else layer.weight
-        init = inits.get(target) if target else None
-        value = trainer.tg.graph.tensors[p.tensor].data
-        value = to_onnx_layout(p, value)
-        if init is None or numpy_helper.to_array(init).shape != value.shape:
-            raise TinycError(f"{layer.describe()}: its {p.kind} is not a float initializer of {model_path} "
-                             "of the trained shape; tinyc cannot write it back")
-        init.CopyFrom(numpy_helper.from_array(value.astype(numpy_helper.to_array(init).dtype), init.name))
-    with tempfile.TemporaryDirectory(prefix="tinyc-onnx-") as tmp:
-        onnx.save(model, str(Path(tmp) / "m.onnx"))
-        blob = (Path(tmp) / "m.onnx").read_bytes()
-    return summary, blob, {}
 
 
 def check_write_back(model_path, updates: list[LayerUpdate]) -> None:

@@ -689,6 +689,19 @@ void tinyc_max_pool_f32(const tinyc_pool_params *p, const float *x, float *y)
     pool_f32(p, x, y, 1);
 }
 
+void tinyc_concat2_f32(int32_t outer, int32_t inner_a, int32_t inner_b, const float *a, const float *b, float *out)
+{
+    int32_t o, i;
+    for (o = 0; o < outer; ++o) {
+        for (i = 0; i < inner_a; ++i) {
+            *out++ = a[o * inner_a + i];
+        }
+        for (i = 0; i < inner_b; ++i) {
+            *out++ = b[o * inner_b + i];
+        }
+    }
+}
+
 void tinyc_mean_f32(int32_t outer, int32_t reduce, int32_t inner, const float *x, float *y)
 {
     int32_t o, r, i;

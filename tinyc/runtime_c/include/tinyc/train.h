@@ -253,6 +253,9 @@ void tinyc_clamp_f32(int32_t n, float lo, float hi, const float *x, float *y);
  * count_include_pad) and max pool (in-bounds cells) of x [in_h][in_w][channels]. */
 void tinyc_avg_pool_f32(const tinyc_pool_params *p, const float *x, float *y);
 void tinyc_max_pool_f32(const tinyc_pool_params *p, const float *x, float *y);
+/* Concatenation of a [outer][inner_a] and b [outer][inner_b] into
+ * out [outer][inner_a + inner_b] (a Concat along any axis of two tensors). */
+void tinyc_concat2_f32(int32_t outer, int32_t inner_a, int32_t inner_b, const float *a, const float *b, float *out);
 /* Mean over the middle axis of [outer][reduce][inner]. */
 void tinyc_mean_f32(int32_t outer, int32_t reduce, int32_t inner, const float *x, float *y);
 
