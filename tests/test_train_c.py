@@ -361,3 +361,35 @@ def test_dump_grads_float_matches_pytorch(tmp_path, name, model, engine):
         for s in range(4):
             want = gold[key][s]
             assert np.abs(got[key][s] - want).max() <= 1e-4 * max(np.abs(want).max(), 1e-30), (key, s)
+
+
+def test_report_update_gives_the_training_memory(tmp_path):
+    """tinyc report --update: the training section's totals are tinyc train's, the
+    peak's tensors add up to the step's live bytes, and both renderings show it;
+    a bad spec is one line, exit 2."""
+    d = np.load(EXAMPLES / "digits_samples.npz")
+    np.savez(tmp_path / "d.npz", train_x=d["inputs"], train_y=d["labels"])
+    common = ["--calib", EXAMPLES / "digits_samples.npz"]
+    r = _tinyc("report", EXAMPLES / "digits_cnn.onnx", "--board", "stm32f746", "--format", "json", "--update",
+               "weight=-1; bias=last2", *common)
+    assert r.returncode == 0, r.stderr
+    t = json.loads(r.stdout)["training"]
+    r = _tinyc("train", EXAMPLES / "digits_cnn.onnx", "--data", tmp_path / "d.npz", "--update", "weight=-1; bias=last2",
+               "--lr", "0.01", "-o", tmp_path / "p", "--json", *common)
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    for key in ("train_arena_bytes", "trainable_bytes", "train_total_bytes", "full_backprop_total_bytes"):
+        assert t[key] == s[key], key
+    assert t["verdict"]["fits"] and t["verdict"]["needed"] > t["train_total_bytes"]
+    assert sum(x["bytes"] for x in t["at_peak"]) <= t["train_arena_bytes"]
+    assert {p["kind"] for p in t["params"]} == {"weight", "bias"}
+    assert set(t["others"]) == {"bias_only", "full_backprop"}
+    for fmt in ("md", "html"):
+        out = tmp_path / f"r.{fmt}"
+        r = _tinyc("report", EXAMPLES / "digits_cnn.onnx", "--board", "all", "--format", fmt, "-o", out, "--update",
+                   "head", *common)
+        assert r.returncode == 0, r.stderr
+        assert "On-device training" in out.read_text() and "full backprop" in out.read_text()
+    r = _tinyc("report", EXAMPLES / "digits_cnn.onnx", "--board", "host", "--format", "json", "--update", "weight=9",
+               *common)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "layer 9" in r.stderr

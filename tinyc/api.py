@@ -121,16 +121,17 @@ def quantize_with_calibration(graph: Graph, calib_path, method: str = "minmax",
     graph.validate()
 
 
-def report(build: Build, board_name: str) -> dict:
-    """The memory report of a compiled model for a board, "host", or "all" boards."""
+def report(build: Build, board_name: str, training: dict | None = None) -> dict:
+    """The memory report of a compiled model for a board, "host", or "all" boards;
+    ``training`` ({"graph", "update"}) adds what on-device training costs."""
     from .boards import get_board
     from .report.data import build_report
 
     if board_name == "all":
-        return build_report(build, None, every_board=True)
+        return build_report(build, None, every_board=True, training=training)
     if board_name == "host":
-        return build_report(build, None)
-    return build_report(build, get_board(board_name))
+        return build_report(build, None, training=training)
+    return build_report(build, get_board(board_name), training=training)
 
 
 def write_report(rep: dict, fmt: str, out: Path | None) -> str | None:

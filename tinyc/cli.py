@@ -423,14 +423,19 @@ def flash(project, board, probe, dry_run):
               help="md: Markdown with the plot as FILE.png beside it; html: one self-contained page; json: the data.")
 @click.option("-o", "--output", "out_path", type=click.Path(dir_okay=False), default=None,
               help="File to write (json and html go to stdout without it).")
+@click.option("--update", "update_spec", default=None, metavar="SPEC",
+              help="Add what on-device training with this update set costs (as tinyc train --update): the "
+                   "training arena, trainable bytes, what is live at the peak, against bias-only and full backprop.")
 @calib_option
 @calib_method_option
 @pixel_range_option
 @plan_option
 @input_shape_option
 @dump_ir_option
-def report(model, board, fmt, out_path, calib_path, calib_method, pixel_range, plan_strategy, input_shape, dump_ir):
-    """Where the memory goes: per layer, against a board, and what would make it fit."""
+def report(model, board, fmt, out_path, update_spec, calib_path, calib_method, pixel_range, plan_strategy, input_shape,
+           dump_ir):
+    """Where the memory goes: per layer, against a board, and what would make it fit; with --update, what
+    on-device training costs."""
     from pathlib import Path
 
     # everything that can be refused is refused before the work (quantizing, linking)
@@ -450,9 +455,21 @@ def report(model, board, fmt, out_path, calib_path, calib_method, pixel_range, p
         png = out.with_suffix(".png") if fmt == "md" else None
         if png is not None and png.exists() and not is_tinyc_png(png):
             raise TinycError(f"{png}: exists and is not a plot tinyc wrote; move it, or give -o another name")
+    training = None
+    if update_spec is not None:
+        from .train import run as tr
+
+        updates = tr.updates_for(model, update_spec)  # a bad spec is refused before the work
     graph = _load_for_int8(model, input_shape, dump_ir, calib_path, calib_method, pixel_range)
+    if update_spec is not None:
+        import copy
+
+        tr.classes_of(graph)
+        if not updates:
+            raise TinycError(f"--update {update_spec!r} updates nothing")
+        training = {"graph": copy.deepcopy(graph), "update": update_spec}
     build = api.compile_c(graph, model, board=board, plan_strategy=plan_strategy)
-    rep = api.report(build, board)
+    rep = api.report(build, board, training)
     text = api.write_report(rep, fmt, out)
     if text is not None:
         click.echo(text, nl=False)
@@ -461,6 +478,11 @@ def report(model, board, fmt, out_path, calib_path, calib_method, pixel_range, p
         ram = next(r for r in v["regions"] if r["kind"] == "ram")
         click.echo(f"{rep['name']} on {rep['board']['name']}: {'fits' if v['fits'] else 'does NOT fit'} "
                    f"(RAM margin {ram['margin_bytes']:,} B, {ram['margin_percent']:.1f}%)", err=True)
+    t = rep.get("training")
+    if t is not None:
+        where = f"; on {rep['board']['name']}: {'fits' if t['verdict']['fits'] else 'does NOT fit'}" if "verdict" in t else ""
+        click.echo(f"training ({t['update']}): {t['train_total_bytes']:,} B of SRAM (arena {t['train_arena_bytes']:,} "
+                   f"+ trainable {t['trainable_bytes']:,}){where}", err=True)
     if out is not None:
         click.echo(f"wrote {out}" + (f" and {out.with_suffix('.png')}" if fmt == "md" else ""), err=True)
 

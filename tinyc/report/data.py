@@ -12,6 +12,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from ..boards import Board, Region, all_boards
 from ..boards.fit import CODE_ESTIMATE, STATICS_ESTIMATE, roomy
 from ..ir.program import Program
@@ -104,8 +106,10 @@ def board_row(board: Board, needs: dict) -> dict:
             "flash_margin_bytes": flash.length - needs["flash"], "measured": needs["measured"]}
 
 
-def build_report(build, board: Board | None, every_board: bool = False) -> dict:
-    """The report dict for a compiled model (``api.compile_c``) and a board (None: host)."""
+def build_report(build, board: Board | None, every_board: bool = False, training: dict | None = None) -> dict:
+    """The report dict for a compiled model (``api.compile_c``) and a board (None:
+    host); ``training`` ({"graph": the model's graph before compiling, "update":
+    SPEC}) adds the training section (training_report)."""
     from ..build import board_info
 
     program, plan, s = build.program, build.plan, build.summary
@@ -151,6 +155,8 @@ def build_report(build, board: Board | None, every_board: bool = False) -> dict:
             "bytes_to_fit": ram_over,
         },
     }
+    if training is not None:
+        report["training"] = training_report(training["graph"], s["model"], training["update"], needs, board)
     if every_board:
         by_core: dict[tuple, dict] = {}
         rows = []
@@ -161,3 +167,64 @@ def build_report(build, board: Board | None, every_board: bool = False) -> dict:
             rows.append(board_row(b, by_core[key]))
         report["boards"] = rows
     return report
+
+
+def training_report(graph, model_path, spec: str, needs: dict | None, board: Board | None,
+                    rounding: str = "residue") -> dict:
+    """What on-device training with update set ``spec`` costs in SRAM (the training
+    step's arena, the trainable parameters and state it keeps), what is live at
+    its peak, per updated layer, and the same totals for bias-only training and
+    full backprop; with a board, whether training fits its RAM."""
+    import copy
+
+    from ..errors import TinycError
+    from ..train.engine import memory_of
+    from ..train.lower import lower_training
+    from ..train.spec import model_layers, parse_update
+
+    layers = model_layers(model_path)
+    tp = lower_training(copy.deepcopy(graph), parse_update(spec, layers), rounding)
+    inference = plan_memory(tp.inference)
+    plan = plan_memory(tp.step, reorder=False)
+    arena = max(inference.arena_size, plan.arena_size)
+    live = _live_per_step(plan, len(tp.step.calls) + 2)
+    peak = max(range(len(live)), key=lambda k: live[k])
+    g = tp.graph
+    backward_start = next(k for k, c in enumerate(tp.step.calls, start=1) if c.args)
+    at_peak = []
+    for b in plan.buffers:
+        piece = next((p for p in b.pieces if p.first <= peak <= p.last), None)
+        if piece is None:
+            continue
+        t = g.tensors.get(b.name)
+        kind = ("scratch" if t is None or b.name.endswith(":dw") or ":dw__" in b.name else
+                "gradient (float32)" if t.dtype == np.float32 else
+                "saved activation (int8)" if peak >= backward_start else "activation (int8)")
+        at_peak.append({"tensor": b.name, "kind": kind, "bytes": piece.size})
+    at_peak.sort(key=lambda r: -r["bytes"])
+    params = []
+    for p in tp.params:
+        t = g.tensors[p.tensor]
+        extra = g.tensors[p.residue].nbytes if p.residue else 0
+        params.append({"layer": p.param.update.layer.describe(), "kind": p.param.kind, "channels": p.param.channels,
+                       "bytes": t.nbytes, "residue_bytes": extra})
+    out = {
+        "update": spec, "rounding": rounding,
+        "train_arena_bytes": arena, "inference_arena_bytes": inference.arena_size,
+        "trainable_bytes": tp.trainable_bytes(), "train_total_bytes": arena + tp.trainable_bytes(),
+        "peak_step": peak, "peak_node": tp.step.calls[peak - 1].node if 1 <= peak <= len(tp.step.calls) else None,
+        "at_peak": at_peak, "params": params, "others": {},
+    }
+    for label, other in (("bias_only", "bias=all"), ("full_backprop", "full")):
+        try:
+            m = memory_of(graph, parse_update(other, layers), rounding)
+            out["others"][label] = {"update": other, "train_arena_bytes": m["arena_bytes"],
+                                    "trainable_bytes": m["trainable_bytes"], "train_total_bytes": m["total_bytes"]}
+        except TinycError as e:
+            out["others"][label] = {"update": other, "error": str(e)}
+    full = out["others"]["full_backprop"].get("train_total_bytes")
+    out["full_backprop_total_bytes"] = full
+    if board is not None and needs is not None:
+        ram = needs["statics"] + needs["stack"] + out["train_total_bytes"]
+        out["verdict"] = _region("ram", board.main_ram, ram) | {"fits": ram <= board.main_ram.length}
+    return out

@@ -109,6 +109,7 @@ def _context(report: dict) -> dict:
         "peak_steps": peak_steps,
         "layers": report.get("layers") or [],
         "boards": report.get("boards") or [],
+        "training": report.get("training"),
     }
 
 
