@@ -74,10 +74,10 @@ SIGNATURES = {
     "tinyc_max_pool_grad_f32": [P, P, P, P],
     "tinyc_mean_grad_f32": [I32, I32, I32, P, P],
     "tinyc_softmax_xent_f32": [I32, P, F, I32, I32, P, P],
-    "tinyc_sgd_update_s8": [I32, I32, F, P, P, I32, P, P, P],
+    "tinyc_sgd_update_s8": [I32, I32, F, P, P, I32, I32, P, P, P],
     "tinyc_sgd_update_s32": [I32, F, P, P, I32, P],
-    "tinyc_conv2d_train_weight_s8": [P, I32, P, F, I32, P, F, P, P, P, P, P],
-    "tinyc_fc_train_weight_s8": [I32, I32, I32, I32, P, F, I32, P, F, P, P, P, P, P],
+    "tinyc_conv2d_train_weight_s8": [P, I32, P, F, I32, P, F, P, I32, P, P, P, P],
+    "tinyc_fc_train_weight_s8": [I32, I32, I32, I32, P, F, I32, P, F, P, I32, P, P, P, P],
     "tinyc_expf": [F],
     "tinyc_logf": [F],
     # the float graph
@@ -638,11 +638,12 @@ def fmix32_by_hand(state: int, n: int) -> tuple[list[float], int]:
     return draws, state
 
 
-def sgd_s8_by_hand(k, count, lr, dw, w_scale, per_channel, w_q, residue, rng=None):
+def sgd_s8_by_hand(k, count, lr, dw, w_scale, per_channel, max_units, w_q, residue, rng=None):
     """train.h's formulas, element by element with Python ints and fractions
     (float32 for the step)."""
     w_q, dw = np.asarray(w_q).reshape(-1), np.asarray(dw, np.float32).reshape(-1)
     draws, rng = fmix32_by_hand(rng, k * count) if rng is not None else (None, None)
+    lim = max_units if 0 < max_units < 256 else 256
 
     def rnd(t, lim, i):
         if np.isnan(t):
@@ -660,9 +661,9 @@ def sgd_s8_by_hand(k, count, lr, dw, w_scale, per_channel, w_q, residue, rng=Non
             step = np.float32(-(np.float32(lr) * dw[i]) / s)
             t = np.float32(step * np.float32(256))
         if residue is None:
-            new_w.append(min(max(int(w_q[i]) + rnd(step, 1, i), -127), 127))
+            new_w.append(min(max(int(w_q[i]) + rnd(step, lim, i), -127), 127))
             continue
-        v = min(max(256 * int(w_q[i]) + int(residue[i]) + rnd(t, 256, i), -127 * 256), 127 * 256)
+        v = min(max(256 * int(w_q[i]) + int(residue[i]) + rnd(t, 256 * lim, i), -127 * 256), 127 * 256)
         w = (v + 128) // 256
         new_w.append(w)
         new_r.append(v - 256 * w)
@@ -672,6 +673,7 @@ def sgd_s8_by_hand(k, count, lr, dw, w_scale, per_channel, w_q, residue, rng=Non
 def _s8_case(rng):
     k, count = int(rng.integers(1, 6)), int(rng.integers(1, 40))
     per_channel = int(rng.random() < 0.8)
+    max_units = int(rng.choice([1, 1, 3, 0, 300]))  # 0 and >= 256: no limit
     w_scale = _f32(np.exp(rng.uniform(np.log(1e-4), np.log(0.1), k if per_channel else 1)))
     lr = float(np.float32(rng.choice([1e-4, 1e-3, 0.01, 0.1])))
     n = k * count
@@ -685,14 +687,15 @@ def _s8_case(rng):
     w_q[rng.random(n) < 0.1] = 127
     w_q[rng.random(n) < 0.1] = -127
     residue = _s8(rng.integers(-128, 128, n))
-    return k, count, lr, dw, w_scale, per_channel, w_q, residue
+    return k, count, lr, dw, w_scale, per_channel, max_units, w_q, residue
 
 
-def _run_s8(lib, k, count, lr, dw, w_scale, per_channel, w_q, residue, rng=None):
+def _run_s8(lib, k, count, lr, dw, w_scale, per_channel, max_units, w_q, residue, rng=None):
     w = w_q.copy()
     r = None if residue is None else residue.copy()
     state = None if rng is None else np.array([rng], np.uint32)
-    lib.tinyc_sgd_update_s8(k, count, lr, _ptr(dw), _ptr(w_scale), per_channel, _ptr(w), _ptr(r), _ptr(state))
+    lib.tinyc_sgd_update_s8(k, count, lr, _ptr(dw), _ptr(w_scale), per_channel, max_units, _ptr(w), _ptr(r),
+                            _ptr(state))
     return w, r, None if state is None else int(state[0])
 
 
@@ -730,11 +733,11 @@ def test_sgd_update_s8_stochastic_is_unbiased():
     residue unit (1/256 weight units): the residue moves by 0.3 on average; without
     a residue a step of 0.3 units moves the weights by 0.3 on average."""
     n, s = 4000, _f32([2.0**-8])
-    w, r, state = T.sgd_update_s8(1, n, 1.0, _f32(np.full(n, -0.3 / 65536)), s, 1, _s8(np.zeros(n)),
+    w, r, state = T.sgd_update_s8(1, n, 1.0, _f32(np.full(n, -0.3 / 65536)), s, 1, 1, _s8(np.zeros(n)),
                                   _s8(np.zeros(n)), 7)  # fmt: skip
     assert set(np.unique(r)) == {0, 1} and abs(float(r.mean()) - 0.3) < 0.03 and not w.any()
     assert state == (7 + n * T.GOLDEN) % 2**32
-    w, r, _ = T.sgd_update_s8(1, n, 1.0, _f32(np.full(n, 0.3 / 256)), s, 1, _s8(np.zeros(n)), None, 7)
+    w, r, _ = T.sgd_update_s8(1, n, 1.0, _f32(np.full(n, 0.3 / 256)), s, 1, 1, _s8(np.zeros(n)), None, 7)
     assert set(np.unique(w)) == {-1, 0} and abs(float(w.mean()) + 0.3) < 0.03 and r is None
 
 
@@ -746,7 +749,7 @@ def test_sgd_update_s8_ties_round_half_to_even(lib):
     w_q, residue = _s8(np.zeros(7)), _s8(np.zeros(7))
     want_r = _s8([2, 4, -2, -4, 0, 0, 2])
     for fn in (T.sgd_update_s8, lambda *a: _run_s8(lib, *a)):
-        w, r, _ = fn(1, 7, 1.0, dw, _f32([2.0**-8]), 1, w_q, residue)
+        w, r, _ = fn(1, 7, 1.0, dw, _f32([2.0**-8]), 1, 1, w_q, residue)
         assert np.array_equal(w, np.zeros(7, np.int8)) and np.array_equal(r, want_r)
 
 
@@ -759,15 +762,19 @@ def test_sgd_update_s8_residue_carries_and_rounds():
     w, r = _s8([0]), _s8([0])
     for i in range(128):
         assert w[0] == 0, i
-        w, r, _ = T.sgd_update_s8(1, 1, lr, dw, s, 1, w, r)
+        w, r, _ = T.sgd_update_s8(1, 1, lr, dw, s, 1, 1, w, r)
     assert (w[0], r[0]) == (1, -128)
-    w, r, _ = T.sgd_update_s8(1, 1, lr, -dw, s, 1, _s8([5]), _s8([0]))
+    w, r, _ = T.sgd_update_s8(1, 1, lr, -dw, s, 1, 1, _s8([5]), _s8([0]))
     assert (w[0], r[0]) == (5, -1)
-    w, r, _ = T.sgd_update_s8(1, 1, lr, _f32([-1000.0]), s, 1, _s8([120]), _s8([77]))
+    w, r, _ = T.sgd_update_s8(1, 1, lr, _f32([-1000.0]), s, 1, 1, _s8([120]), _s8([77]))
     assert (w[0], r[0]) == (121, 77)  # a huge step moves the weight by one unit (update clipping)
-    w, r, _ = T.sgd_update_s8(1, 1, lr, _f32([-1000.0]), s, 1, _s8([126]), _s8([77]))
+    w, r, _ = T.sgd_update_s8(1, 1, lr, _f32([-1000.0]), s, 1, 3, _s8([100]), _s8([77]))
+    assert (w[0], r[0]) == (103, 77)  # or max_units
+    w, r, _ = T.sgd_update_s8(1, 1, lr, _f32([-1000.0]), s, 1, 0, _s8([-100]), _s8([77]))
+    assert (w[0], r[0]) == (127, 0)  # or, with no limit, across the range
+    w, r, _ = T.sgd_update_s8(1, 1, lr, _f32([-1000.0]), s, 1, 1, _s8([126]), _s8([77]))
     assert (w[0], r[0]) == (127, 0)  # and saturates at 127.0
-    w, r, _ = T.sgd_update_s8(1, 1, lr, _f32([1000.0]), s, 1, _s8([-126]), _s8([-77]))
+    w, r, _ = T.sgd_update_s8(1, 1, lr, _f32([1000.0]), s, 1, 1, _s8([-126]), _s8([-77]))
     assert (w[0], r[0]) == (-127, 0)
 
 
@@ -804,16 +811,16 @@ def test_fused_weight_updates_equal_gradient_then_update(lib):
         w_q = w_q.reshape(-1)
         residue = _s8(rng.integers(-128, 128, k * count))
         for res, state in ((residue, seed), (None, seed), (None, None)):
-            want = _run_s8(lib, k, count, lr, dw, w_scale, 1, w_q[:k * count], res, state)
+            want = _run_s8(lib, k, count, lr, dw, w_scale, 1, 2, w_q[:k * count], res, state)
             w, r = w_q.copy(), None if res is None else res.copy()
             st = None if state is None else np.array([state], np.uint32)
             scratch = _out(count)
-            fused(*sizes, _ptr(x_q), x_scale, x_zero, _ptr(dz), lr, _ptr(w_scale), _ptr(scratch), _ptr(w), _ptr(r),
+            fused(*sizes, _ptr(x_q), x_scale, x_zero, _ptr(dz), lr, _ptr(w_scale), 2, _ptr(scratch), _ptr(w), _ptr(r),
                   _ptr(st))
             assert np.array_equal(w[:k * count], want[0]) and np.array_equal(w[k * count:], w_q[k * count:])
             assert (r is None and want[1] is None) or np.array_equal(r, want[1])
             assert (st is None and want[2] is None) or int(st[0]) == want[2]
-            got = spec(*spec_sizes, x_q, x_scale, x_zero, dz, lr, w_scale, w_q[:k * count], res, state)
+            got = spec(*spec_sizes, x_q, x_scale, x_zero, dz, lr, w_scale, 2, w_q[:k * count], res, state)
             assert (got[2] is None) == (state is None)
 
 
@@ -1021,11 +1028,11 @@ def device_calls() -> DeviceCalls:
     d.add("tinyc_clamp_grad_f32", ("i", 50), ("in", "float", random_grad(rng, 50)),
           ("in", "int8_t", rng.integers(-128, 128, 50)), ("i", -20), ("i", 100), ("out", "float", 50))  # fmt: skip
     for _ in range(8):
-        k, count, lr, dw, w_scale, per_channel, w_q, residue = _s8_case(rng)
+        k, count, lr, dw, w_scale, per_channel, max_units, w_q, residue = _s8_case(rng)
         for r in (residue, None):
             for state in (None, int(rng.integers(0, 2**32))):
                 d.add("tinyc_sgd_update_s8", ("i", k), ("i", count), ("f", lr), ("in", "float", dw),
-                      ("in", "float", w_scale), ("i", per_channel), ("inout", "int8_t", w_q),
+                      ("in", "float", w_scale), ("i", per_channel), ("i", max_units), ("inout", "int8_t", w_q),
                       None if r is None else ("inout", "int8_t", r),
                       None if state is None else ("inout", "uint32_t", [state]))  # fmt: skip
         db = rng.normal(0, 1, 20).astype(np.float32)
@@ -1078,8 +1085,9 @@ def test_train_kernels_on_qemu_bit_exact_with_host(lib, tmp_path, machine):
         dev = got[at:at + size]
         at += size
         if fn == "tinyc_sgd_update_s8":
-            k, count, lr, dw, w_scale, per_channel, w_q, res, state = (a if a is None else a[-1] for a in args)
-            want_w, want_r, after = T.sgd_update_s8(k, count, lr, dw, w_scale, per_channel, w_q, res,
+            k, count, lr, dw, w_scale, per_channel, max_units, w_q, res, state = (
+                a if a is None else a[-1] for a in args)
+            want_w, want_r, after = T.sgd_update_s8(k, count, lr, dw, w_scale, per_channel, max_units, w_q, res,
                                                     None if state is None else state[0])  # fmt: skip
             assert dev == b"".join(a.tobytes() for a in (want_w, want_r) if a is not None) + (
                 b"" if after is None else np.uint32(after).tobytes())

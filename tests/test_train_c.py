@@ -130,7 +130,7 @@ def test_random_nets_c_gradients_and_updates_equal_the_specs(tmp_path, seed):
             want = sgd_update_s32(k, 0.05, grads[p.tensor], scale, 1, before[p.tensor][:k])
         else:
             count = int(np.prod(t.shape[1:]))
-            want, _, rng_state = sgd_update_s8(k, count, 0.05, grads[p.tensor], scale, 1, before[p.tensor][:k],
+            want, _, rng_state = sgd_update_s8(k, count, 0.05, grads[p.tensor], scale, 1, 1, before[p.tensor][:k],
                                                np.zeros(k * count, np.int8), rng_state)
         assert np.array_equal(after[p.tensor].reshape(-1)[:want.size], want.reshape(-1)), p.tensor
         assert np.array_equal(after[p.tensor][k:], before[p.tensor][k:])  # frozen channels stay

@@ -297,6 +297,8 @@ def build(model, board, sample_path, out_dir, name, as_json, calib_path, calib_m
               help="int8: train the deployed int8 graph; float: the float graph (float forward and backward).")
 @click.option("--rounding", type=click.Choice(["residue", "stochastic", "nearest"]), default="residue",
               show_default=True, help="How an int8 weight keeps the part of an update smaller than its unit.")
+@click.option("--max-step", default=1, show_default=True, type=click.IntRange(0, 256),
+              help="int8: the most units of its scale one step may move a weight (update clipping); 0: no limit.")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for the C project (NAME_invoke, NAME_train_step) and the fine-tuned NAME.onnx.")
 @click.option("--name", default=None, help="C name of the model (default: from the file name).")
@@ -309,8 +311,8 @@ def build(model, board, sample_path, out_dir, name, as_json, calib_path, calib_m
 @pixel_range_option
 @input_shape_option
 @dump_ir_option
-def train(model, data_path, eval_path, update_spec, epochs, lr, seed, engine, precision, rounding, out_dir, name,
-          as_json, dump_path, calib_path, calib_method, pixel_range, input_shape, dump_ir):
+def train(model, data_path, eval_path, update_spec, epochs, lr, seed, engine, precision, rounding, max_step, out_dir,
+          name, as_json, dump_path, calib_path, calib_method, pixel_range, input_shape, dump_ir):
     """Fine-tune a classifier on labelled data (SGD, batch 1, softmax cross-entropy on the logits of its
     final Softmax) and write the C project with NAME_train_step and the fine-tuned ONNX model."""
     from .train import run as tr
@@ -353,11 +355,11 @@ def train(model, data_path, eval_path, update_spec, epochs, lr, seed, engine, pr
     dumped = None
     if dump_path is not None:
         dumped = tr.dump_gradients(graph, updates, name, rounding, tr.Dataset(data.x[:4], data.y[:4]), engine,
-                                   precision)
+                                   precision, max_step)
     with click.progressbar(length=epochs * len(data.y), label="training", file=sys.stderr, hidden=quiet) as bar:
         b, summary = tr.train_model(graph, model, updates, data, eval_data, name=name, epochs=epochs, lr=lr_value,
                                     seed=seed, engine=engine, rounding=rounding, precision=precision,
-                                    progress=bar.update, log=log)
+                                    max_step=max_step, progress=bar.update, log=log)
     onnx_blob = tr.onnx_bytes(model, b.tp)
     files = tr.project_files(b, summary)
     files[f"{name}.onnx"] = onnx_blob

@@ -294,7 +294,12 @@ def _sround_clamped(t: np.ndarray, lim: int, u: np.ndarray) -> np.ndarray:
     return fl.astype(np.int64) + (u < (t - fl)).astype(np.int64)
 
 
-def sgd_update_s8(k: int, count: int, lr: float, dw, w_scale, per_channel: int, w_q, residue=None,
+def _step_limit(max_units: int) -> int:
+    """Whole units a step may move a weight: max_units, or 256 (none) outside (0, 256)."""
+    return int(max_units) if 0 < int(max_units) < 256 else 256
+
+
+def sgd_update_s8(k: int, count: int, lr: float, dw, w_scale, per_channel: int, max_units: int, w_q, residue=None,
                   rng: int | None = None) -> tuple[np.ndarray, np.ndarray | None, int | None]:
     """One SGD step on the first k channels (count weights each) of an int8 weight,
     in its channel's units (quantization-aware scaling); returns the new
@@ -302,10 +307,11 @@ def sgd_update_s8(k: int, count: int, lr: float, dw, w_scale, per_channel: int, 
     generator state or None.
 
     step = -(lr * dw) / s (float32). With a residue: the 16-bit weight
-    v = 256 w + residue takes d = round(clamp(256 step, +-256)), saturates at
+    v = 256 w + residue takes d = round(clamp(256 step, +-256 L)), saturates at
     +-127 * 256, and splits back as w = floor((v + 128) / 256) (rounded, halves
     up) and residue = v - 256 w in [-128, 127]. Without (None): w =
-    clamp(w + round(clamp(step, +-1)), -127, 127). round is rint (half to
+    clamp(w + round(clamp(step, +-L)), -127, 127), L = max_units (256 when not in
+    (0, 256)): update clipping. round is rint (half to
     even) when rng is None, else stochastic with ``uniform_draws(rng, k * count)``."""
     n = k * count
     s = np.repeat(_scales(w_scale, k, per_channel), count)
@@ -315,11 +321,13 @@ def sgd_update_s8(k: int, count: int, lr: float, dw, w_scale, per_channel: int, 
         u, rng = uniform_draws(rng, n)
     w = _i32(w_q, n).astype(np.int64)
     if residue is None:
-        d = _rint_clamped(step, 1) if u is None else _sround_clamped(step, 1, u)
+        lim = _step_limit(max_units)
+        d = _rint_clamped(step, lim) if u is None else _sround_clamped(step, lim, u)
         return np.clip(w + d, -127, 127).astype(np.int8), None, rng
     with np.errstate(over="ignore", invalid="ignore"):
         t = (step * F32(256)).astype(np.float32)
-    d = _rint_clamped(t, 256) if u is None else _sround_clamped(t, 256, u)
+    lim = 256 * _step_limit(max_units)
+    d = _rint_clamped(t, lim) if u is None else _sround_clamped(t, lim, u)
     v = np.clip(w * 256 + _i32(residue, n) + d, -W_MAX, W_MAX)
     w = np.floor_divide(v + 128, 256)
     return w.astype(np.int8), (v - w * 256).astype(np.int8), rng
@@ -337,19 +345,19 @@ def sgd_update_s32(k: int, lr: float, db, bias_scale, per_channel: int, bias_q) 
 
 # ------------------------------------------ fused weight gradient and update
 def conv2d_train_weight_s8(p: ConvParams, k: int, x_q, x_scale: float, x_zero: int, dz, lr: float, w_scale,
-                           w_q, residue=None, rng: int | None = None):
+                           max_units: int, w_q, residue=None, rng: int | None = None):
     """The weight gradient of the first k channels applied by sgd_update_s8 (per
     channel scales); C computes it a channel at a time into a scratch of one
     channel (not an output here). Returns (w_q, residue, rng) as sgd_update_s8."""
     dw = conv2d_grad_weight_f32(p, k, x_q, x_scale, x_zero, dz)
-    return sgd_update_s8(k, int(np.prod(dw.shape[1:])), lr, dw, w_scale, 1, w_q, residue, rng)
+    return sgd_update_s8(k, int(np.prod(dw.shape[1:])), lr, dw, w_scale, 1, max_units, w_q, residue, rng)
 
 
 def fc_train_weight_s8(rows: int, n_in: int, n_out: int, k: int, x_q, x_scale: float, x_zero: int, dz, lr: float,
-                       w_scale, w_q, residue=None, rng: int | None = None):
+                       w_scale, max_units: int, w_q, residue=None, rng: int | None = None):
     """fc_grad_weight_f32 of the first k outputs applied by sgd_update_s8 (as conv2d_train_weight_s8)."""
     dw = fc_grad_weight_f32(rows, n_in, n_out, k, x_q, x_scale, x_zero, dz)
-    return sgd_update_s8(k, n_in, lr, dw, w_scale, 1, w_q, residue, rng)
+    return sgd_update_s8(k, n_in, lr, dw, w_scale, 1, max_units, w_q, residue, rng)
 
 
 # ---------------------------------------------------------- the float graph

@@ -40,10 +40,10 @@ class TrainBuild:
 
 def build_training(graph: Graph, updates: list[LayerUpdate], name: str, rounding: str = "residue",
                    source: str = "model", poison: bool = False, fused: bool = True,
-                   precision: str = "int8") -> TrainBuild:
+                   precision: str = "int8", max_step: int = 1) -> TrainBuild:
     """Lower, plan and generate the C of a training build: of the quantized
     graph (lowered in place), or with ``precision`` "float" of the float graph."""
-    tp = lower_training(graph, updates, rounding, fused=fused, precision=precision)
+    tp = lower_training(graph, updates, rounding, fused=fused, precision=precision, max_step=max_step)
     plan = plan_memory(tp.inference)
     train_plan = plan_memory(tp.step, reorder=False)
     files = generate(tp.inference, plan, name, source, poison=poison, train=tp, train_plan=train_plan)
@@ -54,6 +54,7 @@ def build_training(graph: Graph, updates: list[LayerUpdate], name: str, rounding
         "trainable_bytes": tp.trainable_bytes(),
         "train_total_bytes": b.arena_bytes + tp.trainable_bytes(),
         "rounding": tp.rounding,
+        "max_step": max_step,
     }
     return b
 

@@ -102,10 +102,11 @@ class _Lowering:
     activations and the weights are the int8 program's, read with their scales;
     "float": the float graph's own float32 tensors (the *_ff32 kernels)."""
 
-    def __init__(self, graph: Graph, tg: TrainingGraph, rounding: str, precision: str = "int8"):
+    def __init__(self, graph: Graph, tg: TrainingGraph, rounding: str, precision: str = "int8", max_step: int = 1):
         self.g = graph
         self.tg = tg
         self.rounding = rounding
+        self.max_step = max_step
         self.float = precision == "float"
         self.calls: list[KernelCall] = []
 
@@ -332,7 +333,7 @@ class _Lowering:
             kernel = "fc_train_weight_s8"
         else:
             raise AssertionError(grad_call.kernel)
-        self.emit(kernel, node, [*grad_call.args, LR_ARG, scales], [scratch], state)
+        self.emit(kernel, node, [*grad_call.args, LR_ARG, scales, self.max_step], [scratch], state)
 
     def update(self, tp: TrainedParam) -> None:
         p = tp.param
@@ -348,19 +349,20 @@ class _Lowering:
             # state: the weight, its residue ("" for none), the generator ("" for none: round to nearest)
             count = int(np.prod(t.shape[1:]))
             self.emit("sgd_update_s8", node, [p.channels, count, LR_ARG, Ref(p.grad),
-                                              Ref(self.scales(tp.tensor, node)), 1],
+                                              Ref(self.scales(tp.tensor, node)), 1, self.max_step],
                       [], (tp.tensor, tp.residue or "", self._generator()))
 
 
 def lower_training(graph: Graph, updates: list[LayerUpdate], rounding: str = "residue",
-                   fused: bool = True, precision: str = "int8") -> TrainProgram:
+                   fused: bool = True, precision: str = "int8", max_step: int = 1) -> TrainProgram:
     """The training step of a canonical graph. ``precision`` "int8": the graph is
     quantized and lowered in place (as compile_int8 does); the step trains the
     int8 program. "float": the float graph, float32 throughout (SGD on float
     parameters; ``rounding`` and ``fused`` do not apply). ``fused``: each int8
     weight's gradient is applied a channel at a time as it is computed (no whole
     weight gradient is kept); False keeps it whole before the update (to observe
-    it: --dump-grads)."""
+    it: --dump-grads). ``max_step``: the most whole units of its scale one step
+    may move an int8 weight (0: no limit; tinyc_sgd_update_s8's max_units)."""
     from ..engines import compile_int8
 
     if rounding not in ROUNDINGS:
@@ -380,7 +382,7 @@ def lower_training(graph: Graph, updates: list[LayerUpdate], rounding: str = "re
         g = program.graph
         if logits not in g.tensors or g.tensors[logits].dtype is not np.int8:
             raise TinycError(f"{graph.name}: the logits {logits!r} are not an int8 tensor of the int8 program")
-        low = _Lowering(g, tg, rounding)
+        low = _Lowering(g, tg, rounding, max_step=max_step)
 
     params = []
     for p in tg.params:

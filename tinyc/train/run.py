@@ -141,7 +141,7 @@ def copy_graph(graph: Graph) -> Graph:
 
 
 def dump_gradients(graph: Graph, updates: list[LayerUpdate], name: str, rounding: str, data: Dataset,
-                   engine: str, precision: str = "int8") -> dict[str, np.ndarray]:
+                   engine: str, precision: str = "int8", max_step: int = 1) -> dict[str, np.ndarray]:
     """Per-sample loss and gradients of the updated parameters for the model as
     given (lr 0: nothing changes), keys ``loss`` and ``grad/<ONNX initializer>``
     (the updated channels, in the file's layout)."""
@@ -149,7 +149,8 @@ def dump_gradients(graph: Graph, updates: list[LayerUpdate], name: str, rounding
     from .engine import build_training
     from .lower import run_step
 
-    b = build_training(copy.deepcopy(graph), updates, name, rounding, fused=False, precision=precision)
+    b = build_training(copy.deepcopy(graph), updates, name, rounding, fused=False, precision=precision,
+                       max_step=max_step)
     params = b.tp.update_order()
     x_q, labels = to_program_input(b.tp, data), data.y
     per_sample: list[list[np.ndarray]] = []
@@ -207,7 +208,7 @@ def accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
 
 def train_model(graph: Graph, model_path, updates: list[LayerUpdate], data: Dataset, eval_data: Dataset | None,
                 *, name: str, epochs: int, lr: float, seed: int, engine: str, rounding: str, precision: str = "int8",
-                progress=None, log=None) -> tuple[object, dict]:
+                max_step: int = 1, progress=None, log=None) -> tuple[object, dict]:
     """Fine-tune the model (its int8 graph, or with ``precision`` "float" its
     float graph); returns (the TrainBuild with its trained parameters and
     regenerated C files, the summary)."""
@@ -215,7 +216,8 @@ def train_model(graph: Graph, model_path, updates: list[LayerUpdate], data: Data
     from .engine import CTrainer, RefTrainer, build_training, memory_of
 
     pristine = copy.deepcopy(graph)
-    b = build_training(graph, updates, name, rounding, source=Path(str(model_path)).name, precision=precision)
+    b = build_training(graph, updates, name, rounding, source=Path(str(model_path)).name, precision=precision,
+                       max_step=max_step)
     summary = {"model": str(model_path), "name": name, "engine": engine, "precision": precision,
                "epochs": epochs, "lr": lr, "seed": seed, "train_samples": len(data.y)}
     summary.update(b.summary)

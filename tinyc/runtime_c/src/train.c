@@ -502,8 +502,9 @@ void tinyc_softmax_xent_f32(int32_t n, const int8_t *logits_q, float scale, int3
 #define W_MAX (127 * 256) /* the 16-bit weight saturates at +-127.0 */
 
 void tinyc_sgd_update_s8(int32_t k, int32_t count, float lr, const float *dw, const float *w_scale,
-                         int32_t per_channel, int8_t *w_q, int8_t *residue, uint32_t *rng)
+                         int32_t per_channel, int32_t max_units, int8_t *w_q, int8_t *residue, uint32_t *rng)
 {
+    const int32_t lim = max_units > 0 && max_units < 256 ? max_units : 256; /* whole units a step may move */
     int32_t c, i;
     for (c = 0; c < k; ++c) {
         const float s = w_scale[per_channel ? c : 0];
@@ -513,13 +514,13 @@ void tinyc_sgd_update_s8(int32_t k, int32_t count, float lr, const float *dw, co
             if (residue != 0) {
                 const float t = step * 256.0f; /* 1/256 units */
                 int32_t v = w * 256 + residue[i] +
-                            (rng != 0 ? sround_clamped(t, 256, next_uniform(rng)) : rint_clamped(t, 256));
+                            (rng != 0 ? sround_clamped(t, 256 * lim, next_uniform(rng)) : rint_clamped(t, 256 * lim));
                 v = v < -W_MAX ? -W_MAX : (v > W_MAX ? W_MAX : v);
                 /* floor((v + 128) / 256) with a non-negative shift: v + 128 + 32768 >= 384 */
                 w = ((v + 128 + 32768) >> 8) - 128;
                 residue[i] = (int8_t)(v - w * 256);
             } else {
-                w += rng != 0 ? sround_clamped(step, 1, next_uniform(rng)) : rint_clamped(step, 1);
+                w += rng != 0 ? sround_clamped(step, lim, next_uniform(rng)) : rint_clamped(step, lim);
                 w = w < -127 ? -127 : (w > 127 ? 127 : w);
             }
             w_q[i] = (int8_t)w;
@@ -556,8 +557,8 @@ void tinyc_sgd_update_s32(int32_t k, float lr, const float *db, const float *bia
 /* ---- fused weight gradient and update ----------------------------------------- */
 
 void tinyc_conv2d_train_weight_s8(const tinyc_conv_params *p, int32_t k, const int8_t *x_q, float x_scale,
-                                  int32_t x_zero, const float *dz, float lr, const float *w_scale, float *dw,
-                                  int8_t *w_q, int8_t *residue, uint32_t *rng)
+                                  int32_t x_zero, const float *dz, float lr, const float *w_scale,
+                                  int32_t max_units, float *dw, int8_t *w_q, int8_t *residue, uint32_t *rng)
 {
     const int32_t cg = p->in_c / p->groups, og = p->out_c / p->groups;
     const int32_t count = p->k_h * p->k_w * cg;
@@ -565,20 +566,20 @@ void tinyc_conv2d_train_weight_s8(const tinyc_conv_params *p, int32_t k, const i
     for (o = 0; o < k; ++o) {
         /* channel o alone: dz and x from its own channel and group, read as group 0 */
         tinyc_conv2d_grad_weight_f32(p, 1, x_q + (o / og) * cg, x_scale, x_zero, dz + o, dw);
-        tinyc_sgd_update_s8(1, count, lr, dw, w_scale + o, 1, w_q + o * count,
+        tinyc_sgd_update_s8(1, count, lr, dw, w_scale + o, 1, max_units, w_q + o * count,
                             residue ? residue + o * count : (int8_t *)0, rng);
     }
 }
 
 void tinyc_fc_train_weight_s8(int32_t rows, int32_t in, int32_t out, int32_t k, const int8_t *x_q, float x_scale,
-                              int32_t x_zero, const float *dz, float lr, const float *w_scale, float *dw,
-                              int8_t *w_q, int8_t *residue, uint32_t *rng)
+                              int32_t x_zero, const float *dz, float lr, const float *w_scale, int32_t max_units,
+                              float *dw, int8_t *w_q, int8_t *residue, uint32_t *rng)
 {
     int32_t o;
     for (o = 0; o < k; ++o) {
         tinyc_fc_grad_weight_f32(rows, in, out, 1, x_q, x_scale, x_zero, dz + o, dw);
-        tinyc_sgd_update_s8(1, in, lr, dw, w_scale + o, 1, w_q + o * in, residue ? residue + o * in : (int8_t *)0,
-                            rng);
+        tinyc_sgd_update_s8(1, in, lr, dw, w_scale + o, 1, max_units, w_q + o * in,
+                            residue ? residue + o * in : (int8_t *)0, rng);
     }
 }
 

@@ -184,18 +184,19 @@ void tinyc_softmax_xent_f32(int32_t n, const int8_t *logits_q, float scale, int3
  * With a residue (int8 [k][count], in place): each weight is the 16-bit value
  *   v = 256 * w_q + residue        (residue in [-128, 127], 1/256 units)
  * and an update does
- *   d = round(clamp(256 * step, -256, 256))           (256 * step in float32)
+ *   d = round(clamp(256 * step, -256 L, 256 L))       (256 * step in float32)
  *   v = clamp(v + d, -127 * 256, 127 * 256)           (the weight saturates at +-127.0)
  *   w_q = floor((v + 128) / 256)                      (v rounded, halves up: in [-127, 127])
  *   residue = v - 256 * w_q                           (in [-128, 127])
  * so the forward always uses the 16-bit weight rounded to nearest.  Start
  * with residue = 0.  residue == NULL: no memory,
- *   w_q = clamp(w_q + round(clamp(step, -1, 1)), -127, 127).
- * Either way a step moves a weight by at most one unit of its scale (update
- * clipping): the first steps of fine-tuning bring gradients that would throw
- * weights across their range and into saturation, which int8 cannot undo;
- * measured on ResNet-8 / digits32 (sparse scheme) this clipping lifts int8
- * accuracy from 0.78 to 0.95, PyTorch's float level.
+ *   w_q = clamp(w_q + round(clamp(step, -L, L)), -127, 127).
+ * Either way a step moves a weight by at most L = max_units units of its
+ * scale (update clipping; max_units <= 0 or >= 256: L = 256, no limit within
+ * the int8 range).  Gradients that throw weights across their range and into
+ * saturation, which int8 cannot undo, are what it prevents: on ResNet-8 /
+ * digits32 (sparse scheme) L = 1 lifts int8 accuracy from 0.78 to 0.95,
+ * PyTorch's float level.
  * round(): with rng == NULL, rint (half to even).  Otherwise stochastic,
  * unbiased: floor(t) + (u < t - floor(t)) (exact float32 operations), with u
  * one draw per element (in element order, zero steps included, so *rng
@@ -205,7 +206,7 @@ void tinyc_softmax_xent_f32(int32_t n, const int8_t *logits_q, float scale, int3
  * u = (z >> 8) / 2^24 in [0, 1).  Any seed works; persist *rng with the
  * weights to make a run reproducible. */
 void tinyc_sgd_update_s8(int32_t k, int32_t count, float lr, const float *dw, const float *w_scale,
-                         int32_t per_channel, int8_t *w_q, int8_t *residue, uint32_t *rng);
+                         int32_t per_channel, int32_t max_units, int8_t *w_q, int8_t *residue, uint32_t *rng);
 
 /* tinyc_sgd_update_s32: the first k entries of an int32 bias, scale
  * bias_scale[c] (= s_in * s_w[c]; bias_scale[0] for all when per_channel == 0):
@@ -221,17 +222,17 @@ void tinyc_sgd_update_s32(int32_t k, float lr, const float *db, const float *bia
  * is ever kept: for each o < k, dw (k_h * k_w * in_c / groups floats, or in
  * floats, scratch) receives channel o's gradient exactly as
  * tinyc_conv2d_grad_weight_f32 / tinyc_fc_grad_weight_f32 compute it, then
- * tinyc_sgd_update_s8(1, count, lr, dw, &w_scale[o], 1, channel o of w_q,
- * channel o of residue (or NULL), rng).  The same result (and the same
+ * tinyc_sgd_update_s8(1, count, lr, dw, &w_scale[o], 1, max_units, channel o
+ * of w_q, channel o of residue (or NULL), rng).  The same result (and the same
  * generator draws) as the gradient of all k channels followed by one update.
  * Run it after every other reader of w_q (the input gradient needs the weights
  * before the step). */
 void tinyc_conv2d_train_weight_s8(const tinyc_conv_params *p, int32_t k, const int8_t *x_q, float x_scale,
-                                  int32_t x_zero, const float *dz, float lr, const float *w_scale, float *dw,
-                                  int8_t *w_q, int8_t *residue, uint32_t *rng);
+                                  int32_t x_zero, const float *dz, float lr, const float *w_scale,
+                                  int32_t max_units, float *dw, int8_t *w_q, int8_t *residue, uint32_t *rng);
 void tinyc_fc_train_weight_s8(int32_t rows, int32_t in, int32_t out, int32_t k, const int8_t *x_q, float x_scale,
-                              int32_t x_zero, const float *dz, float lr, const float *w_scale, float *dw,
-                              int8_t *w_q, int8_t *residue, uint32_t *rng);
+                              int32_t x_zero, const float *dz, float lr, const float *w_scale, int32_t max_units,
+                              float *dw, int8_t *w_q, int8_t *residue, uint32_t *rng);
 
 /* ---- the float graph ----------------------------------------------------------
  *
