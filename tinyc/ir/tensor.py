@@ -106,11 +106,6 @@ class Tensor:
         return self.data is not None
 
     @property
-    def role(self) -> str:
-        """activation | constant | trainable | state."""
-        return self.kind or ("constant" if self.is_const else "activation")
-
-    @property
     def size(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
 

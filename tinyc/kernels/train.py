@@ -499,11 +499,6 @@ def sgd_update_f32(n: int, lr: float, g, w) -> np.ndarray:
     return (_f32(w, n) - F32(lr) * _f32(g, n)).astype(np.float32)
 
 
-FLOAT_KERNELS = ("conv2d_f32", "fc_f32", "clamp_f32", "avg_pool_f32", "max_pool_f32", "concat2_f32", "mean_f32",
-                 "clamp_grad_ff32", "conv2d_grad_input_ff32", "conv2d_grad_weight_ff32", "fc_grad_input_ff32",
-                 "fc_grad_weight_ff32", "max_pool_grad_ff32", "softmax_xent_ff32", "sgd_update_f32")
-
-
 # Kernels that update persistent state in place (C: the trailing pointer
 # arguments; numpy: passed last, returned new) instead of writing outputs.
 UPDATE_KERNELS = ("sgd_update_s8", "sgd_update_s32", "conv2d_train_weight_s8", "fc_train_weight_s8",
