@@ -29,8 +29,10 @@ def run(doc: str, measure, table, begin: str, end: str) -> None:
     ap.add_argument("--shared", type=Path, default=repo.parent / "shared" / "models")
     ap.add_argument("--out", type=Path, default=repo / "BENCHMARKS.md")
     ap.add_argument("--json", type=Path, help="also write the measured rows here")
+    ap.add_argument("--reuse", type=Path, help="rows an earlier --json wrote: measurements they hold are not redone "
+                                               "(benchmarks that support it)")
     args = ap.parse_args()
-    rows = measure(args.shared)
+    rows = measure(args.shared, reuse=json.loads(args.reuse.read_text())) if args.reuse else measure(args.shared)
     write_section(args.out, begin, end, table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
