@@ -136,10 +136,6 @@ def write_onnx(model_path, tp, out_path: Path) -> None:
     onnx.save(model, str(out_path))
 
 
-def copy_graph(graph: Graph) -> Graph:
-    return copy.deepcopy(graph)
-
-
 def dump_gradients(graph: Graph, updates: list[LayerUpdate], name: str, rounding: str, data: Dataset,
                    engine: str, precision: str = "int8", max_step: int = 1) -> dict[str, np.ndarray]:
     """Per-sample loss and gradients of the updated parameters for the model as
