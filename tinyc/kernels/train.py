@@ -204,25 +204,10 @@ def avg_pool_grad_f32(p: PoolParams, dy) -> np.ndarray:
 def max_pool_grad_f32(p: PoolParams, dy, x_q) -> np.ndarray:
     """dx [1, in_h, in_w, channels] of a max pool: each output's gradient added to
     the in-bounds cell of its window holding the maximum of x_q (the first in
-    row-major order on ties)."""
-    c = p.channels
-    dy = _f32(dy, p.out_h * p.out_w * c).reshape(p.out_h, p.out_w, c)
-    x = _i32(x_q, p.in_h * p.in_w * c).reshape(p.in_h, p.in_w, c)
-    dx = np.zeros((p.in_h, p.in_w, c), np.float32)
-    channels = np.arange(c)
-    for oy in range(p.out_h):
-        y0 = oy * p.stride_h - p.pad_t
-        y1, y0 = min(y0 + p.k_h, p.in_h), max(y0, 0)
-        for ox in range(p.out_w):
-            x0 = ox * p.stride_w - p.pad_l
-            x1, x0 = min(x0 + p.k_w, p.in_w), max(x0, 0)
-            if y1 <= y0 or x1 <= x0:
-                continue
-            win = x[y0:y1, x0:x1].reshape(-1, c)
-            first = win.argmax(axis=0)  # numpy's argmax takes the first maximum
-            ys, xs = y0 + first // (x1 - x0), x0 + first % (x1 - x0)
-            np.add.at(dx, (ys, xs, channels), dy[oy, ox])
-    return dx.reshape(1, p.in_h, p.in_w, c)
+    row-major order on ties): max_pool_grad_ff32 on the int8 values, which
+    float32 holds exactly."""
+    x = _i32(x_q, p.in_h * p.in_w * p.channels).astype(np.float32)
+    return max_pool_grad_ff32(p, dy, x)
 
 
 def mean_grad_f32(outer: int, reduce: int, inner: int, dy) -> np.ndarray:

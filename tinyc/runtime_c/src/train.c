@@ -727,49 +727,17 @@ void tinyc_clamp_grad_ff32(int32_t n, const float *dy, const float *y, float lo,
     }
 }
 
-void tinyc_conv2d_grad_input_ff32(const tinyc_conv_params *p, const float *dz, const float *w, float *dx)
+/* The two float convolution gradients walk the same (output, tap) pairs: for
+ * each nonzero dz[oy][ox][o] of the first k channels and each tap (ky, kx)
+ * inside the input, the input cell's channels of o's group meet the tap's
+ * weights.  weight_grad == 0: cells (dx) += dz * taps (w); otherwise taps (dw)
+ * += dz * cells (x). */
+static void conv_grad_ff32(const tinyc_conv_params *p, int32_t k, const float *dz, const float *src, float *dst,
+                           int weight_grad)
 {
     const int32_t cg = p->in_c / p->groups, og = p->out_c / p->groups;
     int32_t oy, ox, o, ky, kx, c;
-    zero_f32(dx, p->in_h * p->in_w * p->in_c);
-    for (oy = 0; oy < p->out_h; ++oy) {
-        for (ox = 0; ox < p->out_w; ++ox) {
-            for (o = 0; o < p->out_c; ++o) {
-                const float d = dz[(oy * p->out_w + ox) * p->out_c + o];
-                const int32_t c0 = (o / og) * cg;
-                if (d == 0.0f) {
-                    continue;
-                }
-                for (ky = 0; ky < p->k_h; ++ky) {
-                    const int32_t iy = oy * p->stride_h - p->pad_t + ky * p->dil_h;
-                    if (iy < 0 || iy >= p->in_h) {
-                        continue;
-                    }
-                    for (kx = 0; kx < p->k_w; ++kx) {
-                        const int32_t ix = ox * p->stride_w - p->pad_l + kx * p->dil_w;
-                        float *dxp;
-                        const float *wp;
-                        if (ix < 0 || ix >= p->in_w) {
-                            continue;
-                        }
-                        dxp = dx + (iy * p->in_w + ix) * p->in_c + c0;
-                        wp = w + ((o * p->k_h + ky) * p->k_w + kx) * cg;
-                        for (c = 0; c < cg; ++c) {
-                            dxp[c] += d * wp[c];
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-void tinyc_conv2d_grad_weight_ff32(const tinyc_conv_params *p, int32_t k, const float *x, const float *dz,
-                                   float *dw)
-{
-    const int32_t cg = p->in_c / p->groups, og = p->out_c / p->groups;
-    int32_t oy, ox, o, ky, kx, c;
-    zero_f32(dw, k * p->k_h * p->k_w * cg);
+    zero_f32(dst, weight_grad ? k * p->k_h * p->k_w * cg : p->in_h * p->in_w * p->in_c);
     for (oy = 0; oy < p->out_h; ++oy) {
         for (ox = 0; ox < p->out_w; ++ox) {
             for (o = 0; o < k; ++o) {
@@ -785,21 +753,37 @@ void tinyc_conv2d_grad_weight_ff32(const tinyc_conv_params *p, int32_t k, const 
                     }
                     for (kx = 0; kx < p->k_w; ++kx) {
                         const int32_t ix = ox * p->stride_w - p->pad_l + kx * p->dil_w;
-                        const float *xp;
-                        float *dwp;
+                        int32_t cell, tap;
                         if (ix < 0 || ix >= p->in_w) {
                             continue;
                         }
-                        xp = x + (iy * p->in_w + ix) * p->in_c + c0;
-                        dwp = dw + ((o * p->k_h + ky) * p->k_w + kx) * cg;
-                        for (c = 0; c < cg; ++c) {
-                            dwp[c] += d * xp[c];
+                        cell = (iy * p->in_w + ix) * p->in_c + c0;
+                        tap = ((o * p->k_h + ky) * p->k_w + kx) * cg;
+                        if (weight_grad) {
+                            for (c = 0; c < cg; ++c) {
+                                dst[tap + c] += d * src[cell + c];
+                            }
+                        } else {
+                            for (c = 0; c < cg; ++c) {
+                                dst[cell + c] += d * src[tap + c];
+                            }
                         }
                     }
                 }
             }
         }
     }
+}
+
+void tinyc_conv2d_grad_input_ff32(const tinyc_conv_params *p, const float *dz, const float *w, float *dx)
+{
+    conv_grad_ff32(p, p->out_c, dz, w, dx, 0);
+}
+
+void tinyc_conv2d_grad_weight_ff32(const tinyc_conv_params *p, int32_t k, const float *x, const float *dz,
+                                   float *dw)
+{
+    conv_grad_ff32(p, k, dz, x, dw, 1);
 }
 
 void tinyc_fc_grad_input_ff32(int32_t rows, int32_t in, int32_t out, const float *dz, const float *w, float *dx)
