@@ -111,7 +111,7 @@ def test_random_nets_c_gradients_and_updates_equal_the_specs(tmp_path, seed):
     grads = {}
     trainer = CTrainer(unfused, seed=seed, cflags=["-DTINYC_TRAIN_OBSERVE=tinyc_train_observe"])
     try:
-        raw = np.frombuffer(trainer._run([(int(labels[0]), 0.05, x_q[0])], update_state=True), np.float32)
+        raw = np.frombuffer(trainer.replay([(int(labels[0]), 0.05, x_q[0])], update_state=True), np.float32)
         at = 0  # the gradients as the step makes them, then its loss
         for p in unfused.tp.update_order():
             n = unfused.tp.graph.tensors[p.param.grad].size

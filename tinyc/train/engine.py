@@ -125,7 +125,9 @@ class CTrainer:
     def close(self) -> None:
         self._tmp.cleanup()
 
-    def _run(self, records: list[tuple[int, float, np.ndarray]], update_state: bool) -> bytes:
+    def replay(self, records: list[tuple[int, float, np.ndarray]], update_state: bool) -> bytes:
+        """Run (label, lr, input) records through the training program (label -1:
+        an inference); returns what it wrote (losses, outputs, observed gradients)."""
         import subprocess
 
         blob = bytearray(struct.pack("<I", self.seed))
@@ -146,16 +148,16 @@ class CTrainer:
         return out.read_bytes()
 
     def steps(self, xs: np.ndarray, labels, lr: float) -> np.ndarray:
-        raw = self._run([(int(y), float(lr), x) for x, y in zip(xs, labels)], update_state=True)
+        raw = self.replay([(int(y), float(lr), x) for x, y in zip(xs, labels)], update_state=True)
         return np.frombuffer(raw, np.float32).copy()
 
     def predict(self, xs: np.ndarray) -> np.ndarray:
-        raw = self._run([(-1, 0.0, x) for x in xs], update_state=False)
+        raw = self.replay([(-1, 0.0, x) for x in xs], update_state=False)
         return np.frombuffer(raw, self.output_dtype).reshape(len(xs), self.output_size).copy()
 
     def state(self) -> bytes:
         if not self._started:
-            self._run([], update_state=True)
+            self.replay([], update_state=True)
         return self.state_file.read_bytes()
 
     def params(self) -> dict[str, np.ndarray]:

@@ -156,7 +156,7 @@ def dump_gradients(graph: Graph, updates: list[LayerUpdate], name: str, rounding
 
         trainer = CTrainer(b, cflags=["-DTINYC_TRAIN_OBSERVE=tinyc_train_observe"])
         try:
-            raw = np.frombuffer(trainer._run([(int(y), 0.0, x) for x, y in zip(x_q, labels)], False), np.float32)
+            raw = np.frombuffer(trainer.replay([(int(y), 0.0, x) for x, y in zip(x_q, labels)], False), np.float32)
         finally:
             trainer.close()
         sizes = [b.tp.graph.tensors[p.param.grad].size for p in params]
