@@ -66,6 +66,7 @@ SIGNATURES = {
     "tinyc_add_f32": [I32, P, P, P],
     "tinyc_slice_f32": [P, P, P, P, P],
     "tinyc_conv2d_grad_input_f32": [P, P, P, P, P],
+    "tinyc_conv2d_grad_input_sum_f32": [P, P, P, P, P, I32, I32, P],
     "tinyc_conv2d_grad_weight_f32": [P, I32, P, F, I32, P, P],
     "tinyc_bias_grad_f32": [I32, I32, I32, P, P],
     "tinyc_fc_grad_input_f32": [I32, I32, I32, P, P, P, I32, P],
@@ -370,6 +371,26 @@ def test_conv2d_grad_input(lib):
         assert_close(want, ref)
     assert {k for k, *_ in seen} == {"conv", "group", "dw"}
     assert any(s for _, s, _, _ in seen) and any(d for _, _, d, _ in seen) and any(pd for *_, pd in seen)
+
+
+def test_conv2d_grad_input_sum(lib):
+    """The fused gradient-input channel sum equals its definition: the bias
+    gradient of the clamp's gradient of the input gradient (masked or not)."""
+    rng = np.random.default_rng(21)
+    for i in range(120):
+        p, pads, w_q, w_scale, dz = _conv_case(rng, KINDS[i % len(KINDS)])
+        n = p.in_h * p.in_w * p.in_c
+        masked = i % 3 != 0
+        lo_q, hi_q = (int(rng.integers(-128, 0)), int(rng.choice([127, 128]))) if masked else (0, 0)
+        y_q = _s8(rng.integers(-128, 128, n)) if masked else None
+        want = T.conv2d_grad_input_sum_f32(p, dz, w_q, w_scale, y_q, lo_q, hi_q)
+        got = _out(p.in_c)
+        lib.tinyc_conv2d_grad_input_sum_f32(ctypes.byref(p.to_ctypes()), _ptr(dz), _ptr(w_q), _ptr(w_scale), _ptr(y_q),
+                                            lo_q, hi_q, _ptr(got))
+        assert_close(got, want)
+        dx = T.conv2d_grad_input_f32(p, dz, w_q, w_scale)
+        dx = T.clamp_grad_f32(n, dx, y_q, lo_q, hi_q) if masked else dx
+        assert np.array_equal(want, T.bias_grad_f32(p.in_h * p.in_w, p.in_c, p.in_c, dx))
 
 
 def test_conv2d_grad_weight(lib):

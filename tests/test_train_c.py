@@ -19,7 +19,8 @@ from tinyc.errors import TinycError
 from tinyc.kernels.train import sgd_update_s8, sgd_update_s32
 from tinyc.passes.memory import validate_plan
 from tinyc.train.autodiff import to_onnx_layout
-from tinyc.train.engine import CTrainer, RefTrainer, build_training
+from tinyc.train.engine import CTrainer, RefTrainer, build_training, memory_of
+from tinyc.train.lower import lower_training, run_step
 from tinyc.train.reference import FloatTrainer
 from tinyc.train.run import Dataset, dump_gradients, to_program_input
 from tinyc.train.spec import model_layers, parse_update
@@ -219,6 +220,74 @@ def test_resnet8_c_training_follows_the_numpy_specs():
     for key, w in want.items():
         diff = np.abs(got[key].astype(np.int64) - w.astype(np.int64))
         assert diff.max() <= 1 and np.count_nonzero(diff) <= max(1, diff.size // 200), key
+
+
+@needs_shared
+def test_resnet8_sparse_step_fits_96_kb_without_its_bias_gradients():
+    """ResNet-8's sparse step keeps no [16, 16, 32] float gradient that only feeds
+    the sums of block 2's biases (main path and shortcut, 32 KB each): its arena
+    is no larger than NAME_invoke's, the training SRAM is within 96 KB, and the
+    bias gradients equal those of the stored schedule within float32 rounding."""
+    updates = parse_update(RESNET8_SPARSE, model_layers(RESNET8))
+    summed = memory_of(api.load(RESNET8), updates)
+    stored = memory_of(api.load(RESNET8), updates, sum_bias_tails=False)
+    assert summed["total_bytes"] <= 96 * 1024 < stored["total_bytes"]
+    assert stored["arena_bytes"] - summed["arena_bytes"] >= 32 * 1024
+    data = np.load(TRAINING / "digits32.npz")
+    x = (data["train_x"][:2].astype(np.int16) - 128).astype(np.int8)
+    seen = []
+    for flag in (True, False):
+        tp = lower_training(api.load(RESNET8), updates, sum_bias_tails=flag)
+        assert flag == ("conv2d_grad_input_sum_f32" in {c.kernel for c in tp.step.calls})
+        assert flag or max(tp.graph.tensors[o].nbytes for c in tp.step.calls for o in c.outputs) >= 32 * 1024
+        grads, losses = {}, []
+        for k in range(2):
+
+            def observe(p, g, k=k, grads=grads):
+                grads[p.tensor, k] = g.copy()
+
+            loss, _ = run_step(tp, x[k].reshape(tp.graph.tensors[tp.step.inputs[0]].shape), int(data["train_y"][k]),
+                               0.01, 1, observe)
+            losses.append(loss)
+        seen.append((losses, grads, {p.tensor: tp.graph.tensors[p.tensor].data for p in tp.params}))
+    assert seen[0][0][0] == seen[1][0][0]  # the first forward and loss are the same program
+    assert abs(seen[0][0][1] - seen[1][0][1]) <= 1e-5 * abs(seen[1][0][1])
+    for key, g in seen[1][1].items():
+        assert _close(seen[0][1][key], g), key
+
+
+@needs_shared
+def test_recompute_lowers_the_peak_and_changes_no_value(tmp_path):
+    """VWW with the biases of its last 14 layers and the classifier: saved
+    activations recomputed in the backward lower the arena, and the C trains
+    bit for bit as with them stored (the same int8 kernel on the same bytes);
+    the report lists what is recomputed and its MACs."""
+    spec = "bias=last14; weight=-1"
+    updates = parse_update(spec, model_layers(VWW))
+    data = np.load(TRAINING / "lfw96.npz")
+    x = (data["train_x"][:4].astype(np.int16) - 128).astype(np.int8)
+    y = data["train_y"][:4]
+    results, arenas = [], []
+    for flag in (True, False):
+        b = build_training(api.load(VWW), updates, "m", recompute=flag)
+        validate_plan(b.train_plan, b.tp.step)
+        assert bool(b.tp.recomputed) == flag and (b.summary["recompute_macs"] > 0) == flag
+        arenas.append(b.train_plan.arena_size)
+        trainer = CTrainer(b, seed=2)
+        try:
+            losses = trainer.steps(x.reshape((4,) + b.tp.graph.tensors[b.tp.step.inputs[0]].shape), y, 0.03)
+            results.append((losses, trainer.params()))
+        finally:
+            trainer.close()
+    assert arenas[0] < arenas[1]
+    assert np.array_equal(results[0][0], results[1][0])
+    for key in results[1][1]:
+        assert np.array_equal(results[0][1][key], results[1][1][key]), key
+    r = _tinyc("report", VWW, "--board", "host", "--format", "json", "--update", spec)
+    assert r.returncode == 0, r.stderr
+    t = json.loads(r.stdout)["training"]
+    assert t["recomputed"] and all(x["macs"] > 0 for x in t["recomputed"])
+    assert t["train_arena_bytes"] == max(arenas[0], t["inference_arena_bytes"])
 
 
 @needs_shared

@@ -238,6 +238,8 @@ def generate(program: Program, plan: MemoryPlan, name: str, source: str = "model
         from ..ir.program import Ref, Runtime
         from ..kernels.params import KernelParams
 
+        if a is None:
+            return "0"  # NULL: an optional input left out
         if isinstance(a, Ref):
             return ptr(a.name, plan=plan)
         if isinstance(a, Runtime):

@@ -29,6 +29,7 @@ __all__ = [
     "add_f32",
     "slice_f32",
     "conv2d_grad_input_f32",
+    "conv2d_grad_input_sum_f32",
     "conv2d_grad_weight_f32",
     "bias_grad_f32",
     "fc_grad_input_f32",
@@ -134,6 +135,17 @@ def conv2d_grad_input_f32(p: ConvParams, dz, w_q, w_scale) -> np.ndarray:
     cg, _ = _conv_geometry(p)
     w = _i32(w_q, p.out_c * p.k_h * p.k_w * cg).reshape(p.out_c, p.k_h, p.k_w, cg)
     return _conv_grad_input(p, dz, w.astype(np.float32) * _scales(w_scale, p.out_c, 1)[:, None, None, None])
+
+
+def conv2d_grad_input_sum_f32(p: ConvParams, dz, w_q, w_scale, y_q, lo_q: int, hi_q: int) -> np.ndarray:
+    """ds [in_c]: conv2d_grad_input_f32's dx masked as clamp_grad_f32 masks it
+    (``y_q`` None: no mask) and summed over the input positions, which is
+    bias_grad_f32 of clamp_grad_f32 of conv2d_grad_input_f32 without the dx in
+    between (the C gathers one cell at a time)."""
+    dx = conv2d_grad_input_f32(p, dz, w_q, w_scale).reshape(-1)
+    if y_q is not None:
+        dx = clamp_grad_f32(dx.size, dx, y_q, lo_q, hi_q)
+    return dx.reshape(-1, p.in_c).sum(axis=0, dtype=np.float32)
 
 
 def conv2d_grad_weight_f32(p: ConvParams, k: int, x_q, x_scale: float, x_zero: int, dz) -> np.ndarray:
@@ -491,7 +503,8 @@ UPDATE_KERNELS = ("sgd_update_s8", "sgd_update_s32", "conv2d_train_weight_s8", "
 
 # name -> numpy spec (the C function is "tinyc_" + name)
 TRAIN_KERNELS = {f.__name__: f for f in (
-    clamp_grad_f32, add_f32, slice_f32, conv2d_grad_input_f32, conv2d_grad_weight_f32, bias_grad_f32, fc_grad_input_f32,
+    clamp_grad_f32, add_f32, slice_f32, conv2d_grad_input_f32, conv2d_grad_input_sum_f32, conv2d_grad_weight_f32,
+    bias_grad_f32, fc_grad_input_f32,
     fc_grad_weight_f32, avg_pool_grad_f32, max_pool_grad_f32, mean_grad_f32, softmax_xent_f32, sgd_update_s8, sgd_update_s32,
     conv2d_train_weight_s8, fc_train_weight_s8, conv2d_f32, fc_f32, clamp_f32, avg_pool_f32, max_pool_f32,
     concat2_f32, mean_f32,

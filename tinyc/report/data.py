@@ -192,6 +192,7 @@ def training_report(graph, model_path, spec: str, needs: dict | None, board: Boa
     g = tp.graph
     backward_start = next(k for k, c in enumerate(tp.step.calls, start=1) if c.args)
     at_peak = []
+    copies = {again for _, again, _, _ in tp.recomputed}
     for b in plan.buffers:
         piece = next((p for p in b.pieces if p.first <= peak <= p.last), None)
         if piece is None:
@@ -199,6 +200,7 @@ def training_report(graph, model_path, spec: str, needs: dict | None, board: Boa
         t = g.tensors.get(b.name)
         kind = ("scratch" if t is None or b.name.endswith(":dw") or ":dw__" in b.name else
                 "gradient (float32)" if t.dtype == np.float32 else
+                "recomputed activation (int8)" if b.name in copies else
                 "saved activation (int8)" if peak >= backward_start else "activation (int8)")
         at_peak.append({"tensor": b.name, "kind": kind, "bytes": piece.size})
     at_peak.sort(key=lambda r: -r["bytes"])
@@ -214,6 +216,7 @@ def training_report(graph, model_path, spec: str, needs: dict | None, board: Boa
         "trainable_bytes": tp.trainable_bytes(), "train_total_bytes": arena + tp.trainable_bytes(),
         "peak_step": peak, "peak_node": tp.step.calls[peak - 1].node if 1 <= peak <= len(tp.step.calls) else None,
         "at_peak": at_peak, "params": params, "others": {},
+        "recomputed": [{"tensor": t, "node": node, "macs": macs} for t, _, node, macs in tp.recomputed],
     }
     for label, other in (("bias_only", "bias=all"), ("full_backprop", "full")):
         try:

@@ -40,10 +40,11 @@ class TrainBuild:
 
 def build_training(graph: Graph, updates: list[LayerUpdate], name: str, rounding: str = "residue",
                    source: str = "model", poison: bool = False, fused: bool = True,
-                   precision: str = "int8", max_step: int = 1) -> TrainBuild:
+                   precision: str = "int8", max_step: int = 1, **schedule) -> TrainBuild:
     """Lower, plan and generate the C of a training build: of the quantized
-    graph (lowered in place), or with ``precision`` "float" of the float graph."""
-    tp = lower_training(graph, updates, rounding, fused=fused, precision=precision, max_step=max_step)
+    graph (lowered in place), or with ``precision`` "float" of the float graph.
+    ``schedule``: lower_training's sum_bias_tails / recompute."""
+    tp = lower_training(graph, updates, rounding, fused=fused, precision=precision, max_step=max_step, **schedule)
     plan = plan_memory(tp.inference)
     train_plan = plan_memory(tp.step, reorder=False)
     files = generate(tp.inference, plan, name, source, poison=poison, train=tp, train_plan=train_plan)
@@ -55,13 +56,16 @@ def build_training(graph: Graph, updates: list[LayerUpdate], name: str, rounding
         "train_total_bytes": b.arena_bytes + tp.trainable_bytes(),
         "rounding": tp.rounding,
         "max_step": max_step,
+        "recomputed_tensors": len(tp.recomputed),
+        "recompute_macs": tp.recompute_macs,
     }
     return b
 
 
-def memory_of(graph: Graph, updates: list[LayerUpdate], rounding: str = "residue", precision: str = "int8") -> dict:
+def memory_of(graph: Graph, updates: list[LayerUpdate], rounding: str = "residue", precision: str = "int8",
+              **schedule) -> dict:
     """Training SRAM of an update set (arena, trainable bytes, total) without generating C."""
-    tp = lower_training(copy.deepcopy(graph), updates, rounding, precision=precision)
+    tp = lower_training(copy.deepcopy(graph), updates, rounding, precision=precision, **schedule)
     arena = max(plan_memory(tp.inference).arena_size, plan_memory(tp.step, reorder=False).arena_size)
     return {"arena_bytes": arena, "trainable_bytes": tp.trainable_bytes(),
             "total_bytes": arena + tp.trainable_bytes()}

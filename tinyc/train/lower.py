@@ -21,6 +21,7 @@ meaning of the C, as ``reference.run_int8`` is for inference.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +56,12 @@ class TrainProgram:
     params: list[TrainedParam]
     logits: str
     rounding: str
+    # saved activations computed again in the backward: (tensor, its copy, node, MACs)
+    recomputed: list[tuple[str, str, str, int]] = dataclasses.field(default_factory=list)
+
+    @property
+    def recompute_macs(self) -> int:
+        return sum(r[3] for r in self.recomputed)
 
     @property
     def graph(self) -> Graph:
@@ -138,9 +145,7 @@ class _Lowering:
 
     # ------------------------------------------------------------------ calls
     def emit(self, kernel: str, node: Node, args: list, outputs: list[str], state: tuple[str, ...] = ()) -> None:
-        inputs = [a.name for a in args if isinstance(a, Ref)]
-        self.calls.append(KernelCall(kernel, None, inputs, list(outputs), node.name, args=tuple(args),
-                                     state=tuple(state)))
+        self.calls.append(_call(kernel, node.name, tuple(args), outputs, state))
 
     def lower(self, node: Node) -> None:
         g, op = self.tg.graph, node.op
@@ -353,8 +358,147 @@ class _Lowering:
                       [], (tp.tensor, tp.residue or "", self._generator()))
 
 
+def _call(kernel: str, node: str, args: tuple, outputs: list[str], state: tuple[str, ...] = ()) -> KernelCall:
+    """A training kernel call by argument list (its inputs: the tensors it reads)."""
+    return KernelCall(kernel, None, [a.name for a in args if isinstance(a, Ref)], list(outputs), node, args=tuple(args),
+                      state=tuple(state))
+
+
+def _float_tensor(g: Graph, base: str, shape: tuple[int, ...]) -> str:
+    return g.add_tensor(Tensor(g.unique_name(base), shape, np.float32)).name
+
+
+def _sum_bias_tails(g: Graph, calls: list[KernelCall]) -> list[KernelCall]:
+    """Where a gradient is read only to be summed per channel (the biases of the
+    earliest updated layers, with nothing left to propagate), take the sums from
+    the gradient-input calls that make it (conv2d_grad_input_sum_f32) and never
+    store the [h, w, c] gradient. The clamp's mask and the sum distribute over
+    a residual's Add: each term is summed on its own (a term some other call
+    makes, a skip connection's, is masked and summed as it is) and the sums
+    added. In ResNet-8's sparse step that gradient is 32 KB of float32, twice
+    (main path and shortcut), at the peak."""
+    producer = {o: c for c in calls for o in c.outputs}
+    readers: dict[str, list[KernelCall]] = {}
+    for c in calls:
+        for i in c.inputs:
+            if i:
+                readers.setdefault(i, []).append(c)
+
+    def terms(t: str, parent: KernelCall | None):
+        """The terms whose sum is ``t``: (gradient-input calls nothing else reads,
+        other (tensor, the add reading it), the adds in between)."""
+        c = producer.get(t)
+        if c is not None and len(readers.get(t, [])) == 1:
+            if c.kernel == "conv2d_grad_input_f32":
+                return [c], [], []
+            if c.kernel == "add_f32" and c.inputs[0] != c.inputs[1]:
+                a, b = terms(c.inputs[0], c), terms(c.inputs[1], c)
+                return a[0] + b[0], a[1] + b[1], a[2] + b[2] + [c]
+        return [], [(t, parent)], []
+
+    replace: dict[int, list[KernelCall]] = {}
+    drop: set[int] = set()
+    for dz in dict.fromkeys(c.inputs[0] for c in calls if c.kernel == "bias_grad_f32"):
+        sums = readers[dz]
+        if any(c.kernel != "bias_grad_f32" for c in sums) or id(sums[0]) in replace:
+            continue
+        mask = producer.get(dz)
+        if mask is not None and mask.kernel == "clamp_grad_f32":
+            y, lo, hi = mask.args[2:5]
+            inputs, others, adds = terms(mask.inputs[0], None)
+            adds.append(mask)
+        else:
+            y, lo, hi = None, 0, 0
+            inputs, others, adds = terms(dz, None)
+        size, channels = g.tensors[dz].size, g.tensors[dz].shape[-1]
+        if not inputs or any(c.args[0].in_c != channels for c in inputs):
+            continue
+        partial = []
+        for c in inputs:
+            partial.append(_float_tensor(g, f"{c.outputs[0]}:sum", (channels,)))
+            replace[id(c)] = [_call("conv2d_grad_input_sum_f32", c.node, (*c.args, y, lo, hi), [partial[-1]])]
+        for t, parent in others:
+            src, here = t, replace.setdefault(id(parent), [])
+            if y is not None:
+                src = _float_tensor(g, f"{t}:masked", g.tensors[t].shape)
+                here.append(_call("clamp_grad_f32", parent.node, (size, Ref(t), y, lo, hi), [src]))
+            partial.append(_float_tensor(g, f"{t}:sum", (channels,)))
+            here.append(_call("bias_grad_f32", parent.node, (size // channels, channels, channels, Ref(src)),
+                              [partial[-1]]))
+        total = partial[0]
+        summing = []
+        for more in partial[1:]:
+            out = _float_tensor(g, f"{dz}:sum", (channels,))
+            summing.append(_call("add_f32", sums[0].node, (channels, Ref(total), Ref(more)), [out]))
+            total = out
+        for c in sums:
+            _, ch, k = c.args[:3]
+            replace[id(c)] = [_call(c.kernel, c.node, (1, ch, k, Ref(total)), c.outputs)]
+        replace[id(sums[0])] = summing + replace[id(sums[0])]
+        drop.update(id(c) for c in adds)
+    out: list[KernelCall] = []
+    for c in calls:
+        out += replace.get(id(c), [] if id(c) in drop else [c])
+    return out
+
+
+def _recompute(g: Graph, calls: list[KernelCall], backward_from: int,
+               inputs: list[str]) -> tuple[list[KernelCall], list[tuple[str, str, str]]]:
+    """Recompute instead of store, where it lowers the step's peak: a saved int8
+    activation whose producer's inputs the backward keeps anyway is computed
+    again right before its first backward reader (the same int8 kernel on the
+    same bytes, so the same values), instead of living from the forward to the
+    backward. Greedy over the saved activations, largest first, each kept only
+    if the planned arena shrinks. Returns the calls and, per recomputed tensor,
+    (the saved tensor, its recomputed copy, the node that computes it)."""
+    from ..passes.memory import plan_memory
+
+    def arena(cs: list[KernelCall]) -> int:
+        return plan_memory(Program(g, cs, inputs, [LOSS]), reorder=False).arena_size
+
+    forward = {o: c for c in calls[:backward_from] if not c.args and not c.is_alias for o in c.outputs}
+    saved = sorted(dict.fromkeys(i for c in calls[backward_from:] for i in c.inputs if i in forward),
+                   key=lambda t: -g.tensors[t].nbytes)  # a stable sort: the same choice on every run
+    best, chosen = arena(calls), []
+    for t in saved:
+        producer = forward[t]
+        at = next(k for k, c in enumerate(calls) if k >= backward_from and t in c.inputs)
+        kept = all(g.tensors[i].is_const or any(i in c.inputs for c in calls[at:])
+                   for i in producer.inputs if i)
+        updated_before = any(c.state and c.state[0] in producer.inputs for c in calls[:at])
+        if not kept or updated_before:
+            continue
+        again = g.unique_name(f"{t}:recomputed")
+        copy = KernelCall(producer.kernel, producer.params, list(producer.inputs), [again], producer.node,
+                          producer.scalars)
+        trial = calls[:at] + [copy] + [_renamed(c, t, again) for c in calls[at:]]
+        g.add_tensor(dataclasses.replace(g.tensors[t], name=again))
+        size = arena(trial)
+        if size < best:
+            best, calls = size, trial
+            chosen.append((t, again, producer.node))
+        else:
+            del g.tensors[again]
+    return calls, chosen
+
+
+def _macs(node: Node | None, graph: Graph) -> int:
+    from ..ops import get_op
+
+    return 0 if node is None else int(get_op(node.op).macs(node, graph))
+
+
+def _renamed(c: KernelCall, old: str, new: str) -> KernelCall:
+    if old not in c.inputs:
+        return c
+    args = tuple(Ref(new) if isinstance(a, Ref) and a.name == old else a for a in c.args)
+    return KernelCall(c.kernel, c.params, [new if i == old else i for i in c.inputs], list(c.outputs), c.node,
+                      c.scalars, args=args, state=c.state)
+
+
 def lower_training(graph: Graph, updates: list[LayerUpdate], rounding: str = "residue",
-                   fused: bool = True, precision: str = "int8", max_step: int = 1) -> TrainProgram:
+                   fused: bool = True, precision: str = "int8", max_step: int = 1,
+                   sum_bias_tails: bool = True, recompute: bool = True) -> TrainProgram:
     """The training step of a canonical graph. ``precision`` "int8": the graph is
     quantized and lowered in place (as compile_int8 does); the step trains the
     int8 program. "float": the float graph, float32 throughout (SGD on float
@@ -362,7 +506,10 @@ def lower_training(graph: Graph, updates: list[LayerUpdate], rounding: str = "re
     weight's gradient is applied a channel at a time as it is computed (no whole
     weight gradient is kept); False keeps it whole before the update (to observe
     it: --dump-grads). ``max_step``: the most whole units of its scale one step
-    may move an int8 weight (0: no limit; tinyc_sgd_update_s8's max_units)."""
+    may move an int8 weight (0: no limit; tinyc_sgd_update_s8's max_units).
+    ``sum_bias_tails`` / ``recompute``: the two memory savings of the schedule
+    (_sum_bias_tails, _recompute); off, every gradient and saved activation is
+    stored (the tests compare the two)."""
     from ..engines import compile_int8
 
     if rounding not in ROUNDINGS:
@@ -400,7 +547,7 @@ def lower_training(graph: Graph, updates: list[LayerUpdate], rounding: str = "re
 
     for node in tg.graph.nodes[tg.backward_from:]:
         low.lower(node)
-    calls = low.calls
+    calls = _sum_bias_tails(g, low.calls) if sum_bias_tails else low.calls
     for tp in params:
         # the update goes right after the last call that reads the parameter (the
         # input gradient needs the weights before the step) or makes its gradient
@@ -415,8 +562,12 @@ def lower_training(graph: Graph, updates: list[LayerUpdate], rounding: str = "re
             low.update(tp)
             calls.insert(last + 1, low.calls[0])
     forward = _needed_calls(program.calls, logits)
-    step = Program(g, forward + calls, list(program.inputs), [LOSS])
-    return TrainProgram(program, step, params, logits, rounding if precision == "int8" else "float")
+    calls, recomputed = ((forward + calls, []) if not recompute else
+                         _recompute(g, forward + calls, len(forward), list(program.inputs)))
+    nodes = {n.name: n for n in tg.graph.nodes}
+    recomputed = [(t, again, node, _macs(nodes.get(node), tg.graph)) for t, again, node in recomputed]
+    step = Program(g, calls, list(program.inputs), [LOSS])
+    return TrainProgram(program, step, params, logits, rounding if precision == "int8" else "float", recomputed)
 
 
 # ----------------------------------------------------------------- numpy run

@@ -312,6 +312,9 @@ def describe(summary: dict, out_dir) -> str:
         lines.append(f"training SRAM {summary['train_total_bytes'] / kb:,.1f} KB: arena "
                      f"{summary['train_arena_bytes']:,} B + trainable parameters and state "
                      f"{summary['trainable_bytes']:,} B{full_text}")
+        if summary.get("recomputed_tensors"):
+            lines.append(f"{summary['recomputed_tensors']} saved activations are recomputed in the backward, which "
+                         f"lowers the peak: {summary['recompute_macs']:,} extra MACs per step")
     if "test_accuracy" in summary:
         before = summary.get("test_accuracy_before")
         lines.append(f"test accuracy {summary['test_accuracy']:.4f}"

@@ -277,6 +277,56 @@ void tinyc_conv2d_grad_input_f32(const tinyc_conv_params *p, const float *dz, co
     }
 }
 
+void tinyc_conv2d_grad_input_sum_f32(const tinyc_conv_params *p, const float *dz, const int8_t *w_q,
+                                     const float *w_scale, const int8_t *y_q, int32_t lo_q, int32_t hi_q, float *ds)
+{
+    const int32_t in_c = p->in_c, out_c = p->out_c;
+    const int32_t cg = in_c / p->groups, og = out_c / p->groups;
+    const int32_t o_size = p->k_h * p->k_w * cg;
+    int32_t iy, ix, ky, kx, o, c;
+    zero_f32(ds, in_c);
+    /* Gather: each input cell's gradient from the output positions whose taps
+     * read it, one scalar at a time, so that no [in_h][in_w][in_c] gradient is
+     * ever stored; cells the clamp masks are not computed at all. */
+    for (iy = 0; iy < p->in_h; ++iy) {
+        for (ix = 0; ix < p->in_w; ++ix) {
+            for (c = 0; c < in_c; ++c) {
+                const int32_t g = c / cg;
+                const int8_t *wc = w_q + (c - g * cg);
+                float v = 0.0f;
+                if (y_q) {
+                    const int32_t y = y_q[(iy * p->in_w + ix) * in_c + c];
+                    if (!(y > lo_q && y < hi_q)) {
+                        continue;
+                    }
+                }
+                for (ky = 0; ky < p->k_h; ++ky) {
+                    const int32_t ty = iy + p->pad_t - ky * p->dil_h;
+                    int32_t oy;
+                    if (ty < 0 || ty % p->stride_h != 0 || (oy = ty / p->stride_h) >= p->out_h) {
+                        continue;
+                    }
+                    for (kx = 0; kx < p->k_w; ++kx) {
+                        const int32_t tx = ix + p->pad_l - kx * p->dil_w;
+                        int32_t ox;
+                        const float *dzp;
+                        const int8_t *wp;
+                        if (tx < 0 || tx % p->stride_w != 0 || (ox = tx / p->stride_w) >= p->out_w) {
+                            continue;
+                        }
+                        dzp = dz + (oy * p->out_w + ox) * out_c;
+                        wp = wc + (ky * p->k_w + kx) * cg;
+                        for (o = g * og; o < (g + 1) * og; ++o) {
+                            v += (dzp[o] * w_scale[o]) * (float)wp[o * o_size];
+                        }
+                    }
+                }
+                ds[c] += v;
+            }
+        }
+    }
+}
+
 void tinyc_conv2d_grad_weight_f32(const tinyc_conv_params *p, int32_t k, const int8_t *x_q, float x_scale,
                                   int32_t x_zero, const float *dz, float *dw)
 {

@@ -103,6 +103,15 @@ void tinyc_slice_f32(const int32_t *in_shape, const int32_t *starts, const int32
 void tinyc_conv2d_grad_input_f32(const tinyc_conv_params *p, const float *dz, const int8_t *w_q,
                                  const float *w_scale, float *dx);
 
+/* Grad input summed per input channel, masked by the clamp of the layer that
+ * produced the input (the bias gradient of that layer when this gradient is
+ * all the bias needs):
+ *   ds[c] = sum over (iy, ix) with lo_q < y_q[iy][ix][c] < hi_q of dx[iy][ix][c],
+ * dx as tinyc_conv2d_grad_input_f32 defines it; y_q NULL: no mask.  The
+ * [in_h][in_w][in_c] gradient is never stored: ds is [in_c]. */
+void tinyc_conv2d_grad_input_sum_f32(const tinyc_conv_params *p, const float *dz, const int8_t *w_q,
+                                     const float *w_scale, const int8_t *y_q, int32_t lo_q, int32_t hi_q, float *ds);
+
 /* Grad weight of the first k output channels (0 < k <= out_c):
  *   dw[o][ky][kx][c] = sum over (oy, ox) of dz[oy][ox][o] * x(iy, ix, g*cg + c),
  * x = x_scale * (x_q - x_zero) the saved input [in_h][in_w][in_c], 0 in the
