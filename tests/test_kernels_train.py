@@ -1029,6 +1029,10 @@ def device_calls() -> DeviceCalls:
               ("in", "float", dz), ("out", "float", k * p.k_h * p.k_w * (p.in_c // p.groups)))  # fmt: skip
         d.add("tinyc_bias_grad_f32", ("i", p.out_h * p.out_w), ("i", p.out_c), ("i", k), ("in", "float", dz),
               ("out", "float", k))  # fmt: skip
+        y_q = rng.integers(-128, 128, p.in_h * p.in_w * p.in_c)
+        d.add("tinyc_conv2d_grad_input_sum_f32", ("p", p), ("in", "float", dz), ("in", "int8_t", w_q),
+              ("in", "float", w_scale), ("in", "int8_t", y_q) if i % 2 else None, ("i", -10), ("i", 127),
+              ("out", "float", p.in_c))  # fmt: skip
     for _ in range(4):
         n_in, n_out = int(rng.integers(1, 50)), int(rng.integers(1, 20))
         dz = random_grad(rng, n_out)
