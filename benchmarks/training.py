@@ -1,7 +1,7 @@
 """On-device training: int8 fine-tuning accuracy and training SRAM of the shared
 int8 models through ``tinyc train --engine c`` (the generated C, on the host),
 for every scheme of baselines.json and tinyc's own low-memory schemes, against
-PyTorch's float fine-tuning. ``python benchmarks/training.py`` (about 25 min).
+PyTorch's float fine-tuning. ``python benchmarks/training.py`` (about 30 min).
 
 Each row: the int8 model as shared (``onnx_int8``, not recalibrated), SGD batch 1
 with the scheme's learning rate and epochs, samples shuffled each epoch, seeds
