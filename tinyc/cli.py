@@ -291,7 +291,12 @@ def build(model, board, sample_path, out_dir, name, as_json, calib_path, calib_m
 @click.option("--lr", required=True, help="Learning rate of plain SGD (batch 1).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1),
               help="Seeds the sample order of each epoch and the stochastic rounding.")
-@click.option("--engine", type=click.Choice(["c", "ref"]), default="c", show_default=True,
+@click.option("--board", "board_name", default=None,
+              help="Write training firmware for this board (its main trains on the samples of --data on the "
+                   "device and persists what it learned); see 'tinyc boards'.")
+@click.option("--samples", default=None, type=click.IntRange(1, 65535),
+              help="With --board: embed only the first N samples of --data (and of --eval).")
+@click.option("--engine", type=click.Choice(["c", "ref", "qemu"]), default="c", show_default=True,
               help="c: the generated C, compiled for the host; ref: the numpy specs of the same kernels.")
 @click.option("--precision", type=click.Choice(["int8", "float"]), default="int8", show_default=True,
               help="int8: train the deployed int8 graph; float: the float graph (float forward and backward).")
@@ -311,13 +316,22 @@ def build(model, board, sample_path, out_dir, name, as_json, calib_path, calib_m
 @pixel_range_option
 @input_shape_option
 @dump_ir_option
-def train(model, data_path, eval_path, update_spec, epochs, lr, seed, engine, precision, rounding, max_step, out_dir,
-          name, as_json, dump_path, calib_path, calib_method, pixel_range, input_shape, dump_ir):
+def train(model, data_path, eval_path, update_spec, epochs, lr, seed, board_name, samples, engine, precision, rounding,
+          max_step, out_dir, name, as_json, dump_path, calib_path, calib_method, pixel_range, input_shape, dump_ir):
     """Fine-tune a classifier on labelled data (SGD, batch 1, softmax cross-entropy on the logits of its
     final Softmax) and write the C project with NAME_train_step and the fine-tuned ONNX model."""
     from .train import run as tr
 
     lr_value = tr.parse_lr(lr)
+    board = None
+    if board_name is not None:
+        from .boards import get_board
+
+        board = get_board(board_name)
+        if precision == "float" or dump_path is not None:
+            raise TinycError("--board writes int8 training firmware: leave out --precision float and --dump-grads")
+    elif engine == "qemu" or samples is not None:
+        raise TinycError(f"{'--engine qemu' if engine == 'qemu' else '--samples'} needs --board (training firmware)")
     if precision == "float" and calib_path is not None:
         raise TinycError("--calib quantizes the model; --precision float trains the float model as it is")
     if name is not None:
@@ -350,12 +364,38 @@ def train(model, data_path, eval_path, update_spec, epochs, lr, seed, engine, pr
     def log(entry):
         if not as_json:
             acc = f", test accuracy {entry['test_accuracy']:.4f}" if "test_accuracy" in entry else ""
+            acc = f", accuracy {entry['accuracy']:.4f}" if "accuracy" in entry else acc
             click.echo(f"epoch {entry['epoch']}/{epochs}: mean loss {entry['loss']:.4f}{acc}", err=True)
 
     dumped = None
     if dump_path is not None:
         dumped = tr.dump_gradients(graph, updates, name, rounding, tr.Dataset(data.x[:4], data.y[:4]), engine,
                                    precision, max_step)
+    if board is not None:
+        from .train import firmware as tf
+
+        with click.progressbar(length=epochs * min(len(data.y), samples or len(data.y)), label="training",
+                               file=sys.stderr, hidden=quiet) as bar:
+            b, summary, fill = tf.train_on_board(graph, model, updates, data, eval_data, board=board, name=name,
+                                                 epochs=epochs, lr=lr_value, seed=seed, engine=engine,
+                                                 rounding=rounding, max_step=max_step, samples=samples,
+                                                 progress=bar.update)
+        for entry in summary["history"]:
+            log(entry)
+        onnx_blob = tr.onnx_bytes(model, b.tp)
+
+        def fill_all(root):
+            fill(root)
+            (root / f"{name}.onnx").write_bytes(onnx_blob)
+
+        from .build import replace_dir
+
+        replace_dir(out_dir, fill_all, products=("build/",))
+        if as_json:
+            click.echo(json.dumps(summary, indent=1))
+        else:
+            click.echo(tr.describe_firmware(summary, out_dir), err=True)
+        return
     with click.progressbar(length=epochs * len(data.y), label="training", file=sys.stderr, hidden=quiet) as bar:
         b, summary = tr.train_model(graph, model, updates, data, eval_data, name=name, epochs=epochs, lr=lr_value,
                                     seed=seed, engine=engine, rounding=rounding, precision=precision,

@@ -3,7 +3,9 @@
 A board names its core (``-mcpu``), FPU (``-mfpu``, or "none"), DSP extension,
 clock, memory regions (``flash`` and ``ram``, each a list of name / origin /
 length; the first flash region and the largest RAM region hold the firmware),
-the QEMU machine that stands in for its core, and its pyOCD target name.
+the QEMU machine that stands in for its core, its pyOCD target name, and
+optionally ``storage``: the flash sectors and the port (firmware/storage/) that
+training firmware persists its state through.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ class Board:
     ram: tuple[Region, ...]
     aliases: tuple[str, ...] = field(default_factory=tuple)
     notes: str = ""
+    # where training firmware persists what it learned: {"port": "stm32f7" | "stm32f4",
+    # "sectors": [[count, bytes], ...] of the main flash, in address order}; None: no port
+    storage: dict | None = None
 
     @property
     def main_flash(self) -> Region:
@@ -79,7 +84,7 @@ def _load(path: Path) -> Board:
         name=d["name"], description=d["description"], core=d["core"], fpu=d["fpu"], dsp=bool(d["dsp"]),
         clock_hz=int(d["clock_hz"]), qemu=d.get("qemu"), pyocd_target=d.get("pyocd_target"),
         flash=tuple(_region(r) for r in d["flash"]), ram=tuple(_region(r) for r in d["ram"]),
-        aliases=tuple(d.get("aliases", ())), notes=d.get("notes", ""),
+        aliases=tuple(d.get("aliases", ())), notes=d.get("notes", ""), storage=d.get("storage"),
     )
 
 

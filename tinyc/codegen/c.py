@@ -350,6 +350,7 @@ def generate(program: Program, plan: MemoryPlan, name: str, source: str = "model
             "input_size": graph.tensors[x].size, "input_bytes": graph.tensors[x].nbytes,
             "loss_offset": train_plan.offsets[LOSS],
             "classes": graph.tensors[train.logits].size, "state": state, "state_bytes": offset + 4,
+            "model_hash": f"0x{train.model_hash:08x}u", "layout_hash": f"0x{train.layout_hash:08x}u",
             "rounding": train.rounding, "trainable_bytes": train.trainable_bytes(),
             "params": [{"label": p.tensor, "kind": p.param.kind, "channels": p.param.channels,
                         "layer": p.param.update.layer.describe()} for p in train.params],

@@ -70,11 +70,15 @@ def _env() -> jinja2.Environment:
                               trim_blocks=True, lstrip_blocks=True, autoescape=False)
 
 
-def linker_script(link_board: Board, stack_size: int) -> str:
+def linker_script(link_board: Board, stack_size: int, persist: tuple[int, int] | None = None) -> str:
+    """The board's linker script; ``persist`` (origin, length): flash at the end of
+    the main flash kept out of FLASH for persisted training state."""
     flash, ram = link_board.main_flash, link_board.main_ram
+    flash_length = flash.length if persist is None else persist[0] - flash.origin
     return _env().get_template("linker.ld.j2").render(
-        flash_origin=f"0x{flash.origin:08x}", flash_length=flash.length,
-        ram_origin=f"0x{ram.origin:08x}", ram_length=ram.length, stack_size=stack_size)
+        flash_origin=f"0x{flash.origin:08x}", flash_length=flash_length,
+        ram_origin=f"0x{ram.origin:08x}", ram_length=ram.length, stack_size=stack_size,
+        persist_origin=persist[0] if persist else 0, persist_length=persist[1] if persist else 0)
 
 
 def main_source(build, board: Board, mode: str, self_test: SelfTest | None = None) -> dict[str, str]:

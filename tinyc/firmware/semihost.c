@@ -8,6 +8,7 @@
 #define SYS_WRITE0 0x04
 #define SYS_WRITE 0x05
 #define SYS_READ 0x06
+#define SYS_SEEK 0x0A
 #define SYS_FLEN 0x0C
 #define SYS_EXIT 0x18
 #define SYS_EXIT_EXTENDED 0x20
@@ -87,6 +88,14 @@ int tinyc_sh_write(int handle, const void *buf, uint32_t len)
     args[1] = (uint32_t)(uintptr_t)buf;
     args[2] = len;
     return sh_call(SYS_WRITE, args);
+}
+
+int tinyc_sh_seek(int handle, uint32_t position)
+{
+    uint32_t args[2];
+    args[0] = (uint32_t)handle;
+    args[1] = position;
+    return sh_call(SYS_SEEK, args);
 }
 
 int tinyc_sh_close(int handle)

@@ -5,6 +5,7 @@
  *   tinyc_sh_open   a handle >= 0, or -1;
  *   tinyc_sh_read   the number of bytes NOT read (0: all read; len: end of file);
  *   tinyc_sh_write  the number of bytes NOT written (0: all written);
+ *   tinyc_sh_seek   0, or a negative value (position: bytes from the start);
  *   tinyc_sh_close  0, or -1;
  *   tinyc_sh_flen   the file's length in bytes, or -1.
  * Paths are relative to the emulator's working directory. */
@@ -20,6 +21,7 @@
 int tinyc_sh_open(const char *path, const char *mode);
 int tinyc_sh_read(int handle, void *buf, uint32_t len);
 int tinyc_sh_write(int handle, const void *buf, uint32_t len);
+int tinyc_sh_seek(int handle, uint32_t position);
 int tinyc_sh_close(int handle);
 int tinyc_sh_flen(int handle);
 /* Writes a NUL-terminated string to the debug console (QEMU: its stderr). */

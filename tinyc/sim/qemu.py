@@ -104,6 +104,8 @@ class QemuResult:
     stdout: str
     stderr: str
     instructions: list[int] = field(default_factory=list)  # one per begin/end marker pair
+    begins_at: list[int] = field(default_factory=list)  # instructions since reset at each begin (plugin at=1)
+    cut_at: int | None = None  # the plugin's limit=N stopped the run here
 
     @property
     def fault(self) -> str | None:
@@ -224,16 +226,20 @@ def symbol_address(elf: Path | str, name: str) -> int:
 # running
 
 _INSNS = re.compile(r"^tinyc-insns (\d+)$", re.M)
+_AT = re.compile(r"^tinyc-at (\d+)$", re.M)
+_CUT = re.compile(r"^tinyc-cut (\d+)$", re.M)
 
 
 def run_qemu(elf: Path | str, machine: str, cwd: Path | str, timeout: float = 120.0, count: bool = True,
-             extra_args: Sequence[str] = ()) -> QemuResult:
+             extra_args: Sequence[str] = (), plugin_options: Sequence[str] = ()) -> QemuResult:
     """Run a firmware ELF on a QEMU machine with semihosting, deterministically.
 
     Semihosting file paths are relative to ``cwd``; the firmware's exit code
     (SYS_EXIT_EXTENDED, 8 bits) is the result's exit_code. With ``count``, the
     instruction-count plugin reports one count per tinyc_bench_begin /
-    tinyc_bench_end pair (``instructions``).
+    tinyc_bench_end pair (``instructions``); ``plugin_options`` go to it
+    (``limit=N``: a power cut after N instructions; ``at=1``: where each
+    begin marker ran, ``begins_at``).
     """
     elf = Path(elf).resolve()
     qemu = find_qemu()
@@ -246,7 +252,9 @@ def run_qemu(elf: Path | str, machine: str, cwd: Path | str, timeout: float = 12
         if count:
             begin = symbol_address(elf, "tinyc_bench_begin")
             end = symbol_address(elf, "tinyc_bench_end")
-            cmd += ["-plugin", f"{plugin_path()},begin={begin:#x},end={end:#x}", "-d", "plugin", "-D", str(log)]
+            options = "".join(f",{o}" for o in plugin_options)
+            cmd += ["-plugin", f"{plugin_path()},begin={begin:#x},end={end:#x}{options}", "-d", "plugin", "-D",
+                    str(log)]
         cmd += list(extra_args)
         try:
             proc = subprocess.run(cmd, cwd=str(cwd), stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
@@ -260,8 +268,10 @@ def run_qemu(elf: Path | str, machine: str, cwd: Path | str, timeout: float = 12
                           None)
         if qemu_error is not None:
             raise TinycError(f"QEMU could not run {elf.name} on {machine}: {qemu_error}")
-        counts = [int(n) for n in _INSNS.findall(log.read_text())] if count and log.exists() else []
-    return QemuResult(proc.returncode, stdout, stderr, counts)
+        text = log.read_text() if count and log.exists() else ""
+    cut = _CUT.search(text)
+    return QemuResult(proc.returncode, stdout, stderr, [int(n) for n in _INSNS.findall(text)],
+                      [int(n) for n in _AT.findall(text)], int(cut.group(1)) if cut else None)
 
 
 # ---------------------------------------------------------------------------

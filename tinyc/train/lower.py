@@ -22,6 +22,7 @@ meaning of the C, as ``reference.run_int8`` is for inference.
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,6 +59,16 @@ class TrainProgram:
     rounding: str
     # saved activations computed again in the backward: (tensor, its copy, node, MACs)
     recomputed: list[tuple[str, str, str, int]] = dataclasses.field(default_factory=list)
+    model_hash: int = 0  # CRC-32 of the model's parameters as compiled, before any training
+
+    @property
+    def layout_hash(self) -> int:
+        """CRC-32 of what the persisted state holds (each state tensor's name, type and
+        shape, and the rounding): a slot written under another layout is not loaded."""
+        text = self.rounding + "".join(f";{n}:{np.dtype(self.graph.tensors[n].dtype).name}:"
+                                       f"{'x'.join(map(str, self.graph.tensors[n].shape))}"
+                                       for n in self.state_tensors())
+        return zlib.crc32(text.encode())
 
     @property
     def recompute_macs(self) -> int:
@@ -364,6 +375,13 @@ def _call(kernel: str, node: str, args: tuple, outputs: list[str], state: tuple[
                       state=tuple(state))
 
 
+def _parameters_hash(g: Graph) -> int:
+    crc = 0
+    for name in sorted(n for n, t in g.tensors.items() if t.is_const):
+        crc = zlib.crc32(name.encode() + b"\0" + np.ascontiguousarray(g.tensors[name].data).tobytes(), crc)
+    return crc
+
+
 def _float_tensor(g: Graph, base: str, shape: tuple[int, ...]) -> str:
     return g.add_tensor(Tensor(g.unique_name(base), shape, np.float32)).name
 
@@ -531,6 +549,7 @@ def lower_training(graph: Graph, updates: list[LayerUpdate], rounding: str = "re
             raise TinycError(f"{graph.name}: the logits {logits!r} are not an int8 tensor of the int8 program")
         low = _Lowering(g, tg, rounding, max_step=max_step)
 
+    model_hash = _parameters_hash(g)
     params = []
     for p in tg.params:
         t = g.tensors[p.tensor]
@@ -567,7 +586,8 @@ def lower_training(graph: Graph, updates: list[LayerUpdate], rounding: str = "re
     nodes = {n.name: n for n in tg.graph.nodes}
     recomputed = [(t, again, node, _macs(nodes.get(node), tg.graph)) for t, again, node in recomputed]
     step = Program(g, calls, list(program.inputs), [LOSS])
-    return TrainProgram(program, step, params, logits, rounding if precision == "int8" else "float", recomputed)
+    return TrainProgram(program, step, params, logits, rounding if precision == "int8" else "float", recomputed,
+                        model_hash)
 
 
 # ----------------------------------------------------------------- numpy run

@@ -322,6 +322,21 @@ def describe(summary: dict, out_dir) -> str:
     return "\n".join(lines)
 
 
+def describe_firmware(summary: dict, out_dir) -> str:
+    kb = 1024
+    name = summary["name"]
+    lines = [f"wrote {out_dir}: training firmware for {summary['board']} ({name}.c/.h, main.c, train_samples.h, "
+             f"linker.ld, Makefile, {summary['elf']}) and {name}.onnx, the model as the run left it",
+             f"ELF: flash {summary['flash_bytes']:,} B, RAM {summary['ram_bytes']:,} B (stack "
+             f"{summary['stack_bytes']:,} B); training SRAM {summary['train_total_bytes'] / kb:,.1f} KB"]
+    if "instructions_per_step" in summary:
+        steps = summary["instructions_per_step"]
+        lines.append(f"on QEMU {summary['qemu_machine']}: {int(np.mean(steps)):,} instructions per training step, "
+                     f"{int(np.mean(summary['instructions_per_inference'])):,} per inference, "
+                     f"{summary['instructions_commit']:,} per commit; stack used {summary['stack_used_bytes']:,} B")
+    return "\n".join(lines)
+
+
 def check_write_back(model_path, updates: list[LayerUpdate]) -> None:
     """Refuse, before training, an update set whose trained values cannot be
     written into the file's own initializers."""

@@ -23,6 +23,13 @@
  * between count too. A begin with no end before the next begin restarts the
  * measurement; an end without a begin is ignored.
  *
+ * Power cuts (tinyc's persistence tests): with limit=N the emulator stops
+ * dead, as if the power failed, at the start of the first translation block
+ * that begins once N or more instructions have run since reset (it prints
+ * "tinyc-cut N'" with the count reached and exits with status 0); with at=1
+ * every begin marker also prints "tinyc-at N": the instructions run since
+ * reset before it (to place such cuts).
+ *
  * Modes:
  *   insn (default)  an inline counter add before every instruction: exact
  *                   even when a translation block stops half-way (a fault).
@@ -44,6 +51,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define QEMU_PLUGIN_EXPORT __attribute__((visibility("default")))
 
@@ -89,6 +97,8 @@ void qemu_plugin_register_vcpu_insn_exec_inline(struct qemu_plugin_insn *insn, e
                                                 uint64_t imm);
 void qemu_plugin_register_vcpu_insn_exec_cb(struct qemu_plugin_insn *insn, qemu_plugin_vcpu_udata_cb_t cb,
                                             enum qemu_plugin_cb_flags flags, void *userdata);
+void qemu_plugin_register_vcpu_tb_exec_cb(struct qemu_plugin_tb *tb, qemu_plugin_vcpu_udata_cb_t cb,
+                                          enum qemu_plugin_cb_flags flags, void *userdata);
 size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *tb);
 struct qemu_plugin_insn *qemu_plugin_tb_get_insn(const struct qemu_plugin_tb *tb, size_t idx);
 uint64_t qemu_plugin_insn_vaddr(const struct qemu_plugin_insn *insn);
@@ -106,6 +116,8 @@ static bool per_tb;
 static bool in_pair;
 static uint64_t begin_count; /* instructions before the begin marker's first one */
 static uint64_t pairs;
+static uint64_t limit;       /* 0: none */
+static bool print_at;
 
 /* The instructions executed before the marker instruction that is running
  * now. In insn mode the userdata is 0: the inline add of this very
@@ -123,6 +135,24 @@ static void on_begin(unsigned int vcpu_index, void *userdata)
     (void)vcpu_index;
     begin_count = before_marker(userdata);
     in_pair = true;
+    if (print_at) {
+        char line[64];
+        snprintf(line, sizeof line, "tinyc-at %" PRIu64 "\n", begin_count);
+        qemu_plugin_outs(line);
+    }
+}
+
+static void on_tb_start(unsigned int vcpu_index, void *userdata)
+{
+    char line[64];
+    (void)vcpu_index;
+    (void)userdata;
+    if (executed >= limit) {
+        snprintf(line, sizeof line, "tinyc-cut %" PRIu64 "\n", executed);
+        qemu_plugin_outs(line);
+        fflush(NULL);
+        _exit(0); /* no clean-up: a power cut */
+    }
 }
 
 static void on_end(unsigned int vcpu_index, void *userdata)
@@ -143,6 +173,10 @@ static void on_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
     size_t n = qemu_plugin_tb_n_insns(tb);
     size_t i;
     (void)id;
+    if (limit != 0) {
+        /* registered before the block's inline add: it sees the count before the block */
+        qemu_plugin_register_vcpu_tb_exec_cb(tb, on_tb_start, QEMU_PLUGIN_CB_NO_REGS, NULL);
+    }
     if (per_tb) {
         qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &executed, n);
     }
@@ -201,9 +235,13 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
             per_tb = false;
         } else if (strcmp(arg, "mode=tb") == 0) {
             per_tb = true;
+        } else if (strncmp(arg, "limit=", 6) == 0 && parse_addr(arg + 6, &limit) && limit != 0) {
+            limit = strtoull(arg + 6, NULL, 0); /* parse_addr cleared bit 0 */
+        } else if (strcmp(arg, "at=1") == 0) {
+            print_at = true;
         } else {
-            fprintf(stderr, "insncount: unknown argument '%s' (expected begin=0xADDR,end=0xADDR[,mode=insn|tb])\n",
-                    arg);
+            fprintf(stderr, "insncount: unknown argument '%s' (expected begin=0xADDR,end=0xADDR"
+                            "[,mode=insn|tb][,limit=N][,at=1])\n", arg);
             return -1;
         }
     }
