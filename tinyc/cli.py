@@ -276,6 +276,14 @@ def build(model, board, sample_path, out_dir, name, as_json, calib_path, calib_m
         click.echo(json.dumps(s, indent=1))
 
 
+def _update_keys(update_spec, budget, choice) -> dict:
+    if choice is None:
+        return {"update": update_spec}
+    return {"update": choice.spec, "budget": {"bytes": budget, "chosen_total_bytes": choice.total_bytes,
+                                              "depth": choice.depth, "probe_samples": choice.samples,
+                                              "gain": choice.gain}}
+
+
 @cli.command()
 @model_argument
 @click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
@@ -283,10 +291,13 @@ def build(model, board, sample_path, out_dir, name, as_json, calib_path, calib_m
                    "model's input layout) and train_y (integer labels).")
 @click.option("--eval", "eval_path", type=click.Path(dir_okay=False), default=None,
               help="Test data: an .npz with test_x / test_y (may be the --data file); accuracy after each epoch.")
-@click.option("--update", "update_spec", required=True, metavar="SPEC",
+@click.option("--update", "update_spec", default=None, metavar="SPEC",
               help="What to train: full, head, or e.g. 'bias=last6; weight=-4,-2@0.5,-1' (layers = Conv / Gemm / "
                    "MatMul nodes in file order, negative from the end, or by name; @r = first ceil(r x C_out) "
                    "output channels).")
+@click.option("--budget", type=click.IntRange(1, None), default=None, metavar="BYTES",
+              help="Instead of --update: the update set with the largest expected gain whose training SRAM "
+                   "(arena + trainable parameters) fits BYTES.")
 @click.option("--epochs", default=1, show_default=True, type=click.IntRange(1, 100000))
 @click.option("--lr", required=True, help="Learning rate of plain SGD (batch 1).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1),
@@ -316,8 +327,9 @@ def build(model, board, sample_path, out_dir, name, as_json, calib_path, calib_m
 @pixel_range_option
 @input_shape_option
 @dump_ir_option
-def train(model, data_path, eval_path, update_spec, epochs, lr, seed, board_name, samples, engine, precision, rounding,
-          max_step, out_dir, name, as_json, dump_path, calib_path, calib_method, pixel_range, input_shape, dump_ir):
+def train(model, data_path, eval_path, update_spec, budget, epochs, lr, seed, board_name, samples, engine, precision,
+          rounding, max_step, out_dir, name, as_json, dump_path, calib_path, calib_method, pixel_range, input_shape,
+          dump_ir):
     """Fine-tune a classifier on labelled data (SGD, batch 1, softmax cross-entropy on the logits of its
     final Softmax) and write the C project with NAME_train_step and the fine-tuned ONNX model."""
     from .train import run as tr
@@ -343,7 +355,11 @@ def train(model, data_path, eval_path, update_spec, epochs, lr, seed, board_name
         api.check_output_file(dump_path, inputs=[model, data_path, eval_path], suffixes=(".npz",), what="--dump-grads")
     api.check_output_dir(out_dir)
     pixels = _parse_pixel_range(pixel_range)
-    updates = tr.updates_for(model, update_spec)
+    if (update_spec is None) == (budget is None):
+        raise TinycError("give what to train: --update SPEC, or --budget BYTES to let tinyc choose")
+    if budget is not None and precision == "float":
+        raise TinycError("--budget chooses an int8 update set; give --update with --precision float")
+    updates = tr.updates_for(model, update_spec or "head")
     tr.check_write_back(model, updates)
     graph = _load(model, input_shape, dump_ir)
     classes = tr.classes_of(graph)
@@ -360,6 +376,19 @@ def train(model, data_path, eval_path, update_spec, epochs, lr, seed, board_name
 
     name = name or default_name(model)
     quiet = as_json or not sys.stderr.isatty()
+    choice = None
+    if budget is not None:
+        from .train.budget import choose
+        from .train.spec import model_layers
+
+        with click.progressbar(label="choosing the update set", file=sys.stderr, hidden=quiet,
+                               length=2 * len(model_layers(model))) as bar:
+            choice = choose(graph, model_layers(model), budget, data, rounding,
+                            frozen=tr.unwritable_layers(model), progress=bar.update)
+        updates = tr.updates_for(model, choice.spec)
+        tr.check_write_back(model, updates)
+        if not as_json:
+            click.echo(choice.describe(budget), err=True)
 
     def log(entry):
         if not as_json:
@@ -380,6 +409,7 @@ def train(model, data_path, eval_path, update_spec, epochs, lr, seed, board_name
                                                  epochs=epochs, lr=lr_value, seed=seed, engine=engine,
                                                  rounding=rounding, max_step=max_step, samples=samples,
                                                  progress=bar.update)
+        summary.update(_update_keys(update_spec, budget, choice))
         for entry in summary["history"]:
             log(entry)
         onnx_blob = tr.onnx_bytes(model, b.tp)
@@ -400,6 +430,7 @@ def train(model, data_path, eval_path, update_spec, epochs, lr, seed, board_name
         b, summary = tr.train_model(graph, model, updates, data, eval_data, name=name, epochs=epochs, lr=lr_value,
                                     seed=seed, engine=engine, rounding=rounding, precision=precision,
                                     max_step=max_step, progress=bar.update, log=log)
+    summary.update(_update_keys(update_spec, budget, choice))
     onnx_blob = tr.onnx_bytes(model, b.tp)
     files = tr.project_files(b, summary)
     files[f"{name}.onnx"] = onnx_blob

@@ -337,6 +337,19 @@ def describe_firmware(summary: dict, out_dir) -> str:
     return "\n".join(lines)
 
 
+def unwritable_layers(model_path) -> frozenset[int]:
+    """The layers whose trained values could not be written back to the file."""
+    layers, out = model_layers(model_path), set()
+    for layer in layers:
+        try:
+            check_write_back(model_path, parse_update(f"weight={layer.index}", layers))
+            if layer.bias:
+                check_write_back(model_path, parse_update(f"bias={layer.index}", layers))
+        except TinycError:
+            out.add(layer.index)
+    return frozenset(out)
+
+
 def check_write_back(model_path, updates: list[LayerUpdate]) -> None:
     """Refuse, before training, an update set whose trained values cannot be
     written into the file's own initializers."""
