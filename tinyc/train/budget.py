@@ -95,8 +95,8 @@ def choose(graph: Graph, layers: list[Layer], budget: int, data, rounding: str =
     probed on the first PROBE_SAMPLES samples of ``data`` (a run.Dataset);
     ``frozen``: layers that may not be trained (their values could not be
     written back to the file)."""
-    from .run import Dataset
     from .engine import memory_of
+    from .run import Dataset
 
     cache: dict[str, dict] = {}
 
