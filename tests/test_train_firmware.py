@@ -233,3 +233,54 @@ def test_bad_board_training_input_is_one_line(tmp_path):
         r = _tinyc(*args, "-o", out)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
         assert words in r.stderr and "Traceback" not in r.stderr and not out.exists(), r.stderr
+
+
+@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="needs arm-none-eabi-gcc")
+def test_report_training_firmware_figures_are_the_elf_ones(tmp_path):
+    """tinyc report --board --update --data --samples links the same training
+    firmware as tinyc train --board: the same flash and RAM; the report gives
+    the training memory per layer (JSON, Markdown with its plot, HTML)."""
+    d = np.load(EXAMPLES / "digits_samples.npz")
+    np.savez(tmp_path / "d.npz", train_x=d["inputs"], train_y=d["labels"])
+    common = ["--calib", EXAMPLES / "digits_samples.npz", "--update", SPEC, "--board", "stm32f746"]
+    r = _tinyc("train", MODEL, *common, "--data", tmp_path / "d.npz", "--samples", "6", "--lr", "0.05", "--json",
+               "-o", tmp_path / "fw")
+    assert r.returncode == 0, r.stderr
+    trained = json.loads(r.stdout)
+    r = _tinyc("report", MODEL, *common, "--data", tmp_path / "d.npz", "--samples", "6", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    t = json.loads(r.stdout)["training"]
+    assert (t["firmware"]["flash_bytes"], t["firmware"]["ram_bytes"]) == (trained["flash_bytes"], trained["ram_bytes"])
+    assert t["firmware"]["samples"] == 6
+    layers = t["per_layer"]
+    assert sum(x["trainable_bytes"] for x in layers) == t["trainable_bytes"] - 4  # the generator's 4 bytes apart
+    assert any(x["saved_bytes"] for x in layers) and any(x["gradient_bytes"] for x in layers)
+    r = _tinyc("report", MODEL, *common, "--data", tmp_path / "d.npz", "--format", "md", "-o", tmp_path / "r.md")
+    assert r.returncode == 0, r.stderr
+    text = (tmp_path / "r.md").read_text()
+    assert "Training memory per layer" in text and "r.training.png" in text and "training firmware" in text
+    assert (tmp_path / "r.training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = _tinyc("report", MODEL, *common, "--format", "html", "-o", tmp_path / "r.html")
+    assert r.returncode == 0 and "Training memory per layer" in (tmp_path / "r.html").read_text()
+    r = _tinyc("report", MODEL, "--calib", EXAMPLES / "digits_samples.npz", "--board", "host", "--budget", "5000",
+               "--format", "json")
+    assert r.returncode == 2 and "--budget needs --data" in r.stderr
+
+
+@needs_shared
+@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="needs arm-none-eabi-gcc")
+def test_vww_sparse_training_firmware_fits_stm32f746(tmp_path):
+    """VWW MobileNetV1 with the sparse scheme: the training firmware links for
+    stm32f746 and fits its SRAM; the report's flash and RAM are the ELF's."""
+    vww = SHARED_MODELS / "mlperf_tiny" / "vww_mbv1_int8.onnx"
+    spec = "bias=last14; weight=-14,-10,-6@0.5,-4@0.25,-2@0.125,-1"
+    common = ["--update", spec, "--board", "stm32f746", "--data", TRAINING / "lfw96.npz", "--pixel-range", "0,1",
+              "--samples", "2"]
+    r = _tinyc("train", vww, *common, "--lr", "0.03", "--json", "-o", tmp_path / "fw")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["ram_bytes"] <= get_board("stm32f746").main_ram.length
+    r = _tinyc("report", vww, *common, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    fw = json.loads(r.stdout)["training"]["firmware"]
+    assert (fw["flash_bytes"], fw["ram_bytes"]) == (s["flash_bytes"], s["ram_bytes"])

@@ -159,5 +159,9 @@ def write_report(rep: dict, fmt: str, out: Path | None) -> str | None:
     png_bytes = timeline_png(rep)
     text = render_markdown(rep, png.name)
     write_file(png, png_bytes)
+    if rep.get("training"):
+        from .report.plot import training_png
+
+        write_file(out.with_suffix(".training.png"), training_png(rep))
     write_file(out, text.encode())
     return None

@@ -499,14 +499,21 @@ def flash(project, board, probe, dry_run):
 @click.option("--update", "update_spec", default=None, metavar="SPEC",
               help="Add what on-device training with this update set costs (as tinyc train --update): the "
                    "training arena, trainable bytes, what is live at the peak, against bias-only and full backprop.")
+@click.option("--budget", type=click.IntRange(1, None), default=None, metavar="BYTES",
+              help="Instead of --update: the update set tinyc train --budget BYTES chooses (needs --data).")
+@click.option("--data", "data_path", type=click.Path(dir_okay=False), default=None,
+              help="Training data (as tinyc train --data): the --budget probe's samples and, with one --board, "
+                   "the samples the measured training firmware embeds.")
+@click.option("--samples", default=None, type=click.IntRange(1, 65535),
+              help="With --data: embed only the first N samples (as tinyc train --samples).")
 @calib_option
 @calib_method_option
 @pixel_range_option
 @plan_option
 @input_shape_option
 @dump_ir_option
-def report(model, board, fmt, out_path, update_spec, calib_path, calib_method, pixel_range, plan_strategy, input_shape,
-           dump_ir):
+def report(model, board, fmt, out_path, update_spec, budget, data_path, samples, calib_path, calib_method, pixel_range,
+           plan_strategy, input_shape, dump_ir):
     """Where the memory goes: per layer, against a board, and what would make it fit; with --update, what
     on-device training costs."""
     from pathlib import Path
@@ -525,22 +532,45 @@ def report(model, board, fmt, out_path, update_spec, calib_path, calib_method, p
         from .report.plot import is_tinyc_png, require_matplotlib
 
         require_matplotlib()
-        png = out.with_suffix(".png") if fmt == "md" else None
-        if png is not None and png.exists() and not is_tinyc_png(png):
-            raise TinycError(f"{png}: exists and is not a plot tinyc wrote; move it, or give -o another name")
+        pngs = [out.with_suffix(".png"), out.with_suffix(".training.png")] if fmt == "md" else []
+        for png in pngs:
+            if png.exists() and not is_tinyc_png(png):
+                raise TinycError(f"{png}: exists and is not a plot tinyc wrote; move it, or give -o another name")
     training = None
-    if update_spec is not None:
+    if update_spec is not None and budget is not None:
+        raise TinycError("give --update SPEC or --budget BYTES, not both")
+    if budget is not None and data_path is None:
+        raise TinycError("--budget needs --data: the samples its choice probes")
+    if (data_path is not None or samples is not None) and update_spec is None and budget is None:
+        raise TinycError("--data and --samples go with --update or --budget (the training section)")
+    if update_spec is not None or budget is not None:
         from .train import run as tr
 
-        updates = tr.updates_for(model, update_spec)  # a bad spec is refused before the work
+        updates = tr.updates_for(model, update_spec or "head")  # a bad spec is refused before the work
     graph = _load_for_int8(model, input_shape, dump_ir, calib_path, calib_method, pixel_range)
-    if update_spec is not None:
+    if update_spec is not None or budget is not None:
         import copy
 
-        tr.classes_of(graph)
+        classes = tr.classes_of(graph)
+        data = None
+        if data_path is not None:
+            data = tr.read_dataset(graph, data_path, "train", _parse_pixel_range(pixel_range), classes)
+        choice = None
+        if budget is not None:
+            from .train.budget import choose
+            from .train.spec import model_layers
+
+            choice = choose(graph, model_layers(model), budget, data, frozen=tr.unwritable_layers(model))
+            update_spec = choice.spec
+            updates = tr.updates_for(model, update_spec)
         if not updates:
             raise TinycError(f"--update {update_spec!r} updates nothing")
         training = {"graph": copy.deepcopy(graph), "update": update_spec}
+        if choice is not None:
+            training["budget"] = {"bytes": budget, "chosen_total_bytes": choice.total_bytes, "depth": choice.depth,
+                                  "probe_samples": choice.samples, "gain": choice.gain}
+        if data is not None and board not in ("all", "host"):
+            training["schedule"] = {"data": data, "samples": samples, "epochs": 1, "lr": 0.01}
     build = api.compile_c(graph, model, board=board, plan_strategy=plan_strategy)
     rep = api.report(build, board, training)
     text = api.write_report(rep, fmt, out)

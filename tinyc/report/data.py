@@ -156,7 +156,10 @@ def build_report(build, board: Board | None, every_board: bool = False, training
         },
     }
     if training is not None:
-        report["training"] = training_report(training["graph"], s["model"], training["update"], needs, board)
+        report["training"] = training_report(training["graph"], s["model"], training["update"], needs, board,
+                                             schedule=training.get("schedule"))
+        if training.get("budget") is not None:
+            report["training"]["budget"] = training["budget"]
     if every_board:
         by_core: dict[tuple, dict] = {}
         rows = []
@@ -169,8 +172,42 @@ def build_report(build, board: Board | None, every_board: bool = False, training
     return report
 
 
+def _training_layers(tp) -> list[dict]:
+    """Per forward node of the step: the int8 activations it saves for the
+    backward, the largest float32 gradient its backward makes, and its
+    trainable parameters and state (bytes)."""
+    g = tp.graph
+    calls = tp.step.calls
+    backward_from = next(k for k, c in enumerate(calls) if c.args)
+    read_later = {i for c in calls[backward_from:] for i in c.inputs if i}
+    rows: dict[str, dict] = {}
+
+    def row(node: str) -> dict:
+        return rows.setdefault(node, {"node": node, "saved_bytes": 0, "gradient_bytes": 0, "trainable_bytes": 0})
+
+    for c in calls[:backward_from]:
+        for o in c.outputs:
+            if o in read_later:
+                row(c.node)["saved_bytes"] += g.tensors[o].nbytes
+    forward_nodes = {c.node for c in calls[:backward_from]}
+    for c in calls[backward_from:]:
+        node = c.node.split(":")[0]  # a backward node is named "<forward node>:<op>__<n>"
+        for o in c.outputs:
+            t = g.tensors.get(o)
+            if t is not None and t.dtype == np.float32 and node in forward_nodes:
+                row(node)["gradient_bytes"] = max(row(node)["gradient_bytes"], t.nbytes)
+    for p in tp.params:
+        node = next((c.node for c in calls[:backward_from] if p.tensor in c.inputs), p.tensor)
+        r = row(node)
+        r["trainable_bytes"] += g.tensors[p.tensor].nbytes + (g.tensors[p.residue].nbytes if p.residue else 0)
+    order: dict[str, int] = {}
+    for k, c in enumerate(calls[:backward_from]):
+        order.setdefault(c.node, k)
+    return sorted(rows.values(), key=lambda r: order.get(r["node"], len(calls)))
+
+
 def training_report(graph, model_path, spec: str, needs: dict | None, board: Board | None,
-                    rounding: str = "residue") -> dict:
+                    rounding: str = "residue", schedule=None) -> dict:
     """What on-device training with update set ``spec`` costs in SRAM (the training
     step's arena, the trainable parameters and state it keeps), what is live at
     its peak, per updated layer, and the same totals for bias-only training and
@@ -215,7 +252,7 @@ def training_report(graph, model_path, spec: str, needs: dict | None, board: Boa
         "train_arena_bytes": arena, "inference_arena_bytes": inference.arena_size,
         "trainable_bytes": tp.trainable_bytes(), "train_total_bytes": arena + tp.trainable_bytes(),
         "peak_step": peak, "peak_node": tp.step.calls[peak - 1].node if 1 <= peak <= len(tp.step.calls) else None,
-        "at_peak": at_peak, "params": params, "others": {},
+        "at_peak": at_peak, "params": params, "others": {}, "per_layer": _training_layers(tp),
         "recomputed": [{"tensor": t, "node": node, "macs": macs} for t, _, node, macs in tp.recomputed],
     }
     for label, other in (("bias_only", "bias=all"), ("full_backprop", "full")):
@@ -230,4 +267,36 @@ def training_report(graph, model_path, spec: str, needs: dict | None, board: Boa
     if board is not None and needs is not None:
         ram = needs["statics"] + needs["stack"] + out["train_total_bytes"]
         out["verdict"] = _region("ram", board.main_ram, ram) | {"fits": ram <= board.main_ram.length}
+    if board is not None and schedule is not None:
+        out["firmware"] = _training_firmware(graph, model_path, spec, board, rounding, schedule)
+    return out
+
+
+def _training_firmware(graph, model_path, spec: str, board: Board, rounding: str, schedule: dict) -> dict:
+    """The training firmware tinyc train --board writes for these samples, linked:
+    its flash and RAM (stack included) from the ELF."""
+    import copy
+
+    from ..codegen.c import default_name
+    from ..errors import TinycError
+    from ..train import firmware as tf
+    from ..train.engine import build_training
+    from ..train.run import to_program_input
+    from ..train.spec import model_layers, parse_update
+
+    name = default_name(model_path)
+    b = build_training(copy.deepcopy(graph), parse_update(spec, model_layers(model_path)), name, rounding)
+    data, cap = schedule["data"], schedule["samples"] or len(schedule["data"].y)
+    sched = tf.Schedule(to_program_input(b.tp, data)[:cap], data.y[:cap], schedule["epochs"], schedule["lr"], 0)
+    with tempfile.TemporaryDirectory(prefix="tinyc-report-train-") as tmp:
+        try:
+            fw = tf.build_firmware(Path(tmp), b, board, sched, on_qemu=False)
+        except TinycError as e:
+            return {"error": str(tf._overflow_hint(e, sched))}
+    region = tf.persist_region(board, tf.state_bytes(b), on_qemu=False)
+    out = {"flash_bytes": fw.flash_bytes, "ram_bytes": fw.ram_bytes + fw.stack_bytes, "stack_bytes": fw.stack_bytes,
+           "samples": len(sched.train_y), "flash_available": board.main_flash.length - (region[1] if region else 0),
+           "ram_available": board.main_ram.length}
+    if region is not None:
+        out["persist_region"] = {"origin": f"0x{region[0]:08x}", "bytes": region[1]}
     return out

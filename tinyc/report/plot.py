@@ -160,3 +160,41 @@ def timeline_png(report: dict) -> bytes:
         out = io.BytesIO()
         fig.savefig(out, format="png", dpi=DPI, metadata={"Software": None, "Title": PNG_TITLE})
     return out.getvalue()
+
+
+def training_png(report: dict) -> bytes:
+    """The training section's memory per layer (docs/report.md "per_layer"): saved
+    int8 activations, the largest float32 gradient, trainable parameters and state,
+    stacked per layer, against the training arena and total (PNG bytes, 1100 x 500)."""
+    matplotlib, Figure, FigureCanvasAgg = _matplotlib()
+    t = report["training"]
+    rows = t.get("per_layer") or []
+    kinds = [("saved_bytes", "saved activations (int8)", "#1f77b4"),
+             ("gradient_bytes", "largest gradient (float32)", "#ff7f0e"),
+             ("trainable_bytes", "trainable parameters and state", "#2ca02c")]
+    with matplotlib.style.context("default"), matplotlib.rc_context({"font.size": 9, "axes.titlesize": 11}):
+        fig = Figure(figsize=(WIDTH_IN, HEIGHT_IN), dpi=DPI)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot(1, 1, 1)
+        xs = list(range(len(rows)))
+        bottom = [0.0] * len(rows)
+        for key, label, colour in kinds:
+            values = [r[key] / 1024 for r in rows]
+            ax.bar(xs, values, bottom=bottom, color=colour, label=label, width=0.8, linewidth=0)
+            bottom = [b + v for b, v in zip(bottom, values)]
+        for key, label, style in (("train_arena_bytes", "training arena", "--"),
+                                  ("train_total_bytes", "training SRAM (arena + trainable)", "-")):
+            ax.axhline(t[key] / 1024, color="black", linewidth=1.2, linestyle=style,
+                       label=f"{label} {_kb(t[key])}")
+        ax.set_xticks(xs)
+        ax.set_xticklabels([str(k) for k in xs])
+        ax.set_xlabel("layer (forward order; the report's per-layer table names them)")
+        ax.set_ylabel("bytes (KB)")
+        ax.set_title(f"{report.get('name') or 'model'}: training memory per layer ({t['update']})", loc="left")
+        ax.grid(axis="y", color="#dddddd", linewidth=0.6)
+        ax.set_axisbelow(True)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.11), ncol=3, fontsize=8, frameon=False)
+        fig.tight_layout()
+        out = io.BytesIO()
+        fig.savefig(out, format="png", dpi=DPI, metadata={"Software": None, "Title": PNG_TITLE})
+    return out.getvalue()

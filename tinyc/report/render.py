@@ -124,6 +124,10 @@ def render_html(report: dict, *, png: bytes | None = None) -> str:
         png = timeline_png(report)
     ctx = _context(report)
     ctx["png_data"] = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    if report.get("training"):
+        from .plot import training_png
+
+        ctx["training_png_data"] = "data:image/png;base64," + base64.b64encode(training_png(report)).decode("ascii")
     return _env(autoescape=True).get_template("report.html.j2").render(**ctx)
 
 
@@ -131,4 +135,5 @@ def render_markdown(report: dict, png_name: str) -> str:
     """The same content as Markdown tables; the timeline linked as png_name (relative to the .md)."""
     ctx = _context(report)
     ctx["png_link"] = quote(png_name, safe="/._-~")
+    ctx["training_png_link"] = quote(png_name.removesuffix(".png") + ".training.png", safe="/._-~")
     return _env(autoescape=False).get_template("report.md.j2").render(**ctx)
