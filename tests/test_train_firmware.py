@@ -38,9 +38,9 @@ def _tinyc(*args):
     return subprocess.run([sys.executable, "-m", "tinyc.cli", *map(str, args)], capture_output=True, text=True)
 
 
-def _example(spec=SPEC, name="digits"):
+def _example(spec=SPEC, name="digits", calib=None):
     graph = api.load(MODEL)
-    api.quantize_with_calibration(graph, EXAMPLES / "digits_samples.npz")
+    api.quantize_with_calibration(graph, calib or EXAMPLES / "digits_samples.npz")
     d = np.load(EXAMPLES / "digits_samples.npz")
     b = build_training(copy.deepcopy(graph), parse_update(spec, model_layers(MODEL)), name)
     x = to_program_input(b.tp, Dataset(d["inputs"], d["labels"]))
@@ -111,7 +111,7 @@ def test_power_cut_during_a_commit_keeps_the_old_or_the_new_state(tmp_path):
     stopped after N instructions). Every time, the next boot loads commit 1 or
     commit 2 whole (its CRC, and the model's outputs equal those of one of the
     two states), and never crashes. A flipped byte in the newest slot makes the
-    boot take the older one; a slot of another update set is never loaded."""
+    boot take the older one; a slot of another model or update set is never loaded."""
     b, x, y = _example()
     board = get_board("mps2-an386")
     sched = F.Schedule(x[:8], y[:8], 1, 0.05, 3, x[8:12], y[8:12])
@@ -145,14 +145,18 @@ def test_power_cut_during_a_commit_keeps_the_old_or_the_new_state(tmp_path):
     assert boot.slots[second.committed] == "corrupt" and boot.loaded == 1 - second.committed
     assert boot.state == first.state
 
-    other, _, _ = _example("bias=last1")  # another update set: another layout
-    fw2 = F.build_firmware(tmp_path / "fw2", other, board, sched, on_qemu=True, link_board=link)
-    alien = F.run_elf(other, fw2, link, sched, tmp_path)
-    pad = alien.image + b"\xff" * max(0, 2 * slot_size - len(alien.image))
-    boot = F.run_elf(b, fw, link, sched, tmp_path, persist=pad[:2 * slot_size], epochs=0)
-    assert boot.loaded == -1 and "foreign" in boot.slots
+    d = np.load(EXAMPLES / "digits_samples.npz")
+    np.savez(tmp_path / "calib.npz", inputs=d["inputs"][:4], labels=d["labels"][:4])
     pristine = F.run_on_host(b, F.Schedule(x[:1], y[:1], 0, 0.0, 3, x[8:12], y[8:12])).outputs
-    assert np.array_equal(boot.outputs, pristine)
+    for other in (_example("bias=last1")[0],  # another update set: another layout
+                  _example(calib=tmp_path / "calib.npz")[0]):  # another model: other int8 parameters
+        assert (other.tp.model_hash, other.tp.layout_hash) != (b.tp.model_hash, b.tp.layout_hash)
+        fw2 = F.build_firmware(tmp_path / "fw2", other, board, sched, on_qemu=True, link_board=link)
+        alien = F.run_elf(other, fw2, link, sched, tmp_path)
+        pad = alien.image + b"\xff" * max(0, 2 * slot_size - len(alien.image))
+        boot = F.run_elf(b, fw, link, sched, tmp_path, persist=pad[:2 * slot_size], epochs=0)
+        assert boot.loaded == -1 and "foreign" in boot.slots
+        assert np.array_equal(boot.outputs, pristine)
 
 
 @needs_qemu
