@@ -165,7 +165,8 @@ def timeline_png(report: dict) -> bytes:
 def training_png(report: dict) -> bytes:
     """The training section's memory per layer (docs/report.md "per_layer"): saved
     int8 activations, the largest float32 gradient, trainable parameters and state,
-    stacked per layer, against the training arena and total (PNG bytes, 1100 x 500)."""
+    stacked per layer, against the training arena and total and the board's SRAM
+    (PNG bytes, 1100 x 500)."""
     matplotlib, Figure, FigureCanvasAgg = _matplotlib()
     t = report["training"]
     rows = t.get("per_layer") or []
@@ -186,11 +187,22 @@ def training_png(report: dict) -> bytes:
                                   ("train_total_bytes", "training SRAM (arena + trainable)", "-")):
             ax.axhline(t[key] / 1024, color="black", linewidth=1.2, linestyle=style,
                        label=f"{label} {_kb(t[key])}")
+        board = report.get("board") or None
+        sram = int(board.get("largest_sram_bytes") or 0) if board else 0
+        top = max(max(bottom, default=0) * 1024, t["train_total_bytes"], 1)
+        if sram and sram <= OFF_SCALE * top:
+            ax.axhline(sram / 1024, color="#c62828", linewidth=1.6,
+                       label=f"board SRAM ({board.get('name', '?')}, largest region) {_kb(sram)}")
+        elif sram:
+            ax.annotate(f"\u2191 board SRAM {sram / 1024:,.0f} KB, off scale", xy=(1.0, 1.012),
+                        xycoords="axes fraction", ha="right", va="bottom", color="#c62828", fontweight="bold",
+                        annotation_clip=False)
         ax.set_xticks(xs)
         ax.set_xticklabels([str(k) for k in xs])
         ax.set_xlabel("layer (forward order; the report's per-layer table names them)")
         ax.set_ylabel("bytes (KB)")
-        ax.set_title(f"{report.get('name') or 'model'}: training memory per layer ({t['update']})", loc="left")
+        spec = t["update"] if len(t["update"]) <= 70 else t["update"][:67] + "..."
+        ax.set_title(f"{report.get('name') or 'model'}: training memory per layer ({spec})", loc="left")
         ax.grid(axis="y", color="#dddddd", linewidth=0.6)
         ax.set_axisbelow(True)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.11), ncol=3, fontsize=8, frameon=False)
