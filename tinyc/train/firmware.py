@@ -408,6 +408,8 @@ def train_on_board(graph, model_path, updates, data, eval_data, *, board: Board,
     pristine = copy.deepcopy(graph)
     b = build_training(graph, updates, name, rounding, source=Path(str(model_path)).name, max_step=max_step)
     cap = len(data.y) if samples is None else samples
+    if min(cap, len(data.y)) > 65535:
+        raise TinycError(f"{len(data.y):,} samples: the firmware embeds at most 65,535; give --samples N")
     x_q = to_program_input(b.tp, data)[:cap]
     sched = Schedule(x_q, np.asarray(data.y[:cap]), epochs, lr, seed)
     if eval_data is not None:
