@@ -61,18 +61,26 @@ def _meta(build: Build, summary: dict) -> str:
 
 
 def compile_c(graph: Graph, model_path, name: str | None = None, board: str = "host",
-              plan_strategy: str | None = None, in_place: bool = True, poison: bool = False) -> Build:
+              plan_strategy: str | None = None, in_place: bool = True, poison: bool = False,
+              patch: str = "off", max_overhead: float = 0.2) -> Build:
     """Quantized graph -> int8 program -> memory plan -> generated C files.
 
     ``plan_strategy`` forces one placement strategy (default: the best of all);
     ``in_place`` allows in-place kernels; ``poison`` makes a debug build that
-    overwrites dead arena bytes between steps."""
+    overwrites dead arena bytes between steps; ``patch``: "off", "auto" or
+    "SPLIT:RxC", patch-based execution of the first stage (passes/patch.py)."""
+    from .passes import patch as patching
+
     if plan_strategy is not None and plan_strategy not in STRATEGIES:
         raise TinycError(f"--plan {plan_strategy!r}: unknown strategy; choose one of {', '.join(STRATEGIES)}")
+    choice = patching.parse_patch(patch)
+    if not 0 <= max_overhead < 100 or max_overhead != max_overhead:
+        raise TinycError(f"--max-overhead {max_overhead}: give a fraction of extra MACs >= 0, e.g. 0.2")
     macs = sum(get_op(n.op).macs(n, graph) for n in graph.nodes)
     name = check_name(name) if name else default_name(model_path)
     program = compile_int8(graph, model_path)
-    plan = plan_memory(program, plan_strategy, in_place=in_place)
+    program, plan, patched = patching.apply(program, choice, max_overhead,
+                                            lambda p, **kw: plan_memory(p, plan_strategy, in_place=in_place, **kw))
     files = generate(program, plan, name, source=Path(str(model_path)).name, poison=poison)
     summary = {
         "model": str(model_path),
@@ -90,6 +98,7 @@ def compile_c(graph: Graph, model_path, name: str | None = None, board: str = "h
         "output_bytes": sum(program.graph.tensors[n].size for n in program.outputs),
         "kernel_calls": sum(not c.is_alias for c in program.calls),
         "macs": int(macs),
+        "patch": patched,
     }
     return Build(program, plan, name, files, summary)
 

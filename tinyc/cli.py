@@ -87,9 +87,21 @@ calib_option = click.option(
 calib_method_option = click.option(
     "--calib-method", type=click.Choice(list(CALIBRATION_METHODS)), default="minmax", show_default=True,
     help="How activation ranges are taken from the calibration data.")
-plan_option = click.option(
+_plan_strategy_option = click.option(
     "--plan", "plan_strategy", type=click.Choice(list(PLAN_STRATEGIES)), default=None,
     help="Force one arena placement strategy (default: try all, keep the smallest arena).")
+_patch_option = click.option(
+    "--patch", "patch", default="off", show_default=True, metavar="auto|off|SPLIT:RxC",
+    help="Run the first stage patch by patch (bands of rows of the tensor SPLIT, a tensor name or call number): "
+         "auto searches split and band count for the smallest arena and keeps layer-wise when nothing beats it.")
+_max_overhead_option = click.option(
+    "--max-overhead", default=0.2, show_default=True, type=float,
+    help="With --patch auto: the most extra MACs a patch plan may cost, as a fraction of layer-wise.")
+
+
+def plan_option(f):
+    """--plan, --patch and --max-overhead: how the arena is planned."""
+    return _plan_strategy_option(_patch_option(_max_overhead_option(f)))
 debug_poison_option = click.option(
     "--debug-poison", is_flag=True,
     help="Debug build: overwrite dead arena bytes after every step, so a planning bug shows as wrong numbers.")
@@ -142,13 +154,14 @@ def _load_for_int8(model, input_shape, dump_ir, calib_path, calib_method, pixel_
 @input_shape_option
 @dump_ir_option
 def run(model, input_path, output_path, engine, board, timeout, as_json, calib_path, calib_method, pixel_range,
-        plan_strategy, debug_poison, input_shape, dump_ir):
+        plan_strategy, patch, max_overhead, debug_poison, input_shape, dump_ir):
     """Run a model, or a C project that tinyc build wrote (DIR), on input data and write its outputs."""
     from pathlib import Path
 
     api.check_output_path(output_path, None, inputs=[model, input_path, calib_path])  # before any work
     if Path(model).is_dir():
-        model_only = {"--calib": calib_path, "--plan": plan_strategy, "--debug-poison": debug_poison,
+        model_only = {"--calib": calib_path, "--plan": plan_strategy, "--patch": patch != "off",
+                      "--debug-poison": debug_poison,
                       "--input-shape": input_shape, "--dump-ir": dump_ir, "--board": board, "--json": as_json}
         return _run_project(model, input_path, output_path, engine or "c", [f for f, v in model_only.items() if v])
     engine = engine or "ref"
@@ -169,7 +182,8 @@ def run(model, input_path, output_path, engine, board, timeout, as_json, calib_p
     if engine == "ref" and not api.is_quantized(graph):
         outputs = api.run_reference(graph, batch)
     else:
-        build = api.compile_c(graph, model, plan_strategy=plan_strategy, poison=debug_poison)
+        build = api.compile_c(graph, model, plan_strategy=plan_strategy, poison=debug_poison, patch=patch,
+                              max_overhead=max_overhead)
         if engine == "ref":
             outputs = api.run_program_ref(build.program, batch)
         elif engine == "c":
@@ -227,7 +241,7 @@ def _run_project(project, input_path, output_path, engine, given: list[str]):
 @input_shape_option
 @dump_ir_option
 def build(model, board, sample_path, out_dir, name, as_json, calib_path, calib_method, pixel_range, plan_strategy,
-          debug_poison, input_shape, dump_ir):
+          patch, max_overhead, debug_poison, input_shape, dump_ir):
     """Compile a model to a C project: NAME.h / NAME.c, the runtime, a host test program, a Makefile."""
     target = None
     if board != "host":
@@ -244,7 +258,8 @@ def build(model, board, sample_path, out_dir, name, as_json, calib_path, calib_m
     api.check_output_dir(out_dir)  # before any work
     graph = _load_for_int8(model, input_shape, dump_ir, calib_path, calib_method, pixel_range)
     batch = api.read_data(graph, sample_path) if sample_path else None
-    result = api.compile_c(graph, model, name=name, board=board, plan_strategy=plan_strategy, poison=debug_poison)
+    result = api.compile_c(graph, model, name=name, board=board, plan_strategy=plan_strategy, poison=debug_poison,
+                           patch=patch, max_overhead=max_overhead)
     if target is None:
         api.write_project(result, out_dir)
         s = result.summary
@@ -513,7 +528,7 @@ def flash(project, board, probe, dry_run):
 @input_shape_option
 @dump_ir_option
 def report(model, board, fmt, out_path, update_spec, budget, data_path, samples, calib_path, calib_method, pixel_range,
-           plan_strategy, input_shape, dump_ir):
+           plan_strategy, patch, max_overhead, input_shape, dump_ir):
     """Where the memory goes: per layer, against a board, and what would make it fit; with --update, what
     on-device training costs."""
     from pathlib import Path
@@ -571,7 +586,8 @@ def report(model, board, fmt, out_path, update_spec, budget, data_path, samples,
                                   "probe_samples": choice.samples, "gain": choice.gain}
         if data is not None and board not in ("all", "host"):
             training["schedule"] = {"data": data, "samples": samples, "epochs": 1, "lr": 0.01}
-    build = api.compile_c(graph, model, board=board, plan_strategy=plan_strategy)
+    build = api.compile_c(graph, model, board=board, plan_strategy=plan_strategy, patch=patch,
+                          max_overhead=max_overhead)
     rep = api.report(build, board, training)
     text = api.write_report(rep, fmt, out)
     if text is not None:

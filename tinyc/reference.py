@@ -75,7 +75,11 @@ def run_int8(program, feeds: dict[str, np.ndarray], keep_all: bool = False) -> d
     for call in program.calls:
         args = [value(i) for i in call.inputs]
         out = graph.tensors[call.outputs[0]]
-        if call.is_alias:
+        if call.kernel == "row_view":
+            y = args[0][:, call.scalars[0]:call.scalars[0] + call.scalars[1]]
+        elif call.kernel == "row_join":
+            y = np.concatenate(args, axis=1)
+        elif call.is_alias:
             y = args[0]
         else:
             y = run_kernel(call.kernel, call.params, call.scalars, args)

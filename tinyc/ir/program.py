@@ -32,8 +32,11 @@ class KernelCall:
 
     @property
     def is_alias(self) -> bool:
-        """A view (Reshape): no code; the output is the input's bytes."""
-        return self.kernel == "alias"
+        """A view, no code: "alias" (Reshape: the output is the input's bytes),
+        "row_view" (the output is rows scalars[0] .. + scalars[1] of the NHWC
+        input) or "row_join" (the inputs are the output's consecutive bands of
+        rows, scalars[k] rows each, written in place: passes/patch.py)."""
+        return self.kernel in ("alias", "row_view", "row_join")
 
 
 @dataclass(frozen=True)

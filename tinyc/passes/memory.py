@@ -106,11 +106,35 @@ def _align(n: int, a: int) -> int:
 
 
 # ------------------------------------------------------------------ lifetimes
-def _view_roots(calls: list[KernelCall]) -> dict[str, str]:
+def _view_roots(calls: list[KernelCall], graph=None, offsets: dict[str, int] | None = None) -> dict[str, str]:
+    """View -> the tensor whose bytes it is; with ``graph``, ``offsets`` gets
+    each view's byte offset in its root (row views and joined bands)."""
     root: dict[str, str] = {}
     for call in calls:
-        if call.is_alias:
-            root[call.outputs[0]] = root.get(call.inputs[0], call.inputs[0])
+        if call.kernel == "row_join":  # the bands are views of the joined tensor
+            at = 0
+            for band, n in zip(call.inputs, call.scalars):
+                root[band] = call.outputs[0]
+                if offsets is not None:
+                    offsets[band] = at
+                    at += n * graph.tensors[band].nbytes // graph.tensors[band].shape[1]
+        elif call.is_alias:
+            src = call.inputs[0]
+            root[call.outputs[0]] = root.get(src, src)
+            if offsets is not None and call.kernel == "row_view":
+                t = graph.tensors[src]
+                offsets[call.outputs[0]] = offsets.get(src, 0) + call.scalars[0] * t.nbytes // t.shape[1]
+    # a band joined into a tensor that is itself a view
+    for _ in range(len(root)):
+        changed = False
+        for view, r in list(root.items()):
+            if r in root and root[r] != r:
+                if offsets is not None:
+                    offsets[view] = offsets.get(view, 0) + offsets.get(r, 0)
+                root[view] = root[r]
+                changed = True
+        if not changed:
+            break
     return root
 
 
@@ -155,9 +179,12 @@ def buffers_of(program: Program, calls: list[KernelCall], in_place: bool = True)
     chain_of: dict[str, list[str]] = {o: [o] for o in first}
     decisions: dict[int, int] = {}
     scratch: dict[int, int] = {}
+    # bands of rows (passes/patch.py) are parts of a bigger buffer: never in place
+    bands = {o for c in calls if c.kernel == "row_view" for o in c.outputs}
+    bands |= {i for c in calls if c.kernel == "row_join" for i in c.inputs}
     if in_place:
         for step, call in enumerate(calls, start=1):
-            if call.is_alias or not call.outputs:
+            if call.is_alias or not call.outputs or call.outputs[0] in bands or bands.intersection(call.inputs):
                 continue
             out = owner(call.outputs[0])
             if first.get(out) != step or len(chain_of[out]) > 1:
@@ -431,7 +458,9 @@ def plan_memory(program: Program, strategy: str | None = None, in_place: bool = 
                 best = (arena, order_name, s, calls, buffers, decisions, scratch)
     arena, order_name, s, calls, buffers, decisions, scratch = best
     program.calls[:] = calls
-    offsets = {m: b.offset for b in buffers for m in b.members}
+    within: dict[str, int] = {}
+    _view_roots(calls, program.graph, within)
+    offsets = {m: b.offset + within.get(m, 0) for b in buffers for m in b.members}
     scratch_at = {k: (next(b.offset for b in buffers if b.name == f"scratch:{k}"), size) for k, size in scratch.items()}
     no_in_place, _, _ = buffers_of(program, calls, in_place=False)
     plan = MemoryPlan(buffers, arena, lower_bound(buffers), lower_bound(no_in_place), s, order_name,
