@@ -169,3 +169,28 @@ def test_bad_patch_values_are_one_line(tmp_path):
         r = _tinyc(*base, *extra, "-o", out)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, (extra, r.stderr)
         assert words in r.stderr and "Traceback" not in r.stderr and not out.exists(), (extra, r.stderr)
+
+
+@needs_shared
+def test_report_gives_the_patch_choice_and_the_best_plans():
+    """A layer-wise report lists the best --patch plans (arena below its own);
+    a --patch auto report says which plan runs, and each plan it suggests gives
+    that arena when built (in the program's order, as the report plans them)."""
+    import json
+
+    model = SHARED_MODELS / "mcunet" / "mcunet_vww1.onnx"
+    r = _tinyc("report", model, "--board", "stm32f412", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    plans = rep["what_if"]["patch_plans"]
+    assert plans and all(p["arena_bytes"] < rep["totals"]["arena_bytes"] for p in plans)
+    assert rep["patch"] is None
+    program = compile_int8(api.load(model))
+    best = plans[0]
+    patched = P.patch_program(program, best["split_call"], best["rows"])
+    assert plan_memory(patched, reorder=False).arena_size == best["arena_bytes"]
+    r = _tinyc("report", model, "--board", "stm32f412", "--format", "json", "--patch", "auto")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["patch"]["split"] is not None and rep["totals"]["arena_bytes"] == rep["patch"]["arena_bytes"]
+    assert "patch_plans" not in rep["what_if"]

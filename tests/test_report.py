@@ -17,7 +17,8 @@ KWS = SHARED_MODELS / "mlperf_tiny" / "kws_dscnn_int8.onnx"
 V2_LARGE = SHARED_MODELS / "mcunet" / "mcunetv2_large.onnx"
 VWW1 = SHARED_MODELS / "mcunet" / "mcunet_vww1.onnx"
 
-TOP_KEYS = {"tinyc_report_version", "model", "name", "board", "totals", "verdict", "layers", "timeline", "what_if"}
+TOP_KEYS = {"tinyc_report_version", "model", "name", "board", "totals", "verdict", "layers", "timeline", "what_if",
+            "patch"}
 TOTALS_KEYS = {"macs", "arena_bytes", "lower_bound_bytes", "lower_bound_no_inplace_bytes", "weights_bytes",
                "code_bytes", "flash_bytes", "stack_bytes", "statics_bytes", "ram_bytes", "measured",
                "plan_strategy", "plan_order", "in_place_steps"}
@@ -26,7 +27,7 @@ LAYER_KEYS = {"step", "node", "op", "kernel", "input_shapes", "output_shape", "m
               "arena_high_water", "scratch_bytes", "in_place"}
 BUFFER_KEYS = {"name", "offset", "size", "first", "last", "pieces"}
 WHAT_IF_KEYS = {"strategies", "arena_without_in_place_bytes", "in_place_saving_bytes", "peak_steps", "peak_layers",
-                "bytes_to_fit"}
+                "bytes_to_fit", "patch_plans"}
 BOARD_ROW_KEYS = {"board", "fits", "ram_needed", "ram_available", "ram_margin_bytes", "flash_needed",
                   "flash_available", "flash_margin_bytes", "measured"}
 

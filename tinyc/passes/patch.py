@@ -244,10 +244,11 @@ def parse_patch(text: str) -> tuple[str, int, int] | str:
     return split, int(r), int(c)
 
 
-def search(program: Program, max_overhead: float, plan_fn, max_rows: int = 8) -> PatchPlan | None:
+def search(program: Program, max_overhead: float, plan_fn, max_rows: int = 16,
+           tried: list[PatchPlan] | None = None) -> PatchPlan | None:
     """The split and band count with the smallest arena whose extra MACs stay
     within ``max_overhead`` (a fraction); None when none beats layer-wise.
-    ``plan_fn(program) -> arena bytes``."""
+    ``plan_fn(program) -> arena bytes``; ``tried`` collects every plan measured."""
     base = plan_fn(program)
     macs = program_macs(program)
     best: PatchPlan | None = None
@@ -260,8 +261,11 @@ def search(program: Program, max_overhead: float, plan_fn, max_rows: int = 8) ->
             if macs and extra / macs - 1 > max_overhead:
                 break  # more bands only add halo
             arena = plan_fn(patched)
+            plan = PatchPlan(split, k, rows, 1, arena, base, extra, macs)
+            if tried is not None:
+                tried.append(plan)
             if arena < (best.arena_bytes if best else base):
-                best = PatchPlan(split, k, rows, 1, arena, base, extra, macs)
+                best = plan
     return best
 
 
@@ -278,6 +282,21 @@ def resolve_split(program: Program, split: str) -> int:
             return k
     raise TinycError(f"--patch {split!r}: no call makes a tensor of that name; give a tensor name or a call number "
                      "(tinyc report lists them)")
+
+
+def best_plans(program: Program, max_overhead: float, plan_fn, count: int = 3) -> list[dict]:
+    """The ``count`` patch plans with the smallest arena (one per split), for the
+    report's "what would make it fit" (quick plans: the program's own order)."""
+    tried: list[PatchPlan] = []
+    search(program, max_overhead, plan_fn, tried=tried)
+    by_split: dict[int, PatchPlan] = {}
+    for p in tried:
+        if p.split_call not in by_split or p.arena_bytes < by_split[p.split_call].arena_bytes:
+            by_split[p.split_call] = p
+    ranked = sorted(by_split.values(), key=lambda p: (p.arena_bytes, p.overhead))[:count]
+    return [{"split": p.split, "split_call": p.split_call, "rows": p.rows, "cols": p.cols,
+             "arena_bytes": p.arena_bytes, "mac_overhead": p.overhead, "patch": f"{p.split_call}:{p.rows}x1"}
+            for p in ranked]
 
 
 def apply(program: Program, choice, max_overhead: float, plan):
@@ -311,5 +330,5 @@ def apply(program: Program, choice, max_overhead: float, plan):
     return patched, patched_plan, summary
 
 
-__all__ = ["apply", "resolve_split", "PatchPlan", "patch_program", "search", "stage_of", "candidate_splits",
+__all__ = ["apply", "best_plans", "resolve_split", "PatchPlan", "patch_program", "search", "stage_of", "candidate_splits",
            "call_macs", "program_macs", "parse_patch", "VIEW_KERNELS"]

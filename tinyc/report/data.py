@@ -154,7 +154,13 @@ def build_report(build, board: Board | None, every_board: bool = False, training
             "peak_layers": [program.calls[k - 1].node for k in peak_steps if 1 <= k <= len(program.calls)],
             "bytes_to_fit": ram_over,
         },
+        "patch": s.get("patch"),
     }
+    if not s.get("patch"):  # layer-wise: what running the first stage by patches would give
+        from ..passes.patch import best_plans
+
+        report["what_if"]["patch_plans"] = best_plans(
+            program, 0.2, lambda p: plan_memory(p, reorder=False).arena_size)
     if training is not None:
         report["training"] = training_report(training["graph"], s["model"], training["update"], needs, board,
                                              schedule=training.get("schedule"))

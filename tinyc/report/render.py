@@ -110,6 +110,7 @@ def _context(report: dict) -> dict:
         "layers": report.get("layers") or [],
         "boards": report.get("boards") or [],
         "training": report.get("training"),
+        "patch": report.get("patch"),
     }
 
 
