@@ -69,15 +69,19 @@ def test_shared_cnn_patches_are_bit_exact(model):
 
 
 @needs_shared
-@pytest.mark.parametrize("model", ["mcunet/mcunet_vww1.onnx", "mlperf_tiny/vww_mbv1_int8.onnx"])
+@pytest.mark.parametrize("model", CNNS, ids=[m.split("/")[1].removesuffix(".onnx") for m in CNNS])
 def test_auto_patches_in_c_equal_layerwise_and_cut_the_arena(model, tmp_path):
     """--patch auto through the generated C on the host: the outputs of the
     layer-wise build, bit for bit, from a smaller arena (mcunet_vww1: within
-    the issue's 56,000 B; layer-wise 89,600 B)."""
+    the issue's 56,000 B; layer-wise 89,600 B; mcunetv2_large: within 400,000 B)."""
     graph = api.load(SHARED_MODELS / model)
     off = compile_c(graph, model)
     auto = compile_c(api.load(SHARED_MODELS / model), model, patch="auto")
-    assert auto.summary["patch"]["split"] is not None
+    if auto.summary["patch"]["split"] is None:
+        assert auto.plan.arena_size == off.plan.arena_size
+        pytest.skip(f"{model}: no patch plan beats layer-wise")
+    if "mcunetv2_large" in model:
+        assert auto.plan.arena_size <= 400000
     assert auto.plan.arena_size < off.plan.arena_size
     if "mcunet_vww1" in model:
         assert auto.plan.arena_size <= 56000 and auto.summary["patch"]["mac_overhead"] <= 0.2
@@ -105,12 +109,13 @@ def _batch(tmp_path, graph):
 @needs_shared
 @pytest.mark.skipif(shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,
                     reason="needs qemu-system-arm and arm-none-eabi-gcc")
-def test_patched_firmware_on_qemu_equals_the_host(tmp_path):
-    """mcunet_vww1 with --patch auto on QEMU mps2-an386: the host C's outputs."""
+@pytest.mark.parametrize("model", ["mcunet/mcunet_vww1.onnx", "mlperf_tiny/vww_mbv1_int8.onnx",
+                                   "mlperf_tiny/ic_resnet8_int8.onnx"])
+def test_patched_firmware_on_qemu_equals_the_host(tmp_path, model):
+    """--patch auto on QEMU mps2-an386: the host C's outputs, the stack within its reserve."""
     from tinyc.boards import get_board
     from tinyc.build import run_program_qemu
 
-    model = "mcunet/mcunet_vww1.onnx"
     graph = api.load(SHARED_MODELS / model)
     auto = compile_c(graph, model, patch="auto")
     batch = _batch(tmp_path, graph)
