@@ -169,6 +169,8 @@ def patch_program(program: Program, split_call: int, rows: int) -> Program:
         raise TinycError(f"--patch {split_call}:{rows}x1: the split tensor {split!r} has {height} rows; give 2 to "
                          f"{height} bands")
     producer = {calls[k].outputs[0]: k for k in stage}
+    program_inputs = sorted({i for k in stage for i in calls[k].inputs if i and not g.tensors[i].is_const}
+                            - set(producer))
     new_calls: list[KernelCall] = []
     slots = []
     bounds = [round(height * r / rows) for r in range(rows + 1)]
@@ -187,8 +189,7 @@ def patch_program(program: Program, split_call: int, rows: int) -> Program:
                     lo, hi = min(lo, need[i][0]), max(hi, need[i][1])
                 need[i] = (lo, hi)
         local: dict[str, str] = {}
-
-        for name in {i for k in stage for i in calls[k].inputs if i and not g.tensors[i].is_const} - set(producer):
+        for name in program_inputs:
             if name in need:  # a window of a program input, in place
                 view = _band_tensor(g, name, need[name], f"rows{band}")
                 lo, hi = need[name]
@@ -330,5 +331,5 @@ def apply(program: Program, choice, max_overhead: float, plan):
     return patched, patched_plan, summary
 
 
-__all__ = ["apply", "best_plans", "resolve_split", "PatchPlan", "patch_program", "search", "stage_of", "candidate_splits",
-           "call_macs", "program_macs", "parse_patch", "VIEW_KERNELS"]
+__all__ = ["apply", "best_plans", "resolve_split", "PatchPlan", "patch_program", "search", "stage_of",
+           "candidate_splits", "call_macs", "program_macs", "parse_patch", "VIEW_KERNELS"]
