@@ -165,19 +165,24 @@ def test_tinyc_train_board_qemu_cli(tmp_path):
     samples embedded), the trained ONNX, the JSON's instruction counts and
     stack; --engine c gives the same history and the same trained ONNX."""
     d = np.load(EXAMPLES / "digits_samples.npz")
-    np.savez(tmp_path / "d.npz", train_x=d["inputs"], train_y=d["labels"])
-    common = ["--calib", EXAMPLES / "digits_samples.npz", "--data", tmp_path / "d.npz", "--update", SPEC, "--lr",
-              "0.05", "--epochs", "2", "--board", "mps2-an386", "--json"]
+    np.savez(tmp_path / "d.npz", train_x=d["inputs"], train_y=d["labels"], test_x=d["inputs"][:6],
+             test_y=d["labels"][:6])
+    common = ["--calib", EXAMPLES / "digits_samples.npz", "--data", tmp_path / "d.npz", "--eval", tmp_path / "d.npz",
+              "--update", SPEC, "--lr", "0.05", "--epochs", "2", "--board", "mps2-an386", "--json"]
     r = _tinyc("train", MODEL, *common, "--engine", "qemu", "-o", tmp_path / "q")
     assert r.returncode == 0, r.stderr
     q = json.loads(r.stdout)
     assert len(q["instructions_per_step"]) == 2 * 16 and q["instructions_commit"] > 0
+    assert len(q["instructions_per_epoch"]) == 2 and len(q["instructions_per_inference"]) == 6
     assert 0 < q["stack_used_bytes"] <= q["stack_bytes"] and q["flash_bytes"] > 0
     assert (tmp_path / "q" / q["elf"]).is_file() and (tmp_path / "q" / "train_samples.h").is_file()
     r = _tinyc("train", MODEL, *common, "--engine", "c", "-o", tmp_path / "c")
     assert r.returncode == 0, r.stderr
     c = json.loads(r.stdout)
-    assert c["history"] == q["history"]
+    assert c["history"] == q["history"] and c["test_accuracy"] == q["test_accuracy"] == q["history"][-1]["accuracy"]
+    assert q["eval_samples"] == 6
+    for key in ("train_arena_bytes", "trainable_bytes", "train_total_bytes", "full_backprop_total_bytes"):
+        assert q[key] == c[key] > 0
     assert (tmp_path / "c" / "digits_cnn.onnx").read_bytes() == (tmp_path / "q" / "digits_cnn.onnx").read_bytes()
 
 
