@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 from .graph import Graph, Node
 
+VIEW_KERNELS = ("alias", "row_view", "row_join")  # calls without code (KernelCall.is_alias)
+
 
 @dataclass
 class KernelCall:
@@ -36,7 +38,7 @@ class KernelCall:
         "row_view" (the output is rows scalars[0] .. + scalars[1] of the NHWC
         input) or "row_join" (the inputs are the output's consecutive bands of
         rows, scalars[k] rows each, written in place: passes/patch.py)."""
-        return self.kernel in ("alias", "row_view", "row_join")
+        return self.kernel in VIEW_KERNELS
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,6 @@ from ..ir.program import KernelCall, Program
 
 GEOMETRIC = ("conv2d_s8", "conv2d_1x1_s8", "depthwise_conv2d_s8", "max_pool_s8", "avg_pool_s8")
 ELEMENTWISE = ("add_s8", "mul_s8", "requantize_s8", "clamp_s8")
-VIEW_KERNELS = ("row_view", "row_join")
 
 
 @dataclass
@@ -310,11 +309,9 @@ def apply(program: Program, choice, max_overhead: float, plan):
     if choice == "auto":
         layerwise = plan(program)
         best = search(program, max_overhead, lambda p: plan(p, reorder=False).arena_size)
-        if best is None:
-            return program, layerwise, {"split": None, "layerwise_arena_bytes": layerwise.arena_size}
-        patched = patch_program(program, best.split_call, best.rows)
-        patched_plan = plan(patched)
-        if patched_plan.arena_size >= layerwise.arena_size:
+        patched = patch_program(program, best.split_call, best.rows) if best is not None else None
+        patched_plan = plan(patched) if patched is not None else None
+        if patched_plan is None or patched_plan.arena_size >= layerwise.arena_size:
             return program, layerwise, {"split": None, "layerwise_arena_bytes": layerwise.arena_size}
         k, rows, cols, base = best.split_call, best.rows, 1, layerwise.arena_size
     else:
@@ -332,4 +329,4 @@ def apply(program: Program, choice, max_overhead: float, plan):
 
 
 __all__ = ["apply", "best_plans", "resolve_split", "PatchPlan", "patch_program", "search", "stage_of",
-           "candidate_splits", "call_macs", "program_macs", "parse_patch", "VIEW_KERNELS"]
+           "candidate_splits", "call_macs", "program_macs", "parse_patch"]

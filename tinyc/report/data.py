@@ -299,10 +299,7 @@ def _training_firmware(graph, model_path, spec: str, board: Board, rounding: str
             fw = tf.build_firmware(Path(tmp), b, board, sched, on_qemu=False)
         except TinycError as e:
             return {"error": str(tf._overflow_hint(e, sched))}
-    region = tf.persist_region(board, tf.state_bytes(b), on_qemu=False)
-    out = {"flash_bytes": fw.flash_bytes, "ram_bytes": fw.ram_bytes + fw.stack_bytes, "stack_bytes": fw.stack_bytes,
-           "samples": len(sched.train_y), "flash_available": board.main_flash.length - (region[1] if region else 0),
-           "ram_available": board.main_ram.length}
-    if region is not None:
-        out["persist_region"] = {"origin": f"0x{region[0]:08x}", "bytes": region[1]}
-    return out
+    out = tf.link_figures(b, fw, board)
+    slots = out.get("persist_region", {}).get("bytes", 0)
+    return out | {"samples": len(sched.train_y), "flash_available": board.main_flash.length - slots,
+                  "ram_available": board.main_ram.length}

@@ -30,6 +30,7 @@ from ..codegen.firmware import (
     Firmware,
     _env,
     _frames,
+    _sources,
     linker_script,
     write_files,
 )
@@ -228,9 +229,7 @@ def build_firmware(root: Path, b: TrainBuild, board: Board, sched: Schedule, on_
     link_board = link_board or board
     _, defines = storage_port(board, on_qemu)
     write_files(project_files(b, board, sched, on_qemu, None), root)
-    sources = [Path("main.c"), Path(f"{b.name}.c"),
-               *(p.relative_to(root) for p in sorted((root / "tinyc" / "src").glob("*.c"))),
-               *(p.relative_to(root) for p in sorted((root / "firmware").glob("*.c")))]
+    sources = _sources(root, b.name)
     objects = [root / "build" / src.with_suffix(".o") for src in sources]
     qemu.compile_objects([(root / src, obj) for src, obj in zip(sources, objects)],
                          [root, root / "tinyc" / "include", root / "firmware"], board.cflags() + defines)
@@ -362,6 +361,16 @@ def run_elf(b: TrainBuild, fw: Firmware, machine_board: Board, sched: Schedule, 
     return run
 
 
+def link_figures(b: TrainBuild, fw: Firmware, board: Board) -> dict:
+    """What a linked training firmware takes of the board: flash, RAM (stack
+    included), stack, and the persisted state's slots where they are flash."""
+    out = {"flash_bytes": fw.flash_bytes, "ram_bytes": fw.ram_bytes + fw.stack_bytes, "stack_bytes": fw.stack_bytes}
+    region = persist_region(board, state_bytes(b), on_qemu=False)
+    if region is not None:
+        out["persist_region"] = {"origin": f"0x{region[0]:08x}", "bytes": region[1]}
+    return out
+
+
 # ----------------------------------------------------------- tinyc train --board
 def params_from_state(b: TrainBuild, state: bytes) -> dict[str, np.ndarray]:
     """The state tensors' values in a state image (NAME_train_state_save's bytes)."""
@@ -461,11 +470,7 @@ def train_on_board(graph, model_path, updates, data, eval_data, *, board: Board,
             raise _overflow_hint(e, sched) from None
         finally:
             b.files = trained_files
-        summary.update(elf=str(fw.elf.relative_to(root)), flash_bytes=fw.flash_bytes,
-                       ram_bytes=fw.ram_bytes + fw.stack_bytes, stack_bytes=fw.stack_bytes)
-        region = persist_region(board, state_bytes(b), on_qemu=False)
-        if region is not None:
-            summary["persist_region"] = {"origin": f"0x{region[0]:08x}", "bytes": region[1]}
+        summary.update(elf=str(fw.elf.relative_to(root)), **link_figures(b, fw, board))
         (root / "tinyc.json").write_text(json.dumps({**summary, "interface": interface(b.tp.inference)},
                                                     indent=1) + "\n")
 
