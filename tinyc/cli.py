@@ -294,9 +294,7 @@ def build(model, board, sample_path, out_dir, name, as_json, calib_path, calib_m
 def _update_keys(update_spec, budget, choice) -> dict:
     if choice is None:
         return {"update": update_spec}
-    return {"update": choice.spec, "budget": {"bytes": budget, "chosen_total_bytes": choice.total_bytes,
-                                              "depth": choice.depth, "probe_samples": choice.samples,
-                                              "gain": choice.gain}}
+    return {"update": choice.spec, "budget": choice.summary(budget)}
 
 
 @cli.command()
@@ -582,8 +580,7 @@ def report(model, board, fmt, out_path, update_spec, budget, data_path, samples,
             raise TinycError(f"--update {update_spec!r} updates nothing")
         training = {"graph": copy.deepcopy(graph), "update": update_spec}
         if choice is not None:
-            training["budget"] = {"bytes": budget, "chosen_total_bytes": choice.total_bytes, "depth": choice.depth,
-                                  "probe_samples": choice.samples, "gain": choice.gain}
+            training["budget"] = choice.summary(budget)
         if data is not None and board not in ("all", "host"):
             training["schedule"] = {"data": data, "samples": samples, "epochs": 1, "lr": 0.01}
     build = api.compile_c(graph, model, board=board, plan_strategy=plan_strategy, patch=patch,

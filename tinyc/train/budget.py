@@ -41,6 +41,11 @@ class Choice:
     depth: int
     samples: int
 
+    def summary(self, budget: int) -> dict:
+        """The JSON of a choice (tinyc train --json, the report's training section)."""
+        return {"bytes": budget, "chosen_total_bytes": self.total_bytes, "depth": self.depth,
+                "probe_samples": self.samples, "gain": self.gain}
+
     def describe(self, budget: int) -> str:
         return (f"--budget {budget:,} B: chose {self.spec!r} (training SRAM {self.total_bytes:,} B: arena "
                 f"{self.arena_bytes:,} + trainable {self.trainable_bytes:,}), the largest gain (squared gradient "
