@@ -99,19 +99,26 @@ def project_files(build, board: Board, link_board: Board, mode: str, stack_size:
                   self_test: SelfTest | None = None) -> dict[str, str | Path]:
     """Relative path -> text (generated) or Path (copied) for a firmware project;
     without ``stack_size`` no linker script (the link writes it)."""
+    files = common_files(build, board, mode)
+    if stack_size is not None:
+        files["linker.ld"] = linker_script(link_board, stack_size)
+    files.update(main_source(build, board, mode, self_test))
+    return files
+
+
+def common_files(build, board: Board, mode: str, defines: tuple[str, ...] = ()) -> dict[str, str | Path]:
+    """What every firmware project holds: the model's C, the runtime, firmware/
+    (startup, semihosting, markers) and the Makefile (``defines``: -D flags)."""
     from ..sim.qemu import ARM_CFLAGS
 
     name = build.name
     ctx = {"name": name, "NAME": name.upper(), "version": __version__, "board": board,
-           "cpu_flags": " ".join(board.cflags()), "cflags": " ".join(ARM_CFLAGS), "mode": mode}
+           "cpu_flags": " ".join([*board.cflags(), *defines]), "cflags": " ".join(ARM_CFLAGS), "mode": mode}
     files: dict[str, str | Path] = {f: t for f, t in build.files.items() if f in (f"{name}.h", f"{name}.c")}
     files.update(runtime_files())
     for src in sorted(FIRMWARE.glob("*.[ch]")):
         files[f"firmware/{src.name}"] = src
-    if stack_size is not None:
-        files["linker.ld"] = linker_script(link_board, stack_size)
     files["Makefile"] = _env().get_template("Makefile_arm.j2").render(ctx)
-    files.update(main_source(build, board, mode, self_test))
     return files
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import __version__
 from ..boards import Board
-from ..codegen.c import _c_array_body, runtime_files
+from ..codegen.c import _c_array_body
 from ..codegen.firmware import (
     FIRMWARE,
     MIN_STACK,
@@ -31,6 +31,7 @@ from ..codegen.firmware import (
     _env,
     _frames,
     _sources,
+    common_files,
     linker_script,
     write_files,
 )
@@ -176,24 +177,13 @@ def main_source(b: TrainBuild, board: Board, sched: Schedule) -> str:
         epochs=sched.epochs, lr=f"{float(lr):g}", lr_c=float(lr).hex() + "f", seed=sched.seed & 0xFFFFFFFF)
 
 
-def project_files(b: TrainBuild, board: Board, sched: Schedule, on_qemu: bool,
-                  stack_size: int | None) -> dict[str, str | Path]:
-    """Relative path -> text or Path (copied) of a training firmware project."""
-    from ..sim.qemu import ARM_CFLAGS
-
+def project_files(b: TrainBuild, board: Board, sched: Schedule, on_qemu: bool) -> dict[str, str | Path]:
+    """Relative path -> text or Path (copied) of a training firmware project,
+    but its linker script (written with the link, the stack sized then)."""
     port, defines = storage_port(board, on_qemu)
-    name = b.name
-    files: dict[str, str | Path] = {f: t for f, t in b.files.items() if f in (f"{name}.h", f"{name}.c")}
-    files.update(runtime_files())
-    for src in sorted(FIRMWARE.glob("*.[ch]")):
-        files[f"firmware/{src.name}"] = src
+    files = common_files(b, board, "train", tuple(defines))
     files["firmware/storage.h"] = STORAGE / "storage.h"
     files[f"firmware/{port}"] = STORAGE / port
-    if stack_size is not None:
-        files["linker.ld"] = linker_script(board, stack_size, persist_region(board, state_bytes(b), on_qemu))
-    ctx = {"name": name, "NAME": name.upper(), "version": __version__, "board": board,
-           "cpu_flags": " ".join(board.cflags() + defines), "cflags": " ".join(ARM_CFLAGS), "mode": "train"}
-    files["Makefile"] = _env().get_template("Makefile_arm.j2").render(ctx)
     files["main.c"] = main_source(b, board, sched)
     files["train_samples.h"] = samples_header(b, sched)
     return files
@@ -228,7 +218,7 @@ def build_firmware(root: Path, b: TrainBuild, board: Board, sched: Schedule, on_
 
     link_board = link_board or board
     _, defines = storage_port(board, on_qemu)
-    write_files(project_files(b, board, sched, on_qemu, None), root)
+    write_files(project_files(b, board, sched, on_qemu), root)
     sources = _sources(root, b.name)
     objects = [root / "build" / src.with_suffix(".o") for src in sources]
     qemu.compile_objects([(root / src, obj) for src, obj in zip(sources, objects)],
