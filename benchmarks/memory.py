@@ -3,11 +3,15 @@
 
 For every model in ../shared/models/models.json this compiles the int8 ONNX
 model with tinyc and reads, from the same run:
-  - tinyc's arena (every activation, scratch buffer, the input and the output);
+  - tinyc's arena (every activation, scratch buffer, the input and the output),
+    built for a core without DSP (rp2040: the portable kernels need no scratch,
+    as TFLM's reference kernels) and for one with it (the default: the DSP
+    paths' scratch planned in the arena);
   - its lower bound (largest sum of live bytes at any step, for the chosen order),
     with and without in-place sharing, and the arena without in-place sharing;
   - TFLM's planned arena ("head", from goldens/summary.json, measured with PyPI
-    tflite-micro on the same .tflite; it also holds input and output);
+    tflite-micro's reference kernels on the same .tflite; it also holds input and
+    output), and TFLM with CMSIS-NN's whole arena on a Cortex-M4 (models.json);
   - TinyEngine's published peak SRAM where one exists (MCUNet).
 and rewrites the "memory" section of BENCHMARKS.md.
 
@@ -40,9 +44,10 @@ def measure(shared: Path) -> list[dict]:
     rows = []
     for name, info in index.items():
         t0 = time.time()
-        graph = api.load(shared / info["onnx_int8"])
-        s = api.compile_c(graph, info["onnx_int8"]).summary
-        plain = api.compile_c(api.load(shared / info["onnx_int8"]), info["onnx_int8"], in_place=False).summary
+        s = api.compile_c(api.load(shared / info["onnx_int8"]), info["onnx_int8"], board="rp2040").summary
+        plain = api.compile_c(api.load(shared / info["onnx_int8"]), info["onnx_int8"], board="rp2040",
+                              in_place=False).summary
+        dsp = api.compile_c(api.load(shared / info["onnx_int8"]), info["onnx_int8"]).summary
         rows.append({
             "model": name,
             "arena": s["arena_bytes"],
@@ -54,10 +59,12 @@ def measure(shared: Path) -> list[dict]:
             "in_place_steps": s["in_place_steps"],
             "io": s["input_bytes"] + s["output_bytes"],
             "tflm_head": summary[name]["tflm_arena"]["head"],
+            "arena_dsp": dsp["arena_bytes"],
+            "tflm_cmsisnn": info.get("measured", {}).get("tflm_m4_arena_used_bytes"),
             "tinyengine": TINYENGINE_PEAK.get(name),
             "seconds": round(time.time() - t0, 2),
         })
-        print(f"{name}: arena {s['arena_bytes']:,} B", file=sys.stderr)
+        print(f"{name}: arena {s['arena_bytes']:,} B, with DSP scratch {dsp['arena_bytes']:,} B", file=sys.stderr)
     return rows
 
 
@@ -67,24 +74,31 @@ def table(rows: list[dict]) -> str:
         "## Peak SRAM for activations (arena)",
         "",
         "Written by `python benchmarks/memory.py`. All arenas include the model's input and",
-        "output tensors (TFLM's \"head\" does too). *LB*: the largest sum of bytes live at one",
-        "step of tinyc's execution order; *no in-place*: the same planner with in-place",
-        "sharing (elementwise ops, depthwise convolution) turned off. TFLM: the planned arena",
-        "(head) that PyPI `tflite-micro` reports for the same .tflite (`goldens/summary.json`).",
-        "TinyEngine: its peak SRAM for the same model (the figures issue 4 gives).",
+        "output tensors (TFLM's \"head\" does too). Kernel for kernel: *tinyc arena* is built",
+        "for a core without DSP (rp2040: the portable kernels need no scratch) against",
+        "TFLM's planned arena (head) with its reference kernels (PyPI `tflite-micro`, the same",
+        ".tflite, `goldens/summary.json`); *with DSP scratch* is the default build, whose",
+        "fast kernels' scratch is planned in the arena, against TFLM with CMSIS-NN on a",
+        "Cortex-M4 (its whole arena, CMSIS-NN's scratch and TFLM's own records included:",
+        "models.json) and TinyEngine's peak SRAM (the figures issue 4 gives). *LB*: the",
+        "largest sum of bytes live at one step of tinyc's execution order; *no in-place*: the",
+        "same planner with in-place sharing (elementwise ops, depthwise convolution) off.",
         "",
         "| model | tinyc arena | LB | no in-place arena | LB no in-place | arena / LB no in-place "
-        "| TFLM head | tinyc / TFLM | TinyEngine | tinyc / TinyEngine | placement, order, in-place steps |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| TFLM head | tinyc / TFLM | with DSP scratch | TFLM+CMSIS-NN M4 | ratio | TinyEngine | ratio "
+        "| placement, order, in-place steps |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         te = f"{r['tinyengine']:,}" if r["tinyengine"] else "-"
-        te_ratio = f"{r['arena'] / r['tinyengine']:.3f}" if r["tinyengine"] else "-"
+        te_ratio = f"{r['arena_dsp'] / r['tinyengine']:.3f}" if r["tinyengine"] else "-"
+        cm = f"{r['tflm_cmsisnn']:,}" if r["tflm_cmsisnn"] else "-"
+        cm_ratio = f"{r['arena_dsp'] / r['tflm_cmsisnn']:.3f}" if r["tflm_cmsisnn"] else "-"
         lines.append(
             f"| {r['model']} | {r['arena']:,} | {r['lower_bound']:,} | {r['arena_no_inplace']:,} | "
             f"{r['lower_bound_no_inplace']:,} | {r['arena'] / r['lower_bound_no_inplace']:.3f} | {r['tflm_head']:,} | "
-            f"{r['arena'] / r['tflm_head']:.3f} | {te} | {te_ratio} | {r['strategy']}, {r['order']}, "
-            f"{r['in_place_steps']} |"
+            f"{r['arena'] / r['tflm_head']:.3f} | {r['arena_dsp']:,} | {cm} | {cm_ratio} | {te} | {te_ratio} | "
+            f"{r['strategy']}, {r['order']}, {r['in_place_steps']} |"
         )
     total_t = sum(r["arena"] for r in rows)
     total_f = sum(r["tflm_head"] for r in rows)

@@ -41,9 +41,13 @@ ARM_FLAGS = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d1
 @pytest.fixture(scope="module")
 def lib(runtime_lib):
     dll = runtime_lib
-    for name in ("tinyc_conv2d_s8", "tinyc_conv2d_1x1_s8", "tinyc_depthwise_conv2d_s8", "tinyc_fully_connected_s8"):
-        getattr(dll, name).argtypes = [ctypes.c_void_p] * 7
+    for name in ("tinyc_conv2d_s8", "tinyc_conv2d_1x1_s8", "tinyc_depthwise_conv2d_s8"):  # ..., scratch, bytes
+        getattr(dll, name).argtypes = [ctypes.c_void_p] * 8 + [ctypes.c_int32]
         getattr(dll, name).restype = None
+        getattr(dll, name + "_scratch_bytes").argtypes = [ctypes.c_void_p]
+        getattr(dll, name + "_scratch_bytes").restype = ctypes.c_int32
+    dll.tinyc_fully_connected_s8.argtypes = [ctypes.c_void_p] * 7
+    dll.tinyc_fully_connected_s8.restype = None
     for name in ("tinyc_max_pool_s8", "tinyc_avg_pool_s8", "tinyc_mean_s8"):
         getattr(dll, name).argtypes = [ctypes.c_void_p] * 3
         getattr(dll, name).restype = None
@@ -65,7 +69,8 @@ def run_c_weighted(lib, name: str, p, x, w, bias, mult, shift, out_shape) -> np.
     ]
     out = np.full(out_shape, 99, dtype=np.int8)  # not 0: every element must be written
     cp = p.to_ctypes()
-    getattr(lib, name)(ctypes.byref(cp), *map(_ptr, arrays), _ptr(out))
+    scratch = () if name == "tinyc_fully_connected_s8" else (None, 0)  # the portable C needs no scratch
+    getattr(lib, name)(ctypes.byref(cp), *map(_ptr, arrays), _ptr(out), *scratch)
     return out
 
 

@@ -42,9 +42,12 @@ GUARD_BYTE = 0x5A
 @pytest.fixture(scope="module")
 def lib(runtime_lib):
     dll = runtime_lib
+    dll.tinyc_depthwise_conv2d_s8.argtypes = [ctypes.c_void_p] * 8 + [ctypes.c_int32]
+    dll.tinyc_depthwise_conv2d_inplace_s8.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int32]
     for name in ("tinyc_depthwise_conv2d_s8", "tinyc_depthwise_conv2d_inplace_s8"):
-        getattr(dll, name).argtypes = [ctypes.c_void_p] * 7
         getattr(dll, name).restype = None
+        getattr(dll, name + "_scratch_bytes").argtypes = [ctypes.c_void_p]
+        getattr(dll, name + "_scratch_bytes").restype = ctypes.c_int32
     dll.tinyc_fill_s8.argtypes = [ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p]
     dll.tinyc_fill_s8.restype = None
     return dll
@@ -111,7 +114,7 @@ def run_c_separate(lib, p, x, w, bias, mult, shift) -> np.ndarray:
               for a, t in ((x, np.int8), (w, np.int8), (bias, np.int32), (mult, np.int32), (shift, np.int32))]  # fmt: skip
     out = np.full((1, p.out_h, p.out_w, p.out_c), 99, dtype=np.int8)
     cp = p.to_ctypes()
-    lib.tinyc_depthwise_conv2d_s8(ctypes.byref(cp), *map(_ptr, arrays), _ptr(out))
+    lib.tinyc_depthwise_conv2d_s8(ctypes.byref(cp), *map(_ptr, arrays), _ptr(out), None, 0)
     return out
 
 
@@ -130,6 +133,8 @@ def run_c_inplace(lib, p, x, w, bias, mult, shift, rng, buf_bytes: int | None = 
     buf[:] = rng.integers(-128, 128, size, dtype=np.int8)  # garbage past the input, if any
     buf[:n_in] = np.asarray(x, dtype=np.int8).reshape(-1)
     n_scratch = depthwise_inplace_scratch_bytes(p)
+    assert lib.tinyc_depthwise_conv2d_inplace_s8_scratch_bytes(ctypes.byref(p.to_ctypes())) == n_scratch
+    assert lib.tinyc_depthwise_conv2d_s8_scratch_bytes(ctypes.byref(p.to_ctypes())) == 0  # portable: none
     scratch_region = np.full(GUARD + n_scratch + GUARD, GUARD_BYTE, dtype=np.uint8).view(np.int8)
     scratch_region[GUARD : GUARD + n_scratch] = rng.integers(-128, 128, n_scratch, dtype=np.int8)
     w = np.ascontiguousarray(w, dtype=np.int8)
@@ -138,7 +143,8 @@ def run_c_inplace(lib, p, x, w, bias, mult, shift, rng, buf_bytes: int | None = 
     shift = np.ascontiguousarray(shift, dtype=np.int32)
     cp = p.to_ctypes()
     lib.tinyc_depthwise_conv2d_inplace_s8(
-        ctypes.byref(cp), _ptr(buf), _ptr(w), _ptr(bias), _ptr(mult), _ptr(shift), _ptr(scratch_region[GUARD:])
+        ctypes.byref(cp), _ptr(buf), _ptr(w), _ptr(bias), _ptr(mult), _ptr(shift), _ptr(scratch_region[GUARD:]),
+        n_scratch,
     )
     guard = np.int8(np.uint8(GUARD_BYTE).view(np.int8))
     assert (region[:GUARD] == guard).all() and (region[GUARD + size :] == guard).all(), "buffer guard overwritten"

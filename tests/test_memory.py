@@ -43,18 +43,27 @@ def _build(name: str, **kw):
 @needs_shared
 @pytest.mark.parametrize("name", MODELS)
 def test_arena_beats_tflm_and_is_near_its_lower_bound(name):
+    """Kernel for kernel: built for a core without DSP (rp2040: the portable
+    kernels, no scratch, as TFLM's reference kernels) against TFLM's planned head;
+    built with the DSP paths' scratch (the default) against TFLM with CMSIS-NN on
+    a Cortex-M4 (its arena holds CMSIS-NN's scratch) and TinyEngine."""
+    _, portable = _build(name, board="rp2040")
     _, build = _build(name)
-    s = build.summary
     head = _tflm_head(name)
-    print(f"{name}: arena {s['arena_bytes']:,} B (input and output included), TFLM head {head:,} B "
-          f"({s['arena_bytes'] / head:.2f}x); lower bound without in-place {s['lower_bound_no_inplace_bytes']:,}, "
-          f"with {s['lower_bound_bytes']:,}; {s['plan_strategy']} / {s['plan_order']}, "
-          f"{s['in_place_steps']} in-place steps")
-    assert s["arena_bytes"] <= head
-    assert s["arena_bytes"] <= 1.02 * s["lower_bound_no_inplace_bytes"]
-    assert s["lower_bound_bytes"] <= s["arena_bytes"]
+    for s in (portable.summary, build.summary):
+        print(f"{name} ({s['board']}): arena {s['arena_bytes']:,} B (input and output included), TFLM head "
+              f"{head:,} B ({s['arena_bytes'] / head:.2f}x); lower bound without in-place "
+              f"{s['lower_bound_no_inplace_bytes']:,}, with {s['lower_bound_bytes']:,}; {s['plan_strategy']} / "
+              f"{s['plan_order']}, {s['in_place_steps']} in-place steps")
+        assert s["arena_bytes"] <= 1.02 * s["lower_bound_no_inplace_bytes"]
+        assert s["lower_bound_bytes"] <= s["arena_bytes"]
+    assert portable.summary["arena_bytes"] <= head
+    assert portable.summary["arena_bytes"] <= build.summary["arena_bytes"]
+    cmsis = shared_models_index()[name].get("measured", {}).get("tflm_m4_arena_used_bytes")
+    if cmsis:
+        assert build.summary["arena_bytes"] <= cmsis
     if name in TINYENGINE_PEAK:
-        assert s["arena_bytes"] <= TINYENGINE_PEAK[name]
+        assert build.summary["arena_bytes"] <= TINYENGINE_PEAK[name]
 
 
 @needs_shared
@@ -299,3 +308,38 @@ def test_memory_benchmark_script_writes_its_section(tmp_path):
     assert "kept" in text and "<!-- memory:begin -->" in text
     for name in MODELS:
         assert f"| {name} |" in text
+
+
+@needs_shared
+def test_kernel_scratch_is_planned_by_the_descriptors():
+    """Every call gets the scratch its kernel's descriptor asks for (the in-place
+    variant's when it runs in place), for the step it runs, and the C passes it;
+    a board without DSP plans only the in-place planes; a plan without a call's
+    scratch is rejected."""
+    from tinyc.passes.memory import kernel_of
+
+    _, build = _build("mlperf_kws_dscnn")
+    _, portable = _build("mlperf_kws_dscnn", board="rp2040")
+    for b, dsp in ((build, True), (portable, False)):
+        plan, program = b.plan, b.program
+        assert program.dsp is dsp
+        for k, call in enumerate(program.calls):
+            if call.is_alias:
+                continue
+            kern = kernel_of(call, k in plan.in_place)
+            need = kern.scratch_bytes(call.params, dsp)
+            assert plan.scratch.get(k, (0, 0))[1] == need, (k, call.kernel)
+            if need:
+                off, size = plan.scratch[k]
+                buf = next(x for x in plan.buffers if x.name == f"scratch:{k}")
+                assert (buf.offset, buf.first, buf.last) == (off, k + 1, k + 1)
+                assert f"(arena + {off}), {size});" in b.files[f"{b.name}.c"]
+            if not dsp and need:
+                assert kern.name == "depthwise_conv2d_inplace_s8"
+    dsp_steps = [k for k in build.plan.scratch if not build.program.calls[k].kernel.startswith("depthwise")]
+    assert dsp_steps  # the convolutions' DSP scratch
+    bad = copy.deepcopy(build.plan)
+    del bad.scratch[dsp_steps[0]]
+    with pytest.raises(PlanError, match="scratch"):
+        validate_plan(bad, build.program)
+    assert portable.summary["arena_bytes"] <= build.summary["arena_bytes"]

@@ -105,8 +105,8 @@ def test_mcunet_vww1_fits_mps3_an547_without_its_harness(tmp_path):
     board = get_board("mps3-an547")
     build = api.compile_c(api.load(model), model)
     with tempfile.TemporaryDirectory() as tmp:
-        objects, frames = compile_project(Path(tmp), build, board, "model")
-        alone = link_project(Path(tmp), build, objects, frames, board, board)  # raises if it did not fit
+        objects = compile_project(Path(tmp), build, board, "model")
+        alone = link_project(Path(tmp), build, objects, board, board)  # raises if it did not fit
     assert alone.flash_bytes == s["flash_bytes"] and alone.ram_bytes + alone.stack_bytes == s["ram_bytes"]
     assert s["flash_bytes"] <= board.main_flash.length
     print(f"mcunet_vww1 on mps3-an547: model flash {s['flash_bytes']:,} of {board.main_flash.length:,} B; "
@@ -131,10 +131,10 @@ def test_every_board_verdict_agrees_with_a_link_of_the_model(name):
             if key not in by_core:
                 root = Path(tmp) / str(len(by_core))
                 root.mkdir()
-                by_core[key] = (root, *compile_project(root, build, board, "model"))
-            root, objects, frames = by_core[key]
+                by_core[key] = (root, compile_project(root, build, board, "model"))
+            root, objects = by_core[key]
             try:
-                link_project(root, build, objects, frames, board, board)
+                link_project(root, build, objects, board, board)
                 links = True
             except TinycError as e:
                 assert "overflowed" in str(e), e

@@ -397,3 +397,33 @@ def test_qemu_errors_are_reported(tmp_path):
     elf = build(tmp_path, machine, "int main(void)\n{\n    return 7;\n}\n")
     with pytest.raises(TinycError, match="QEMU could not run fw.elf on no-such-board: qemu-system-arm: "):
         qemu.run_qemu(elf, "no-such-board", tmp_path, count=False)
+
+
+def test_stack_estimate_follows_calls_through_pointers(tmp_path):
+    """A call through a pointer makes the estimate unbounded, unless its possible
+    targets are named: then the deepest of them counts (and painting agrees)."""
+    machine = qemu.MACHINES["mps2-an386"]
+    src = MAIN_C.replace("d = deep(h);", "d = pick(h)(h);").replace(
+        "static void put32(", textwrap.dedent("""\
+            __attribute__((noipa)) static uint32_t shallow(uint32_t seed)
+            {
+                return seed + 1u;
+            }
+
+            typedef uint32_t (*step_fn)(uint32_t);
+            __attribute__((noipa)) static step_fn pick(uint32_t h)
+            {
+                return h != 0u ? deep : shallow;
+            }
+
+            static void put32("""))
+    elf = build(tmp_path, machine, src, defines=(f"SPIN={SPIN}",))
+    ci = sorted(qemu.object_dir(elf).glob("*.ci"))
+    blind = qemu.max_stack_estimate(ci)
+    assert blind.indirect and blind.bytes < 2048
+    named = qemu.max_stack_estimate(ci, indirect_targets=("deep", "shallow"))
+    assert not named.indirect and named.chain[:4] == ["Reset_Handler", "main", "__indirect_call", "deep"]
+    (tmp_path / "in.bin").write_bytes(b"x" * 10)
+    assert qemu.run_qemu(elf, machine.name, tmp_path, count=False).exit_code == 7
+    after = int.from_bytes((tmp_path / "out.bin").read_bytes()[8:12], "little")
+    assert 2048 < after <= named.bytes

@@ -60,6 +60,13 @@ def _meta(build: Build, summary: dict) -> str:
     return json.dumps({**summary, "interface": interface(build.program)}, indent=1) + "\n"
 
 
+def target_has_dsp(board: str) -> bool:
+    """Whether a build for ``board`` plans the kernels' DSP scratch: yes for the
+    portable project ("host": it may be compiled for any core), for a report over
+    "all" boards, and for boards whose core has the DSP extension."""
+    return board in ("host", "all") or get_board(board).dsp
+
+
 def compile_c(graph: Graph, model_path, name: str | None = None, board: str = "host",
               plan_strategy: str | None = None, in_place: bool = True, poison: bool = False,
               patch: str = "off", max_overhead: float = 0.2) -> Build:
@@ -79,6 +86,7 @@ def compile_c(graph: Graph, model_path, name: str | None = None, board: str = "h
     macs = sum(get_op(n.op).macs(n, graph) for n in graph.nodes)
     name = check_name(name) if name else default_name(model_path)
     program = compile_int8(graph, model_path)
+    program.dsp = target_has_dsp(board)
     program, plan, patched = patching.apply(program, choice, max_overhead,
                                             lambda p, **kw: plan_memory(p, plan_strategy, in_place=in_place, **kw))
     files = generate(program, plan, name, source=Path(str(model_path)).name, poison=poison)
@@ -334,15 +342,15 @@ def build_firmware(build: Build, board, out_dir, batch: Batch | None = None) -> 
                            note="arm-none-eabi-gcc not found: wrote the C project only; install gcc-arm-none-eabi "
                                 "libnewlib-arm-none-eabi (Debian) and run make in the folder")
         else:
-            objects, frames = compile_project(root, build, board, "board", test)
+            objects = compile_project(root, build, board, "board", test)
             with tempfile.TemporaryDirectory(prefix="tinyc-model-") as scratch:
-                alone = link_model_only(root, objects, frames, Path(scratch), build, board, roomy(board))
+                alone = link_model_only(root, objects, Path(scratch), build, board, roomy(board))
             measured = check_fit(board, s["arena_bytes"], s["weights_bytes"], alone.stack_bytes,
                                  {"flash_bytes": alone.flash_bytes, "ram_bytes": alone.ram_bytes})
             if not measured.fits:
                 raise TinycError(measured.describe_failure(model, _peak_note(build)))
             try:
-                fw = link_project(root, build, objects, frames, board, board)
+                fw = link_project(root, build, objects, board, board)
             except TinycError as e:
                 over = region_overflow(str(e))
                 if over is None:

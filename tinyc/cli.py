@@ -182,8 +182,8 @@ def run(model, input_path, output_path, engine, board, timeout, as_json, calib_p
     if engine == "ref" and not api.is_quantized(graph):
         outputs = api.run_reference(graph, batch)
     else:
-        build = api.compile_c(graph, model, plan_strategy=plan_strategy, poison=debug_poison, patch=patch,
-                              max_overhead=max_overhead)
+        build = api.compile_c(graph, model, board=target.name if target is not None else "host",
+                              plan_strategy=plan_strategy, poison=debug_poison, patch=patch, max_overhead=max_overhead)
         if engine == "ref":
             outputs = api.run_program_ref(build.program, batch)
         elif engine == "c":

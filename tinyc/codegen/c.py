@@ -17,8 +17,7 @@ import numpy as np
 
 from .. import __version__
 from ..ir.program import Program
-from ..kernels import KERNELS
-from ..passes.memory import MemoryPlan
+from ..passes.memory import MemoryPlan, kernel_of
 
 TEMPLATES = Path(__file__).parent / "templates"
 RUNTIME = Path(__file__).parent.parent / "runtime_c"
@@ -277,22 +276,17 @@ def generate(program: Program, plan: MemoryPlan, name: str, source: str = "model
                 lines += poison_lines(step)
                 calls.append({"comment": f"{call.kernel} <- {call.node}", "lines": lines})
                 continue
-            kern = KERNELS[call.kernel]
+            kern = kernel_of(call, k in plan.in_place)  # its in-place variant, if planned so
             args = []
             if kern.has_params:
                 args.append(struct_ref(call.params))
             ins = list(call.inputs)
-            c_name = kern.c_name
-            if kern.form == "weights":
+            if kern.form in ("weights", "weights_in_place"):
                 x, w, b, m, s = ins
-                if k in plan.scratch:  # depthwise in place: buffer, weights, ..., scratch
-                    c_name = "tinyc_depthwise_conv2d_inplace_s8"
-                    off, _ = plan.scratch[k]
-                    args += [ptr(call.outputs[0], plan=plan), ptr(w), ptr(b, "int32_t"), ptr(m), ptr(s),
-                             f"(arena + {off})"]
-                else:
-                    args += [ptr(x, plan=plan), ptr(w), ptr(b, "int32_t"), ptr(m), ptr(s),
-                             ptr(call.outputs[0], plan=plan)]
+                args += [ptr(x if kern.form == "weights" else call.outputs[0], plan=plan),
+                         ptr(w), ptr(b, "int32_t"), ptr(m), ptr(s)]
+                if kern.form == "weights":
+                    args.append(ptr(call.outputs[0], plan=plan))
             elif kern.form in ("unary", "binary", "scalars"):
                 args += ([str(v) for v in call.scalars] + [ptr(i, plan=plan) for i in ins]
                          + [ptr(call.outputs[0], plan=plan)])
@@ -303,7 +297,10 @@ def generate(program: Program, plan: MemoryPlan, name: str, source: str = "model
                 args += [str(outer), str(n), f"ins{k}", f"inner{k}", ptr(call.outputs[0], plan=plan)]
             else:
                 raise AssertionError(f"kernel form {kern.form!r}")
-            lines.append(f"{c_name}({', '.join(args)});")
+            if kern.scratch is not None:  # planned arena scratch (none: NULL, 0)
+                off, size = plan.scratch.get(k, (0, 0))
+                args += [f"(arena + {off})", str(size)] if size else ["0", "0"]
+            lines.append(f"{kern.c_name}({', '.join(args)});")
             lines += poison_lines(step)
             note = " (in place)" if k in plan.in_place else ""
             calls.append({"comment": f"{call.kernel}{note} <- node {call.node}", "lines": lines})

@@ -24,10 +24,14 @@ import numpy as np
 
 from .. import __version__
 from ..boards import Board
+from ..errors import TinycError
 from .c import TEMPLATES, _c_array_body, runtime_files
 
 FIRMWARE = Path(__file__).parent.parent / "firmware"
-STACK_MARGIN = 512  # bytes above the deepest frame chain gcc reports (interrupt frame, rounding)
+# bytes above the deepest chain of frames in gcc's call graph: an exception frame
+# (up to 104 bytes with the FPU state), the naked assembly loops' register pushes
+# (36-40 bytes, which gcc counts as 0), rounding
+STACK_MARGIN = 512
 MIN_STACK = 1024
 SAMPLE_SEED = 20261206  # the self-test's generated input: see generated_input
 
@@ -137,8 +141,8 @@ class Firmware:
     elf: Path
     flash_bytes: int
     ram_bytes: int  # .data + .bss, the arena included; the stack comes on top
-    stack_bytes: int  # the reserve linked in: the deepest frame chain gcc reports + margin
-    frames: dict[str, int]  # function -> frame bytes (gcc -fstack-usage)
+    stack_bytes: int  # the reserve linked in: the deepest chain of frames in the call graph + margin
+    stack_chain: list[str]  # that chain, Reset_Handler first
     objects: list[Path]  # what was linked, main's object first
 
 
@@ -149,44 +153,37 @@ def _sources(root: Path, name: str) -> list[Path]:
             *(p.relative_to(root) for p in sorted((root / "firmware").glob("*.c")))]
 
 
-def stack_estimate(frames: dict[str, int], name: str) -> int:
-    """Reset_Handler -> main -> NAME_invoke -> one kernel (kernels call nothing but
-    inline helpers), or main -> a reporting helper; whichever is deeper."""
-    kernels = max((v for f, v in frames.items() if f.startswith("tinyc_") and not f.startswith("tinyc_sh_")),
-                  default=0)
-    helpers = max((v for f, v in frames.items() if f.startswith("tinyc_sh_") or f in ("fnv1a", "put_uint")),
-                  default=0)
-    top = frames.get("Reset_Handler", 0) + frames.get("main", 0)
-    return top + max(frames.get(f"{name}_invoke", 0) + kernels, helpers)
-
-
-def stack_reserve(frames: dict[str, int], name: str) -> int:
-    return max(MIN_STACK, (stack_estimate(frames, name) + STACK_MARGIN + 7) // 8 * 8)
-
-
-def _frames(objects: list[Path]) -> dict[str, int]:
+def stack_reserve(objects: list[Path], indirect_targets: tuple[str, ...] = ()) -> tuple[int, list[str]]:
+    """The stack to link in and the chain that sets it: the deepest chain of frames
+    the static call graph of ``objects`` allows from Reset_Handler (gcc
+    -fcallgraph-info=su beside each object; only the functions the firmware can
+    call count), plus STACK_MARGIN. ``indirect_targets``: the functions a call
+    through a pointer may reach (the training firmware's storage port)."""
     from ..sim import qemu
 
-    return qemu.stack_usage([o.with_suffix(".su") for o in objects if o.with_suffix(".su").is_file()])
+    est = qemu.max_stack_estimate([o.with_suffix(".ci") for o in objects], "Reset_Handler", indirect_targets)
+    if est.recursive or est.indirect:
+        why = "recursion" if est.recursive else "a call through a pointer"
+        raise TinycError(f"the firmware's call graph has {why} ({' -> '.join(est.chain)}): its stack has no bound")
+    return max(MIN_STACK, (est.bytes + STACK_MARGIN + 7) // 8 * 8), est.chain
 
 
-def _link(root: Path, elf: Path, objects: list[Path], frames: dict[str, int], name: str, board: Board,
-          link_board: Board) -> Firmware:
+def _link(root: Path, elf: Path, objects: list[Path], name: str, board: Board, link_board: Board) -> Firmware:
     from ..sim import qemu
 
-    stack = stack_reserve(frames, name)
+    stack, chain = stack_reserve(objects)
     (root / "linker.ld").write_text(linker_script(link_board, stack))
     qemu.link_objects(objects, elf, board.cflags(), root / "linker.ld")
     sizes = qemu.elf_sizes(elf)
     return Firmware(elf, sizes["flash"], sizes["ram"] - stack if sizes["ram"] >= stack else sizes["ram"],
-                    stack, frames, objects)
+                    stack, chain, objects)
 
 
 def compile_project(root: Path, build, board: Board, mode: str, self_test: SelfTest | None = None
-                    ) -> tuple[list[Path], dict[str, int]]:
+                    ) -> list[Path]:
     """Write the project into ``root`` (its linker script comes with the link) and
-    compile every source once, objects where the Makefile puts them. Returns the
-    objects (main's first) and every function's frame size."""
+    compile every source once, objects where the Makefile puts them (gcc's call
+    graph, NAME.ci, beside each). Returns the objects, main's first."""
     from ..sim import qemu
 
     write_files(project_files(build, board, board, mode, None, self_test), root)
@@ -194,28 +191,24 @@ def compile_project(root: Path, build, board: Board, mode: str, self_test: SelfT
     objects = [root / "build" / src.with_suffix(".o") for src in sources]
     qemu.compile_objects([(root / src, obj) for src, obj in zip(sources, objects)],
                          [root, root / "tinyc" / "include", root / "firmware"], board.cflags())
-    return objects, _frames(objects)
+    return objects
 
 
-def link_project(root: Path, build, objects: list[Path], frames: dict[str, int], board: Board,
-                 link_board: Board) -> Firmware:
-    """Size the stack from the frames, write root/linker.ld for link_board's regions
-    and link root/build/NAME.elf."""
-    return _link(root, root / "build" / f"{build.name}.elf", objects, frames, build.name, board, link_board)
+def link_project(root: Path, build, objects: list[Path], board: Board, link_board: Board) -> Firmware:
+    """Size the stack from the call graph, write root/linker.ld for link_board's
+    regions and link root/build/NAME.elf."""
+    return _link(root, root / "build" / f"{build.name}.elf", objects, build.name, board, link_board)
 
 
 def build_elf(root: Path, build, board: Board, link_board: Board, mode: str,
               self_test: SelfTest | None = None) -> Firmware:
     """compile_project, then link_project."""
-    objects, frames = compile_project(root, build, board, mode, self_test)
-    return link_project(root, build, objects, frames, board, link_board)
+    objects = compile_project(root, build, board, mode, self_test)
+    return link_project(root, build, objects, board, link_board)
 
 
-HARNESS_FUNCTIONS = ("fnv1a", "put_uint", "put_text")  # main_board.c.j2's helpers
-
-
-def link_model_only(project: Path, objects: list[Path], frames: dict[str, int], scratch: Path, build,
-                    board: Board, link_board: Board) -> Firmware:
+def link_model_only(project: Path, objects: list[Path], scratch: Path, build, board: Board,
+                    link_board: Board) -> Firmware:
     """The objects compile_project made in ``project``, linked (in ``scratch``)
     with the ``model`` main in place of the project's: what the model, the runtime
     and the startup code need, without the project's harness."""
@@ -227,9 +220,7 @@ def link_model_only(project: Path, objects: list[Path], frames: dict[str, int], 
     obj = scratch / "main.o"
     qemu.compile_objects([(main, obj)], [project, project / "tinyc" / "include", project / "firmware"],
                          board.cflags())
-    frames = {f: v for f, v in frames.items() if f not in HARNESS_FUNCTIONS}
-    frames.update(_frames([obj]))  # the bare main's frame replaces the harness main's
-    return _link(scratch, scratch / f"{name}.elf", [obj, *objects[1:]], frames, name, board, link_board)
+    return _link(scratch, scratch / f"{name}.elf", [obj, *objects[1:]], name, board, link_board)
 
 
 def region_overflow(message: str) -> tuple[str, int] | None:

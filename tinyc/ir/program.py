@@ -64,3 +64,7 @@ class Program:
     # Float ops after the int8 outputs (e.g. a LogSoftmax after a Dequantize,
     # which TFLite runs in float): run on the host after dequantizing.
     float_tail: list[Node] = field(default_factory=list)
+    # Plan the scratch of the kernels' DSP paths (Cortex-M4 / M7 / M33 / M55):
+    # generated C compiled for such a core takes them. False only for a target
+    # known to lack the extension (a Cortex-M0+ / M3 board), which saves the bytes.
+    dsp: bool = True

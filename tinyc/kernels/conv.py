@@ -185,8 +185,10 @@ def _inplace_plane(p: ConvParams) -> tuple[int, int]:
     return plane_h, plane_w
 
 
-def depthwise_inplace_scratch_bytes(p: ConvParams) -> int:
-    """Scratch of ``tinyc_depthwise_conv2d_inplace_s8``: one padded channel plane, ``plane_h * plane_w`` bytes.
+def depthwise_inplace_scratch_bytes(p: ConvParams, dsp: bool = False) -> int:
+    """Scratch of ``tinyc_depthwise_conv2d_inplace_s8``: one padded channel plane,
+    ``plane_h * plane_w`` bytes, and on a DSP core the table kernels' packed weights
+    after it (word-aligned; see :func:`_inplace_table_words`).
 
     ``plane_h = (out_h - 1) * stride_h + (k_h - 1) * dil_h + 1`` (rows ``-pad_t ..``
     that some window reads), ``plane_w`` likewise; 0 for an empty output.
@@ -194,7 +196,60 @@ def depthwise_inplace_scratch_bytes(p: ConvParams) -> int:
     if p.out_h < 1 or p.out_w < 1:
         return 0
     plane_h, plane_w = _inplace_plane(p)
-    return plane_h * plane_w
+    words = _inplace_table_words(p) if dsp else 0
+    return (plane_h * plane_w + 3) // 4 * 4 + 4 * words if words else plane_h * plane_w
+
+
+def _inplace_table_words(p: ConvParams) -> int:
+    """Words of the in-place kernel's weight table (dw_inplace.c ``table_words``):
+    kernels other than 3 x 3 at stride 1 or 2, without a clamp or dilation along
+    the rows, at most 3 words of taps per row and DWT_MAX_WORDS in all."""
+    _, plane_w = _inplace_plane(p)
+    column = plane_w == 1 and p.out_h > 1  # a one-column map runs down the column
+    kh, kw = (1, p.k_h) if column else (p.k_h, p.k_w)
+    sw, dw = (p.stride_h, p.dil_h) if column else (p.stride_w, p.dil_w)
+    out_w = p.out_h if column else p.out_w
+    words = (kw + sw + 3) >> 2
+    if ((p.act_min, p.act_max) != (-128, 127) or dw != 1 or out_w < 2 or (kh == kw == 3 and sw in (1, 2))
+            or words > 3 or kh * words * 4 > DWT_MAX_WORDS):
+        return 0
+    return kh * words * 4
+
+
+# ----------------------------------------------------------------------------
+# Scratch of the DSP paths (C: NAME_scratch_bytes in conv.c, dw_inplace.c).
+# The C kernels take a fast path only with this much scratch; the arena holds it.
+# ----------------------------------------------------------------------------
+
+WBUF_MAX_K = 256  # matmul_dsp.h TINYC_WBUF_K: the largest K whose weight rows are pre-extended
+IM2COL_WORDS = 160  # conv.c: the im2col window buffer's words
+DW_TAPS_MAX = 64  # conv.c: taps the depthwise weight table holds
+DWT_MAX_WORDS = 84  # dw_inplace.c: the in-place table's words
+
+
+def conv2d_1x1_scratch_bytes(p: ConvParams, dsp: bool) -> int:
+    """Two weight rows sign-extended to int16 pairs: 4 * K bytes (K = in_c <= WBUF_MAX_K)."""
+    if dsp and 4 <= p.in_c <= WBUF_MAX_K and p.out_h > 0 and p.out_w > 0:
+        return 16 * (p.in_c >> 2)
+    return 0
+
+
+def conv2d_scratch_bytes(p: ConvParams, dsp: bool) -> int:
+    """The im2col path (K = k_h * k_w * in_c <= IM2COL_WORDS): as many pixel pairs'
+    windows as fit in IM2COL_WORDS words (2 int16 values per K value and pixel
+    pair), then one int8 window of IM2COL_WORDS bytes."""
+    groups = (p.k_h * p.k_w * p.in_c + 3) >> 2
+    if dsp and p.groups <= 1 and p.out_h > 0 and p.out_w > 0 and 0 < 4 * groups <= IM2COL_WORDS:
+        return 16 * groups * (IM2COL_WORDS // (4 * groups)) + IM2COL_WORDS
+    return 0
+
+
+def depthwise_scratch_bytes(p: ConvParams, dsp: bool) -> int:
+    """The 4-channel weight table: 2 words per tap (at most DW_TAPS_MAX taps)."""
+    taps = p.k_h * p.k_w
+    if dsp and p.depth_multiplier <= 1 and p.in_c >= 4 and p.out_h > 0 and p.out_w > 0 and 0 < taps <= DW_TAPS_MAX:
+        return 8 * taps
+    return 0
 
 
 def depthwise_inplace_ok(p: ConvParams) -> bool:

@@ -6,14 +6,20 @@ Steps: 0 is the copy of the caller's input into the arena, 1..n the kernel calls
 in order, n + 1 the copy of the output back to the caller. Every tensor lives from
 the step that writes it to the last step that reads it (outputs until n + 1).
 
-Zero-cost sharing, decided here:
+Zero-cost sharing, decided here from the kernel descriptors (tinyc/kernels):
 - views: a Reshape's output is its input's bytes (one buffer for the chain);
-- in place: an elementwise kernel (add, mul, requantize, clamp, logistic,
-  hard-swish, softmax) writes its output over a same-sized input that dies at
-  that step, and a depthwise convolution overwrites its input channel by channel
-  with one padded channel plane of scratch. Such a chain of tensors is one
-  ``Buffer`` at one offset whose size changes over time (``pieces``): after a
-  stride-2 depthwise only the first quarter stays in use.
+- in place: an elementwise kernel (``Kernel.in_place``: add, mul, requantize,
+  clamp, logistic, hard-swish, softmax) writes its output over a same-sized
+  input that dies at that step, and a depthwise convolution runs as its
+  ``in_place_variant``, overwriting its input channel by channel through a
+  padded channel plane of scratch. Such a chain of tensors is one ``Buffer`` at
+  one offset whose size changes over time (``pieces``): after a stride-2
+  depthwise only the first quarter stays in use.
+
+Scratch: a call whose kernel needs some (``Kernel.scratch``: the DSP paths'
+weight tables and im2col windows, the in-place plane) gets a buffer of its own
+that lives for that one step, planned like any tensor; the kernels keep nothing
+on the stack.
 
 Placement: several strategies (``STRATEGIES``) place the buffers; the smallest
 arena wins. Branchy graphs also try other execution orders (``order_candidates``).
@@ -27,18 +33,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..ir.program import KernelCall, Program
+from ..kernels import KERNELS, Kernel
 
 ALIGNMENT = 16  # bytes; enough for any SIMD load on Cortex-M and the host
-
-# Kernels that may write their output over input k (listed) when that input has the
-# output's size: each reads element i of it before writing element i of the output.
-ELEMENTWISE_IN_PLACE = {
-    "add_s8": (0, 1), "mul_s8": (0, 1), "requantize_s8": (0,), "clamp_s8": (0,),
-    "logistic_s8": (0,), "hard_swish_s8": (0,), "softmax_s8": (0,),
-    # training kernels (float32 gradients, tinyc/train.h)
-    "clamp_grad_f32": (0,), "add_f32": (0, 1), "clamp_f32": (0,),
-}
-DEPTHWISE = "depthwise_conv2d_s8"
 
 
 class PlanError(AssertionError):
@@ -96,7 +93,7 @@ class MemoryPlan:
     order: str  # which execution order won
     offsets: dict[str, int]  # tensor -> arena offset
     in_place: dict[int, int]  # call index -> index of the input it overwrites
-    scratch: dict[int, tuple[int, int]]  # call index -> (offset, bytes)
+    scratch: dict[int, tuple[int, int]]  # call index -> (offset, bytes) of the call's scratch
     tried: dict[str, int] = field(default_factory=dict)  # "order/strategy" -> arena
     alignment: int = ALIGNMENT
 
@@ -138,10 +135,19 @@ def _view_roots(calls: list[KernelCall], graph=None, offsets: dict[str, int] | N
     return root
 
 
-def depthwise_in_place_ok(call: KernelCall) -> bool:
-    from ..kernels import conv
+def in_place_variant(call: KernelCall) -> Kernel | None:
+    """The kernel that runs ``call`` over its input's own buffer, if its
+    precondition holds (the in-place depthwise)."""
+    kern = KERNELS.get(call.kernel)
+    if kern is None or kern.in_place_variant is None or not kern.in_place_when(call.params):
+        return None
+    return KERNELS[kern.in_place_variant]
 
-    return call.kernel == DEPTHWISE and conv.depthwise_inplace_ok(call.params)
+
+def kernel_of(call: KernelCall, in_place: bool) -> Kernel:
+    """The kernel a call runs: its own, or its in-place variant when planned in place."""
+    variant = in_place_variant(call) if in_place else None
+    return variant or KERNELS[call.kernel]
 
 
 def buffers_of(program: Program, calls: list[KernelCall], in_place: bool = True):
@@ -194,16 +200,19 @@ def buffers_of(program: Program, calls: list[KernelCall], in_place: bool = True)
                 chain = chain_of[src]
                 if last[src] != step or chain[-1] != src or src == out:
                     continue
-                if any(owner(i) == src for j, i in enumerate(call.inputs) if i and j != k) and call.kernel == DEPTHWISE:
+                # an in-place variant overwrites input 0 as it goes: no other input may share its bytes
+                if not KERNELS[call.kernel].in_place and any(owner(i) == src for j, i in enumerate(call.inputs)
+                                                             if i and j != k):
                     continue
                 chain.append(out)
                 chain_of[out] = chain
                 decisions[step - 1] = k
-                if call.kernel == DEPTHWISE:
-                    from ..kernels import conv
-
-                    scratch[step - 1] = conv.depthwise_inplace_scratch_bytes(call.params)
                 break
+    for step, call in enumerate(calls, start=1):
+        if not call.is_alias and call.kernel in KERNELS:
+            size = kernel_of(call, step - 1 in decisions).scratch_bytes(call.params, program.dsp)
+            if size:
+                scratch[step - 1] = size
 
     buffers, seen = [], set()
     for o in first:
@@ -225,11 +234,12 @@ def buffers_of(program: Program, calls: list[KernelCall], in_place: bool = True)
 
 def _in_place_candidates(call: KernelCall, graph) -> tuple[int, ...]:
     out_size = graph.tensors[call.outputs[0]].nbytes
-    if call.kernel in ELEMENTWISE_IN_PLACE:
-        return tuple(k for k in ELEMENTWISE_IN_PLACE[call.kernel]
+    kern = KERNELS.get(call.kernel)
+    if kern is not None and kern.in_place:
+        return tuple(k for k in kern.in_place
                      if k < len(call.inputs) and call.inputs[k] and not graph.tensors[call.inputs[k]].is_const
                      and graph.tensors[call.inputs[k]].nbytes == out_size)
-    if depthwise_in_place_ok(call) and not graph.tensors[call.inputs[0]].is_const:
+    if in_place_variant(call) and not graph.tensors[call.inputs[0]].is_const:
         return (0,)
     return ()
 
@@ -507,10 +517,16 @@ def validate_plan(plan: MemoryPlan, program: Program) -> None:
             j = plan.in_place[k]
             if plan.offsets[call.inputs[j]] != plan.offsets[out]:
                 raise PlanError(f"call {k} ({call.kernel}) is in place but its output is not at its input's offset")
-            if call.kernel == DEPTHWISE and (not depthwise_in_place_ok(call) or k not in plan.scratch):
-                raise PlanError(f"call {k}: depthwise convolution in place without its precondition or scratch")
-            if call.kernel != DEPTHWISE and j not in ELEMENTWISE_IN_PLACE.get(call.kernel, ()):
+            variant = in_place_variant(call)
+            if variant is not None:
+                if plan.scratch.get(k, (0, 0))[1] < variant.scratch_bytes(call.params, program.dsp):
+                    raise PlanError(f"call {k}: {variant.name} without its scratch")
+            elif j not in KERNELS[call.kernel].in_place:
                 raise PlanError(f"call {k}: {call.kernel} cannot run in place")
+        if not call.is_alias and call.kernel in KERNELS:
+            need = kernel_of(call, k in plan.in_place).scratch_bytes(call.params, program.dsp)
+            if plan.scratch.get(k, (0, 0))[1] != need:
+                raise PlanError(f"call {k} ({call.kernel}) has {plan.scratch.get(k, (0, 0))[1]} B of scratch, needs {need}")
 
 
 def peak_step(plan: MemoryPlan, program: Program) -> tuple[int, list[str]]:

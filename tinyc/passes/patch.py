@@ -221,7 +221,7 @@ def patch_program(program: Program, split_call: int, rows: int) -> Program:
     new_calls.append(KernelCall("row_join", None, [s for s, _ in slots], [split], f"{split}@join",
                                 scalars=tuple(hi - lo for _, (lo, hi) in slots)))
     out = Program(g, new_calls + list(calls[split_call + 1:]), list(program.inputs), list(program.outputs),
-                  list(program.float_tail))
+                  list(program.float_tail), program.dsp)
     return out
 
 

@@ -129,7 +129,8 @@ def build_report(build, board: Board | None, every_board: bool = False, training
         regions = [_region("flash", board.main_flash, needs["flash"]), _region("ram", board.main_ram, needs["ram"])]
         verdict = {"fits": all(r["margin_bytes"] >= 0 for r in regions), "regions": regions}
 
-    plain = Program(program.graph, list(program.calls), program.inputs, program.outputs, program.float_tail)
+    plain = Program(program.graph, list(program.calls), program.inputs, program.outputs, program.float_tail,
+                    program.dsp)
     no_in_place = plan_memory(plain, in_place=False).arena_size
     peak_steps = [k for k, v in enumerate(live) if v == plan.lower_bound and v > 0]
     ram_over = max(0, -verdict["regions"][1]["margin_bytes"]) if verdict["regions"] else 0

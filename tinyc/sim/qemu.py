@@ -497,12 +497,16 @@ _CI_EDGE = re.compile(r'edge: \{ sourcename: "([^"]+)" targetname: "([^"]+)"')
 _CI_BYTES = re.compile(r"\\n(\d+) bytes")
 
 
-def max_stack_estimate(ci_files: Iterable[Path | str], root: str = "Reset_Handler") -> StackEstimate:
+def max_stack_estimate(ci_files: Iterable[Path | str], root: str = "Reset_Handler",
+                       indirect_targets: Iterable[str] = ()) -> StackEstimate:
     """The deepest stack the static call graph allows from ``root`` (gcc -fcallgraph-info=su).
 
     An upper estimate of the stack the code needs (exception handlers apart),
     valid when neither ``recursive`` nor ``indirect`` is set; functions the
-    graph has no frame for (libgcc helpers) count 0 and are listed.
+    graph has no frame for (libgcc helpers) count 0 and are listed. A call
+    through a pointer counts as a call of each of ``indirect_targets`` (function
+    names, static ones without their file) when they are given, else sets
+    ``indirect``.
     """
     frames: dict[str, int] = {}
     calls: dict[str, set[str]] = {}
@@ -514,6 +518,9 @@ def max_stack_estimate(ci_files: Iterable[Path | str], root: str = "Reset_Handle
                 frames[title] = max(frames.get(title, 0), int(m.group(1)))
         for src, dst in _CI_EDGE.findall(text):
             calls.setdefault(src, set()).add(dst)
+    targets = set(indirect_targets)
+    if targets:
+        calls["__indirect_call"] = {f for f in frames if f.rsplit(":", 1)[-1] in targets}
     unknown: set[str] = set()
     state: dict[str, int] = {}  # 1 visiting, 2 done
     best: dict[str, tuple[int, list[str]]] = {}
@@ -527,7 +534,7 @@ def max_stack_estimate(ci_files: Iterable[Path | str], root: str = "Reset_Handle
             return 0, []
         state[fn] = 1
         if fn not in frames:
-            if fn == "__indirect_call":
+            if fn == "__indirect_call" and not targets:
                 flags["indirect"] = True
             else:
                 unknown.add(fn)

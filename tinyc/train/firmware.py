@@ -25,14 +25,12 @@ from ..boards import Board
 from ..codegen.c import _c_array_body
 from ..codegen.firmware import (
     FIRMWARE,
-    MIN_STACK,
-    STACK_MARGIN,
     Firmware,
     _env,
-    _frames,
     _sources,
     common_files,
     linker_script,
+    stack_reserve,
     write_files,
 )
 from ..errors import TinycError
@@ -42,9 +40,9 @@ STORAGE = FIRMWARE / "storage"
 HEADER_BYTES = 32
 MAGIC = 0x43594E54
 SLOT_STATUS = ("empty", "corrupt", "foreign", "valid")
-# the functions on the persistence path (persist.c, the storage ports, semihosting)
-PERSIST_FUNCTIONS = ("tinyc_persist_", "tinyc_crc32", "slot_status", "stored_crc", "sh_", "flash_", "tinyc_sh_",
-                     "tinyc_storage_open", "wait_done", "seek_to")
+# what persist.c calls through pointers: the storage ports' operations and
+# main_train.c's state pieces (the stack reserve's call graph follows them)
+INDIRECT_TARGETS = ("sh_read", "sh_erase", "sh_program", "flash_read", "flash_erase", "flash_program", "piece")
 
 
 @dataclass
@@ -193,27 +191,11 @@ def state_bytes(b: TrainBuild) -> int:
     return b.tp.trainable_bytes()  # the state tensors and the 4-byte generator
 
 
-def stack_reserve(frames: dict[str, int], name: str) -> int:
-    """Reset_Handler -> main -> the deepest of: a training step or an inference
-    and one kernel; the persistence path (every function on it, summed)."""
-    def short(f: str) -> str:
-        return f.rsplit(":", 1)[-1]
-
-    frames = {short(f): v for f, v in frames.items()}
-    persist = [v for f, v in frames.items() if f.startswith(PERSIST_FUNCTIONS)]
-    kernels = max((v for f, v in frames.items() if f.startswith("tinyc_") and not f.startswith(PERSIST_FUNCTIONS)),
-                  default=0)
-    top = frames.get("Reset_Handler", 0) + frames.get("main", 0) + frames.get("evaluate", 0)
-    deepest = max(frames.get(f"{name}_train_step", 0) + kernels, frames.get(f"{name}_invoke", 0) + kernels,
-                  sum(persist))
-    return max(MIN_STACK, (top + deepest + STACK_MARGIN + 7) // 8 * 8)
-
-
 def build_firmware(root: Path, b: TrainBuild, board: Board, sched: Schedule, on_qemu: bool,
                    link_board: Board | None = None) -> Firmware:
     """Write the project into root, compile it for board's core and link
     build/NAME.elf for link_board's memory (default: board's), the stack sized
-    from the frames gcc reports."""
+    from the call graph gcc writes."""
     from ..sim import qemu
 
     link_board = link_board or board
@@ -223,14 +205,13 @@ def build_firmware(root: Path, b: TrainBuild, board: Board, sched: Schedule, on_
     objects = [root / "build" / src.with_suffix(".o") for src in sources]
     qemu.compile_objects([(root / src, obj) for src, obj in zip(sources, objects)],
                          [root, root / "tinyc" / "include", root / "firmware"], board.cflags() + defines)
-    frames = _frames(objects)
-    stack = stack_reserve(frames, b.name)
+    stack, chain = stack_reserve(objects, INDIRECT_TARGETS)
     (root / "linker.ld").write_text(linker_script(link_board, stack,
                                                   persist_region(link_board, state_bytes(b), on_qemu)))
     elf = root / "build" / f"{b.name}.elf"
     qemu.link_objects(objects, elf, board.cflags(), root / "linker.ld")
     sizes = qemu.elf_sizes(elf)
-    return Firmware(elf, sizes["flash"], sizes["ram"] - stack, stack, frames, objects)
+    return Firmware(elf, sizes["flash"], sizes["ram"] - stack, stack, chain, objects)
 
 
 # ---------------------------------------------------------------------- runs

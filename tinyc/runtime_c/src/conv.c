@@ -12,14 +12,17 @@
  * On cores with the DSP extension (simd.h: TINYC_DSP) the kernels take fast
  * paths with the same results, bit for bit (tests/test_kernels_qemu.py):
  *   pointwise    2 pixels x 2 output channels per step, weights pre-extended
- *                per channel pair, input offset folded into the bias (pw_*);
- *   conv2d       K = k_h * k_w * in_c <= TINYC_IM2COL_BYTES / 4: the windows of
- *                a few pixel pairs, offset-added int16, in a stack buffer, then
- *                2 x 2 blocks (cv_pairs); larger K: each pixel's kernel rows as
+ *                per channel pair into the scratch, input offset folded into
+ *                the bias (pw_*);
+ *   conv2d       K = k_h * k_w * in_c <= IM2COL_WORDS: the windows of a few
+ *                pixel pairs, offset-added int16, in the scratch, then 2 x 2
+ *                blocks (cv_pairs); larger K: each pixel's kernel rows as
  *                segments, 4 output channels per input word (tinyc_mac_1x4_rows);
- *   depthwise    4 channels per input word (dw_dsp);
- * all with simd.h's exact fast requantization.  Parameters outside the fast
- * paths' ranges (see each entry point) take the portable code.
+ *   depthwise    4 channels per input word (dw_dsp), weights in a scratch table;
+ * all with simd.h's exact fast requantization.  The scratch is the caller's
+ * (planned in the arena; NAME_scratch_bytes gives its size): the kernels keep
+ * no buffers on the stack.  Parameters outside the fast paths' ranges, or too
+ * little scratch, take the slower paths (see each entry point).
  */
 #include <stddef.h>
 
@@ -303,6 +306,20 @@ PW_FUNCTION(pw_buf_fast_even, "", PW_W_BUF, PW_RQ_FAST)
 PW_FUNCTION(pw_buf_gen, PW_ODD_ENTRY, PW_W_BUF, PW_RQ_GEN)
 PW_FUNCTION(pw_direct_gen, PW_ODD_ENTRY, PW_W_DIRECT, PW_RQ_GEN)
 
+/* One of the loops above, called directly (no function pointer: the static
+ * call graph, from which the stack reserve is sized, stays complete). */
+enum { PW_DIRECT_GEN, PW_BUF_FAST_EVEN, PW_BUF_GEN };
+TINYC_ALWAYS_INLINE void pw_loop(int loop, const pw_args *a)
+{
+    if (loop == PW_DIRECT_GEN) {
+        pw_direct_gen(a);
+    } else if (loop == PW_BUF_FAST_EVEN) {
+        pw_buf_fast_even(a);
+    } else {
+        pw_buf_gen(a);
+    }
+}
+
 /* Pixels of a pointwise product: runs of run_len pixels pix_step apart. */
 typedef struct {
     const int8_t *x;
@@ -364,18 +381,17 @@ __attribute__((cold, noinline)) static void pw_pair_c(const pw_problem *m, const
 }
 
 /* The pointwise product: output channel pairs outside (their weights are
- * sign-extended once into the stack buffer when K <= TINYC_WBUF_K, their
- * biases take the input offset: bias + in_offset * sum(w)), pixel pairs inside,
- * in assembly when the pair allows it. */
+ * sign-extended once into wbuf, the scratch of K words, when the caller gives
+ * it; their biases take the input offset: bias + in_offset * sum(w)), pixel
+ * pairs inside, in assembly when the pair allows it. */
 TINYC_ALWAYS_INLINE void pw_run(const pw_problem *m, const int8_t *w, const int32_t *bias, const int32_t *mult,
-                                const int32_t *shift, int8_t *out)
+                                const int32_t *shift, int8_t *out, uint32_t *wbuf)
 {
     const int32_t k = m->k, n = m->n, n4 = k >> 2;
     const int full = m->act_min == -128 && m->act_max == 127;
-    const int use_buf = k <= TINYC_WBUF_K;
+    const int use_buf = wbuf != 0;
     const int direct = !use_buf && m->pix_step == k;
     const int32_t pairs = m->run_len >> 1;
-    uint32_t wbuf[TINYC_WBUF_K];
     pw_args a;
     int32_t o;
 
@@ -400,8 +416,7 @@ TINYC_ALWAYS_INLINE void pw_run(const pw_problem *m, const int8_t *w, const int3
         a.b0 = tinyc_fold_bias(bias, o, m->in_offset, s[0] + tinyc_sum_s8(w0 + 4 * n4, k & 3));
         a.b1 = tinyc_fold_bias(bias, o1, m->in_offset, s[1] + tinyc_sum_s8(w1 + 4 * n4, k & 3));
         if (full && cls <= 1 && o1 != o && (k & 3) == 0 && n4 > 0 && (use_buf || direct)) {
-            void (*fn)(const pw_args *) = !use_buf ? pw_direct_gen
-                                                   : cls == 0 && !(n4 & 1) ? pw_buf_fast_even : pw_buf_gen;
+            const int loop = !use_buf ? PW_DIRECT_GEN : cls == 0 && !(n4 & 1) ? PW_BUF_FAST_EVEN : PW_BUF_GEN;
             int8_t *dst = out + o;
             const int8_t *line = m->x;
             a.wb = use_buf ? (const void *)wbuf : (const void *)w0;
@@ -421,7 +436,7 @@ TINYC_ALWAYS_INLINE void pw_run(const pw_problem *m, const int8_t *w, const int3
                     a.x = line;
                     a.dst = dst;
                     a.dst_end = dst + 2 * pairs * n;
-                    fn(&a);
+                    pw_loop(loop, &a);
                     dst = a.dst_end;
                 }
                 if ((m->run_len & 1) && !use_buf) {
@@ -440,7 +455,7 @@ TINYC_ALWAYS_INLINE void pw_run(const pw_problem *m, const int8_t *w, const int3
                     a.n = 0;
                     a.dst = dst;
                     a.dst_end = dst;
-                    fn(&a);
+                    pw_loop(loop, &a);
                     a.xs = m->pix_step;
                     a.n = n;
                     dst += n;
@@ -455,12 +470,11 @@ TINYC_ALWAYS_INLINE void pw_run(const pw_problem *m, const int8_t *w, const int3
 
 /* ---- general convolution -------------------------------------------------- */
 
-/* Stack bytes for the window buffer of the im2col path: 2 pixels x K int16
- * values per pixel pair, as many pairs as fit (K <= TINYC_IM2COL_BYTES / 4). */
-#ifndef TINYC_IM2COL_BYTES
-#define TINYC_IM2COL_BYTES 640
-#endif
-#define IM2COL_WORDS (TINYC_IM2COL_BYTES / 4)
+/* The im2col path's scratch: a window buffer of 2 pixels x K int16 values per
+ * pixel pair, as many pairs as fit in IM2COL_WORDS words (K <= IM2COL_WORDS),
+ * then IM2COL_WORDS bytes for one int8 window (tinyc_conv2d_s8_scratch_bytes).  The
+ * kernel descriptor (tinyc/kernels/__init__.py) holds the same rule. */
+#define IM2COL_WORDS 160
 
 /* Arguments of cv_pairs (offsets fixed in the assembly). */
 typedef struct {
@@ -736,11 +750,12 @@ static void buf_dot(const uint32_t *xb, const int8_t *wf, int32_t k, int32_t *a0
     *a1 = s1;
 }
 
-/* The im2col path: windows of up to IM2COL_WORDS / (2 * groups) pixel pairs
- * go into the stack buffer as offset-added int16 pairs; then per output
- * channel pair, cv_pairs over those pixel pairs. */
+/* The im2col path: windows of up to IM2COL_WORDS / (4 * groups) pixel pairs
+ * go into the scratch as offset-added int16 pairs; then per output channel
+ * pair, cv_pairs over those pixel pairs. */
 TINYC_ALWAYS_INLINE void conv_im2col(const tinyc_conv_params *p, const int8_t *in, const int8_t *w,
-                                     const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out)
+                                     const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out,
+                                     uint32_t *xbuf)
 {
     const int32_t k = p->k_h * p->k_w * p->in_c;
     const int32_t groups = (k + 3) >> 2;
@@ -750,8 +765,7 @@ TINYC_ALWAYS_INLINE void conv_im2col(const tinyc_conv_params *p, const int8_t *i
     const int32_t per_block = IM2COL_WORDS / (4 * groups);     /* pixel pairs per buffer */
     const int full = p->act_min == -128 && p->act_max == 127;
     const uint32_t off2 = tinyc_pack16(p->in_offset, p->in_offset);
-    uint32_t xbuf[IM2COL_WORDS];
-    int8_t stage[IM2COL_WORDS];      /* an int8 window (kp <= IM2COL_WORDS) */
+    int8_t *const stage = (int8_t *)(xbuf + per_block * 4 * groups);  /* an int8 window (kp <= IM2COL_WORDS) */
     cv_args a;
     int32_t pix = 0;
 
@@ -936,10 +950,42 @@ static int dsp_offset_ok(int32_t in_offset)
 {
     return in_offset >= -32767 + 128 && in_offset <= 32767 - 127;
 }
+
+/* The caller's scratch as words when it holds `need` bytes (need > 0). */
+static uint32_t *scratch_words(void *scratch, int32_t scratch_bytes, int32_t need)
+{
+    const int ok = need > 0 && scratch != 0 && scratch_bytes >= need && ((uintptr_t)scratch & 3u) == 0;
+    return ok ? (uint32_t *)scratch : 0;
+}
 #endif /* TINYC_DSP */
 
+int32_t tinyc_conv2d_1x1_s8_scratch_bytes(const tinyc_conv_params *p)
+{
+#if TINYC_DSP
+    /* two weight rows sign-extended (tinyc_fill_wbuf): 4 * K bytes for K <= TINYC_WBUF_K */
+    if (p->in_c >= 4 && p->in_c <= TINYC_WBUF_K && p->out_h > 0 && p->out_w > 0) {
+        return 16 * (p->in_c >> 2);
+    }
+#endif
+    (void)p;
+    return 0;
+}
+
+int32_t tinyc_conv2d_s8_scratch_bytes(const tinyc_conv_params *p)
+{
+#if TINYC_DSP
+    const int32_t groups = (p->k_h * p->k_w * p->in_c + 3) >> 2;
+    if (p->groups <= 1 && p->out_h > 0 && p->out_w > 0 && groups > 0 && 4 * groups <= IM2COL_WORDS) {
+        return 16 * groups * (IM2COL_WORDS / (4 * groups)) + IM2COL_WORDS;
+    }
+#endif
+    (void)p;
+    return 0;
+}
+
 void tinyc_conv2d_1x1_s8(const tinyc_conv_params *p, const int8_t *in, const int8_t *w,
-                         const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out)
+                         const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out,
+                         void *scratch, int32_t scratch_bytes)
 {
 #if TINYC_DSP
     if (dsp_offset_ok(p->in_offset) && p->out_h > 0 && p->out_w > 0 &&
@@ -957,22 +1003,27 @@ void tinyc_conv2d_1x1_s8(const tinyc_conv_params *p, const int8_t *in, const int
         m.out_offset = p->out_offset;
         m.act_min = p->act_min;
         m.act_max = p->act_max;
-        pw_run(&m, w, bias, mult, shift, out);
+        pw_run(&m, w, bias, mult, shift, out,
+               scratch_words(scratch, scratch_bytes, tinyc_conv2d_1x1_s8_scratch_bytes(p)));
         return;
     }
+#else
+    (void)scratch;
+    (void)scratch_bytes;
 #endif
     conv1x1_portable(p, in, w, bias, mult, shift, out);
 }
 
 void tinyc_conv2d_s8(const tinyc_conv_params *p, const int8_t *in, const int8_t *w,
-                     const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out)
+                     const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out,
+                     void *scratch, int32_t scratch_bytes)
 {
 #if TINYC_DSP
     if (p->groups <= 1 && p->out_h > 0 && p->out_w > 0 && p->in_offset >= -127 && p->in_offset <= 128 &&
         tinyc_rq_layer_ok(mult, shift, p->out_c, p->out_offset, p->act_min, p->act_max)) {
-        const int32_t k = p->k_h * p->k_w * p->in_c;
-        if (4 * ((k + 3) >> 2) <= IM2COL_WORDS) {
-            conv_im2col(p, in, w, bias, mult, shift, out);
+        uint32_t *xbuf = scratch_words(scratch, scratch_bytes, tinyc_conv2d_s8_scratch_bytes(p));
+        if (xbuf != 0) {
+            conv_im2col(p, in, w, bias, mult, shift, out, xbuf);
             return;
         }
         if (p->dil_w == 1 && (p->in_c & 3) == 0) {
@@ -980,6 +1031,9 @@ void tinyc_conv2d_s8(const tinyc_conv_params *p, const int8_t *in, const int8_t 
             return;
         }
     }
+#else
+    (void)scratch;
+    (void)scratch_bytes;
 #endif
     conv_portable(p, in, w, bias, mult, shift, out);
 }
@@ -1033,18 +1087,19 @@ TINYC_FALLBACK static void dw_portable(const tinyc_conv_params *p, const int8_t 
 }
 
 #if TINYC_DSP
-#define DW_TAPS_MAX 64              /* taps whose weights the table holds (2 words each: 512 bytes) */
+#define DW_TAPS_MAX 64              /* taps a weight table (scratch) may hold: 2 words each, 512 bytes */
 
 /* Depthwise with depth multiplier 1 on the DSP: 4 channels at a time, SIMD
  * across channels.  One input word holds channels c .. c + 3 of a tap; SXTAB16
  * adds the offset to (c, c + 2) and (c + 1, c + 3), and the 4 channels' weights
- * of the tap, packed into the same lanes in a stack table once per channel
+ * of the tap, packed into the same lanes in a table (the scratch) once per channel
  * group, meet them in SMLABB / SMLATT (one MAC each).  The 4 outputs of a
  * pixel are requantized (simd.h) and stored as one word.  Channels past the
  * last group of 4 go to the portable loop.  (A pairing of horizontally
  * adjacent taps by PKHBT / PKHTB into SMLADs spilled in C and was slower.) */
 TINYC_ALWAYS_INLINE int32_t dw_dsp(const tinyc_conv_params *p, const int8_t *in, const int8_t *w,
-                                   const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out)
+                                   const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out,
+                                   uint32_t *tab)
 {
     const int32_t chans = p->in_c;
     const int32_t taps = p->k_h * p->k_w;
@@ -1052,12 +1107,8 @@ TINYC_ALWAYS_INLINE int32_t dw_dsp(const tinyc_conv_params *p, const int8_t *in,
     const int32_t tap_step_y = p->dil_h * p->in_w * chans;
     const uint32_t off2 = tinyc_pack16(p->in_offset, p->in_offset);
     const int32_t lo = p->act_min, hi = p->act_max;
-    uint32_t tab[2 * DW_TAPS_MAX];
     int32_t c;
 
-    if (taps > DW_TAPS_MAX) {
-        return 0;
-    }
     for (c = 0; c + 4 <= chans; c += 4) {
         tinyc_rq q[4];
         int32_t b[4], j, t, oy, ox;
@@ -1123,15 +1174,34 @@ TINYC_ALWAYS_INLINE int32_t dw_dsp(const tinyc_conv_params *p, const int8_t *in,
 }
 #endif
 
+int32_t tinyc_depthwise_conv2d_s8_scratch_bytes(const tinyc_conv_params *p)
+{
+#if TINYC_DSP
+    /* the weight table of dw_dsp: 2 words per tap */
+    const int32_t taps = p->k_h * p->k_w;
+    if (p->depth_multiplier <= 1 && p->in_c >= 4 && p->out_h > 0 && p->out_w > 0 && taps > 0 &&
+        taps <= DW_TAPS_MAX) {
+        return 8 * taps;
+    }
+#endif
+    (void)p;
+    return 0;
+}
+
 void tinyc_depthwise_conv2d_s8(const tinyc_conv_params *p, const int8_t *in, const int8_t *w,
-                               const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out)
+                               const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out,
+                               void *scratch, int32_t scratch_bytes)
 {
     int32_t done = 0;
 #if TINYC_DSP
-    if (p->depth_multiplier <= 1 && p->out_h > 0 && p->out_w > 0 && dsp_offset_ok(p->in_offset) &&
+    uint32_t *tab = scratch_words(scratch, scratch_bytes, tinyc_depthwise_conv2d_s8_scratch_bytes(p));
+    if (tab != 0 && dsp_offset_ok(p->in_offset) &&
         tinyc_rq_layer_ok(mult, shift, p->out_c, p->out_offset, p->act_min, p->act_max)) {
-        done = dw_dsp(p, in, w, bias, mult, shift, out);
+        done = dw_dsp(p, in, w, bias, mult, shift, out, tab);
     }
+#else
+    (void)scratch;
+    (void)scratch_bytes;
 #endif
     dw_portable(p, in, w, bias, mult, shift, out, done);
 }

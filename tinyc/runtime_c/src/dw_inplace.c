@@ -511,7 +511,28 @@ DWT_FUNCTION_UNROLLED(dwt_k5r5, DWT_K5 DWT_K5 DWT_K5 DWT_K5 DWT_K5)   /* 5 x 5, 
 DWT_FUNCTION_UNROLLED(dwt_j2r7, DWT_R7(DWT_G2))                       /* 7 x 7, stride 1 */
 DWT_FUNCTION_UNROLLED(dwt_j3r7, DWT_R7(DWT_G3))                       /* 7 x 7, stride 2 */
 
-#define DWT_MAX_WORDS 84            /* table words on the stack (336 bytes: 7 x 7 at stride 2) */
+#define DWT_MAX_WORDS 84            /* table words at most (336 bytes of scratch: 7 x 7 at stride 2) */
+
+/* The words of plane_conv_dsp's weight table for this layer, which follows the
+ * plane in the scratch: 0 when no table kernel serves it (3 x 3 kernels,
+ * one-output-wide maps, clamps, dilation: other paths).  The kernel descriptor
+ * (tinyc/kernels/__init__.py) holds the same rule. */
+static int32_t table_words(const tinyc_conv_params *p)
+{
+    const int32_t plane_w = (p->out_w - 1) * p->stride_w + (p->k_w - 1) * p->dil_w + 1;
+    const int column = plane_w == 1 && p->out_h > 1;
+    const int32_t kh = column ? 1 : p->k_h;
+    const int32_t kw = column ? p->k_h : p->k_w;
+    const int32_t sw = column ? p->stride_h : p->stride_w;
+    const int32_t dw = column ? p->dil_h : p->dil_w;
+    const int32_t out_w = column ? p->out_h : p->out_w;
+    const int32_t words = (kw + sw + 3) >> 2;
+    if (p->act_min != -128 || p->act_max != 127 || dw != 1 || out_w < 2 ||
+        (kh == 3 && kw == 3 && (sw == 1 || sw == 2)) || words > 3 || kh * words * 4 > DWT_MAX_WORDS) {
+        return 0;
+    }
+    return kh * words * 4;
+}
 
 /* x . w over n raw int8 values (reads exactly n bytes of each). */
 static int32_t tinyc_dot_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t acc)
@@ -545,13 +566,30 @@ static int8_t wat(const int8_t *row, int32_t kw, int32_t t)
     return t >= 0 && t < kw ? row[t] : 0;
 }
 
+/* One of the loops above, called directly (no function pointer: the static
+ * call graph, from which the stack reserve is sized, stays complete). */
+enum { DW_3S1, DW_3S2, DWT_1, DWT_2, DWT_3, DWT_K5R5, DWT_J2R7, DWT_J3R7 };
+TINYC_ALWAYS_INLINE void dw_loop(int loop, dwk_args *a)
+{
+    switch (loop) {
+    case DW_3S1: dw3s1(a); break;
+    case DW_3S2: dw3s2(a); break;
+    case DWT_1: dwt1(a); break;
+    case DWT_2: dwt2(a); break;
+    case DWT_3: dwt3(a); break;
+    case DWT_K5R5: dwt_k5r5(a); break;
+    case DWT_J2R7: dwt_j2r7(a); break;
+    default: dwt_j3r7(a); break;
+    }
+}
+
 /* One channel's plane on the DSP: returns 0 (nothing written) when the shape
  * or the channel's requantization needs the portable kernel.  Geometry in
  * output terms: rows of out_w outputs (a one-column map is taken as one row:
  * its windows run down the column, contiguous since plane_w is 1). */
 TINYC_ALWAYS_INLINE int plane_conv_dsp(const tinyc_conv_params *p, const plane_geom *g, const int8_t *scratch,
                                        int8_t *buf, const int8_t *wf, const int32_t *bias, const int32_t *mult,
-                                       const int32_t *shift, int32_t c)
+                                       const int32_t *shift, int32_t c, uint32_t *tab)
 {
     const int column = g->plane_w == 1 && p->out_h > 1;
     const int32_t kh = column ? 1 : p->k_h;
@@ -566,9 +604,8 @@ TINYC_ALWAYS_INLINE int plane_conv_dsp(const tinyc_conv_params *p, const plane_g
     const int32_t nw = p->k_h * p->k_w;
     tinyc_rq q;
     dwk_args a;
-    uint32_t tab[DWT_MAX_WORDS];
     int32_t wsum = 0, i, words = 0;
-    void (*fn)(dwk_args *) = 0;
+    int loop;
 
     if (p->act_min != -128 || p->act_max != 127 || dw != 1) {
         return 0;
@@ -599,19 +636,19 @@ TINYC_ALWAYS_INLINE int plane_conv_dsp(const tinyc_conv_params *p, const plane_g
         return 1;
     }
     if (kh == 3 && kw == 3 && (sw == 1 || sw == 2)) {
-        fn = sw == 1 ? dw3s1 : dw3s2;
+        loop = sw == 1 ? DW_3S1 : DW_3S2;
     } else {
         words = (kw + sw + 3) >> 2;
-        if (words > 3 || kh * words * 4 > DWT_MAX_WORDS) {
-            return 0;
+        if (tab == 0 || words > 3 || kh * words * 4 > DWT_MAX_WORDS) {
+            return 0;                                  /* no table in the scratch (table_words) */
         }
-        fn = words == 1 ? dwt1 : words == 2 ? dwt2 : dwt3;
+        loop = words == 1 ? DWT_1 : words == 2 ? DWT_2 : DWT_3;
         if (kh == 5 && kw == 5 && words == 2) {
-            fn = dwt_k5r5;
+            loop = DWT_K5R5;
         } else if (kh == 7 && kw == 7 && words == 2) {
-            fn = dwt_j2r7;
+            loop = DWT_J2R7;
         } else if (kh == 7 && kw == 7 && words == 3) {
-            fn = dwt_j3r7;
+            loop = DWT_J3R7;
         }
     }
     for (i = 0; i < nw; ++i) {
@@ -665,7 +702,7 @@ TINYC_ALWAYS_INLINE int plane_conv_dsp(const tinyc_conv_params *p, const plane_g
             a.p = scratch;
             a.pend = scratch + (single + 2 * pairs) * sw;
             a.rows = out_h;
-            fn(&a);
+            dw_loop(loop, &a);
             return 1;
         }
         /* the table kernels: pairs only, from column `single` on; each row's
@@ -680,14 +717,14 @@ TINYC_ALWAYS_INLINE int plane_conv_dsp(const tinyc_conv_params *p, const plane_g
             a.p = scratch + single * sw;
             a.pend = a.p + 2 * pairs * sw;
             a.rows = out_h - 1;
-            fn(&a);
+            dw_loop(loop, &a);
         }
         if (safe > 0) {
             a.p = scratch + (out_h - 1) * row_adv + single * sw;
             a.pend = a.p + 2 * safe * sw;
             a.rows = 1;
             a.dst = buf + c + ((out_h - 1) * out_w + single) * p->in_c;
-            fn(&a);
+            dw_loop(loop, &a);
         }
         if (single) {
             /* a row's first output: the table's out0 pairs, word by word (the
@@ -720,16 +757,46 @@ TINYC_ALWAYS_INLINE int plane_conv_dsp(const tinyc_conv_params *p, const plane_g
 }
 #endif /* TINYC_DSP */
 
+/* The plane's bytes: plane_h * plane_w. */
+static int32_t plane_bytes(const tinyc_conv_params *p)
+{
+    if (p->out_h <= 0 || p->out_w <= 0) {
+        return 0;
+    }
+    return ((p->out_h - 1) * p->stride_h + (p->k_h - 1) * p->dil_h + 1) *
+           ((p->out_w - 1) * p->stride_w + (p->k_w - 1) * p->dil_w + 1);
+}
+
+int32_t tinyc_depthwise_conv2d_inplace_s8_scratch_bytes(const tinyc_conv_params *p)
+{
+    const int32_t plane = plane_bytes(p);
+#if TINYC_DSP
+    const int32_t words = plane > 0 ? table_words(p) : 0;
+    if (words > 0) {
+        return ((plane + 3) & ~3) + 4 * words;         /* the table after the plane, word-aligned */
+    }
+#endif
+    return plane;
+}
+
 void tinyc_depthwise_conv2d_inplace_s8(const tinyc_conv_params *p, int8_t *buf, const int8_t *w,
                                        const int32_t *bias, const int32_t *mult, const int32_t *shift,
-                                       int8_t *scratch)
+                                       void *work, int32_t work_bytes)
 {
     const int32_t chans = p->in_c;
     const int32_t w_filter = p->k_h * p->k_w;          /* weights [C][k_h][k_w] */
+    int8_t *const scratch = (int8_t *)work;            /* the plane */
     plane_geom g;
     int32_t c;
 #if TINYC_DSP
     const int dsp = tinyc_rq_layer_ok(mult, shift, chans, p->out_offset, p->act_min, p->act_max);
+    const int32_t plane = plane_bytes(p), words = plane > 0 ? table_words(p) : 0;
+    const int32_t at = (plane + 3) & ~3;
+    uint32_t *tab = words > 0 && work_bytes >= at + 4 * words && (((uintptr_t)work + (uint32_t)at) & 3u) == 0
+                        ? (uint32_t *)(void *)(scratch + at)
+                        : 0;
+#else
+    (void)work_bytes;
 #endif
 
     if (p->out_h <= 0 || p->out_w <= 0) {
@@ -753,7 +820,7 @@ void tinyc_depthwise_conv2d_inplace_s8(const tinyc_conv_params *p, int8_t *buf, 
         const int8_t *wf = w + c * w_filter;
         gather_plane(p, &g, buf, c, scratch);
 #if TINYC_DSP
-        if (dsp && plane_conv_dsp(p, &g, scratch, buf, wf, bias, mult, shift, c)) {
+        if (dsp && plane_conv_dsp(p, &g, scratch, buf, wf, bias, mult, shift, c, tab)) {
             continue;
         }
 #endif

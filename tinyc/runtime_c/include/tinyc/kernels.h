@@ -38,37 +38,54 @@ typedef struct {
     int32_t act_min, act_max;
 } tinyc_conv_params;
 
+/* Scratch.  The DSP paths (TINYC_DSP) of the convolutions work through a
+ * caller-given buffer, as CMSIS-NN's do: pre-extended weights, im2col windows,
+ * packed weight tables.  tinyc plans it in the arena beside the tensors (the
+ * kernel descriptors in tinyc/kernels/__init__.py hold the same size rules), so
+ * the kernels keep no buffers on the stack.  A kernel takes its fast path only
+ * when scratch_bytes reaches what NAME_scratch_bytes(p) returns; with less (0 and
+ * NULL are fine) it computes the same values on a slower path.  Without
+ * TINYC_DSP the sizes are 0 (the in-place depthwise's plane apart). */
+
 /* weights [out_c][k_h][k_w][in_c / groups]; bias int32 [out_c] or NULL;
  * mult / shift [out_c] (per output channel).  Padded taps contribute 0
  * (i.e. the input zero point).  acc = bias + sum((x + in_offset) * w);
  * out = clamp(mbqm(acc, mult[c], shift[c]) + out_offset, act_min, act_max). */
 void tinyc_conv2d_s8(const tinyc_conv_params *p, const int8_t *in, const int8_t *w,
-                     const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out);
+                     const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out,
+                     void *scratch, int32_t scratch_bytes);
+int32_t tinyc_conv2d_s8_scratch_bytes(const tinyc_conv_params *p);
 
 /* The same arithmetic for k_h = k_w = 1, no padding, groups = 1, any stride: a
  * matrix product over channels, the fast path for pointwise convolutions. */
 void tinyc_conv2d_1x1_s8(const tinyc_conv_params *p, const int8_t *in, const int8_t *w,
-                         const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out);
+                         const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out,
+                         void *scratch, int32_t scratch_bytes);
+int32_t tinyc_conv2d_1x1_s8_scratch_bytes(const tinyc_conv_params *p);
 
 /* Depthwise: weights [out_c][k_h][k_w] (the IR's [out_c][k_h][k_w][1]); output
  * channel o reads input channel o / depth_multiplier. */
 void tinyc_depthwise_conv2d_s8(const tinyc_conv_params *p, const int8_t *in, const int8_t *w,
-                               const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out);
+                               const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out,
+                               void *scratch, int32_t scratch_bytes);
+int32_t tinyc_depthwise_conv2d_s8_scratch_bytes(const tinyc_conv_params *p);
 
 /* In-place depthwise (TinyEngine / MCUNet): the output overwrites the input.
  * On entry buf holds the input [in_h][in_w][C]; on exit buf[0 .. out_h*out_w*C)
  * holds exactly what tinyc_depthwise_conv2d_s8 writes to a separate output (bytes
  * of buf past the output are garbage).  Works channel by channel through scratch,
- * one padded plane of plane_h * plane_w bytes, where
+ * which starts with one padded plane of plane_h * plane_w bytes (required), where
  *   plane_h = (out_h - 1) * stride_h + (k_h - 1) * dil_h + 1, plane_w likewise;
- * scratch must not overlap buf.  Preconditions: depth_multiplier == 1 and
+ * the DSP path's weight table follows it (tinyc_depthwise_conv2d_inplace_s8_scratch_bytes
+ * gives both); scratch must not overlap buf.  Preconditions: depth_multiplier == 1 and
  * out_c == in_c (weights [C][k_h][k_w]); out_h * out_w <= in_h * in_w (the writes
  * stay inside the input's buffer; in general buf needs max(in, out) pixels * C
  * bytes); -in_offset (the input zero point) fits in int8, as padding is stored
  * as that value. */
 void tinyc_depthwise_conv2d_inplace_s8(const tinyc_conv_params *p, int8_t *buf, const int8_t *w,
                                        const int32_t *bias, const int32_t *mult, const int32_t *shift,
-                                       int8_t *scratch);
+                                       void *scratch, int32_t scratch_bytes);
+int32_t tinyc_depthwise_conv2d_inplace_s8_scratch_bytes(const tinyc_conv_params *p);
 
 /* ---- fully connected --------------------------------------------------- */
 

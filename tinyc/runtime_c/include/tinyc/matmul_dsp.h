@@ -13,7 +13,7 @@
  *                        convolution path, whose windows are row segments);
  *   tinyc_mac_2x2*       C, 2 inputs x 2 weight rows (the pointwise fallback;
  *                        the fast pointwise loops are assembly in conv.c);
- *   tinyc_fill_wbuf      two weight rows pre-extended into a stack buffer,
+ *   tinyc_fill_wbuf      two weight rows pre-extended into the scratch,
  *                        with their sums (the pointwise path folds the input
  *                        offset into the bias: bias + in_offset * sum(w));
  *   tinyc_dot_*, tinyc_sum_s8, tinyc_fold_bias, tinyc_rq_out: edges.
@@ -27,12 +27,10 @@
 
 #if TINYC_DSP
 
-/* Largest K whose two pre-extended weight rows (4 * K bytes: 1 KB) go on the
- * stack of the pointwise kernel; larger K are sign-extended in the loop, about
- * a quarter slower (-DTINYC_WBUF_K=128 trades that for 512 bytes of stack). */
-#ifndef TINYC_WBUF_K
+/* Largest K whose two pre-extended weight rows (4 * K bytes: 1 KB) the
+ * pointwise kernel keeps in its scratch; larger K are sign-extended in the loop,
+ * about a quarter slower.  tinyc/kernels/__init__.py holds the same bound. */
 #define TINYC_WBUF_K 256
-#endif
 
 /* Requantize-and-clamp of one sum (simd.h); `full`: the clamp range is
  * [-128, 127] (a constant at the call sites, so each loop is compiled for one
