@@ -22,7 +22,7 @@ from tinyc.passes import patch as P
 from tinyc.passes.memory import plan_memory, validate_plan
 from tinyc.reference import run_int8
 
-from .conftest import SHARED_MODELS, needs_shared
+from .conftest import SHARED_MODELS, needs_shared, shared_models_index
 from .test_property import SETTINGS, nets
 
 CNNS = ["mcunet/mcunet_vww1.onnx", "mcunet/mcunet_320kb_imagenet.onnx", "mcunet/mcunetv2_large.onnx",
@@ -109,20 +109,36 @@ def _batch(tmp_path, graph):
 @needs_shared
 @pytest.mark.skipif(shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,
                     reason="needs qemu-system-arm and arm-none-eabi-gcc")
-@pytest.mark.parametrize("model", ["mcunet/mcunet_vww1.onnx", "mlperf_tiny/vww_mbv1_int8.onnx",
-                                   "mlperf_tiny/ic_resnet8_int8.onnx"])
-def test_patched_firmware_on_qemu_equals_the_host(tmp_path, model):
-    """--patch auto on QEMU mps2-an386: the host C's outputs, the stack within its reserve."""
+@pytest.mark.parametrize("name", sorted(shared_models_index()))
+def test_forced_patches_give_the_tflm_goldens_on_the_host_and_qemu(tmp_path, name):
+    """Patches forced on (auto's plan; where auto keeps layer-wise, the middle
+    split in 2 bands) for every shared CNN: the generated C on the host and on
+    QEMU mps2-an386 gives TFLM's golden outputs, the painted stack within its
+    reserve."""
     from tinyc.boards import get_board
     from tinyc.build import run_program_qemu
 
-    graph = api.load(SHARED_MODELS / model)
-    auto = compile_c(graph, model, patch="auto")
-    batch = _batch(tmp_path, graph)
-    host = api.run_program_c(auto, batch)
-    dev, report = run_program_qemu(auto, batch, get_board("mps2-an386"))
-    assert all(np.array_equal(host[k], dev[k]) for k in host)
+    info = shared_models_index()[name]
+    model = SHARED_MODELS / info["onnx_int8"]
+    gold = np.load(SHARED_MODELS / "goldens" / f"{name}.npz")
+    splits = P.candidate_splits(compile_int8(api.load(model)))
+    if not splits:
+        pytest.skip(f"{name}: no stage of row-local kernels to patch")
+    graph = api.load(model)
+    build = compile_c(graph, model, board="mps2-an386", patch="auto")
+    if build.summary["patch"]["split"] is None:
+        build = compile_c(api.load(model), model, board="mps2-an386", patch=f"{splits[len(splits) // 2]}:2x1")
+    assert build.summary["patch"]["split"] is not None
+    batch = api.to_batch(graph, {graph.inputs[0]: gold["inputs"][:2]})
+    want = gold["outputs"][:2]
+    host = api.run_program_c(build, batch)[graph.outputs[0]]
+    dev, report = run_program_qemu(build, batch, get_board("mps2-an386"))
+    assert np.array_equal(host.reshape(want.shape), want)
+    assert np.array_equal(dev[graph.outputs[0]].reshape(want.shape), want)
     assert report["stack_used_bytes"] <= report["stack_bytes"]
+    p = build.summary["patch"]
+    print(f"{name}: split {p['split_call']} in {p['rows']} bands, arena {p['arena_bytes']:,} B, TFLM goldens "
+          f"matched on the host and on QEMU")
 
 
 @needs_shared
