@@ -44,10 +44,11 @@ def measure(shared: Path) -> list[dict]:
     rows = []
     for name, info in index.items():
         t0 = time.time()
-        s = api.compile_c(api.load(shared / info["onnx_int8"]), info["onnx_int8"], board="rp2040").summary
+        s = api.compile_c(api.load(shared / info["onnx_int8"]), info["onnx_int8"], board="rp2040",
+                          patch="off").summary
         plain = api.compile_c(api.load(shared / info["onnx_int8"]), info["onnx_int8"], board="rp2040",
-                              in_place=False).summary
-        dsp = api.compile_c(api.load(shared / info["onnx_int8"]), info["onnx_int8"]).summary
+                              in_place=False, patch="off").summary
+        dsp = api.compile_c(api.load(shared / info["onnx_int8"]), info["onnx_int8"], patch="off").summary
         rows.append({
             "model": name,
             "arena": s["arena_bytes"],
@@ -73,7 +74,8 @@ def table(rows: list[dict]) -> str:
         BEGIN,
         "## Peak SRAM for activations (arena)",
         "",
-        "Written by `python benchmarks/memory.py`. All arenas include the model's input and",
+        "Written by `python benchmarks/memory.py`. Layer by layer (`--patch off`; the patches",
+        "table below gives the default `--patch auto`). All arenas include the model's input and",
         "output tensors (TFLM's \"head\" does too). Kernel for kernel: *tinyc arena* is built",
         "for a core without DSP (rp2040: the portable kernels need no scratch) against",
         "TFLM's planned arena (head) with its reference kernels (PyPI `tflite-micro`, the same",

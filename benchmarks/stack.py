@@ -41,7 +41,7 @@ def measure(shared: Path) -> list[dict]:
         t0 = time.time()
         path = shared / info["onnx_int8"]
         graph = api.load(path)
-        build = api.compile_c(graph, path, board=BOARD)
+        build = api.compile_c(graph, path, board=BOARD, patch="off")
         gold = np.load(shared / "goldens" / f"{name}.npz")
         batch = api.to_batch(graph, {graph.inputs[0]: gold["inputs"][:1]})
         outs, report = run_program_qemu(build, batch, board)
@@ -68,8 +68,8 @@ def table(rows: list[dict], before: dict[str, dict] | None, before_note: str) ->
         BEGIN,
         "## Stack: the reserve linked in and the stack used (QEMU Cortex-M4)",
         "",
-        "Written by `python benchmarks/stack.py`. Each shared model built for mps2-an386 and run on",
-        "QEMU with its first golden sample; *reserve*: the stack the linker script sets (from the",
+        "Written by `python benchmarks/stack.py`. Each shared model built for mps2-an386 (`--patch off`)",
+        "and run on QEMU with its first golden sample; *reserve*: the stack the linker script sets (from the",
         "call graph gcc writes, plus a margin); *used*: the painted stack's high-water mark after",
         "the run (it must stay below the reserve, or the run fails). *arena + reserve*: the SRAM",
         "beside statics. TFLM: the Cortex-M4 figures in `../shared/models/models.json`.",

@@ -5,13 +5,14 @@ Errors a user can cause end as one line on stderr and exit status 2.
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 
 import click
 
 from . import __version__, api
-from .errors import TinycError
+from .errors import DoesNotFit, TinycError
 from .passes.memory import STRATEGIES as PLAN_STRATEGIES
 from .passes.quantize import METHODS as CALIBRATION_METHODS
 
@@ -91,9 +92,10 @@ _plan_strategy_option = click.option(
     "--plan", "plan_strategy", type=click.Choice(list(PLAN_STRATEGIES)), default=None,
     help="Force one arena placement strategy (default: try all, keep the smallest arena).")
 _patch_option = click.option(
-    "--patch", "patch", default="off", show_default=True, metavar="auto|off|SPLIT:RxC",
+    "--patch", "patch", default="auto", show_default=True, metavar="auto|off|SPLIT:RxC",
     help="Run the first stage patch by patch (bands of rows of the tensor SPLIT, a tensor name or call number): "
-         "auto searches split and band count for the smallest arena and keeps layer-wise when nothing beats it.")
+         "auto searches split and band count for the smallest arena and keeps layer-wise when nothing beats it; "
+         "off runs layer by layer (no extra MACs).")
 _max_overhead_option = click.option(
     "--max-overhead", default=0.2, show_default=True, type=float,
     help="With --patch auto: the most extra MACs a patch plan may cost, as a fraction of layer-wise.")
@@ -160,7 +162,9 @@ def run(model, input_path, output_path, engine, board, timeout, as_json, calib_p
 
     api.check_output_path(output_path, None, inputs=[model, input_path, calib_path])  # before any work
     if Path(model).is_dir():
-        model_only = {"--calib": calib_path, "--plan": plan_strategy, "--patch": patch != "off",
+        given = click.get_current_context().get_parameter_source
+        model_only = {"--calib": calib_path, "--plan": plan_strategy,
+                      "--patch": given("patch") != click.core.ParameterSource.DEFAULT,
                       "--debug-poison": debug_poison,
                       "--input-shape": input_shape, "--dump-ir": dump_ir, "--board": board, "--json": as_json}
         return _run_project(model, input_path, output_path, engine or "c", [f for f, v in model_only.items() if v])
@@ -258,13 +262,28 @@ def build(model, board, sample_path, out_dir, name, as_json, calib_path, calib_m
     api.check_output_dir(out_dir)  # before any work
     graph = _load_for_int8(model, input_shape, dump_ir, calib_path, calib_method, pixel_range)
     batch = api.read_data(graph, sample_path) if sample_path else None
+    pristine = copy.deepcopy(graph) if target is not None and patch == "auto" else None
     result = api.compile_c(graph, model, name=name, board=board, plan_strategy=plan_strategy, poison=debug_poison,
                            patch=patch, max_overhead=max_overhead)
     if target is None:
         api.write_project(result, out_dir)
         s = result.summary
     else:
-        s = api.build_firmware(result, target, out_dir, batch)
+        try:
+            s = api.build_firmware(result, target, out_dir, batch)
+        except DoesNotFit as patched_error:
+            # auto never makes a model stop fitting: the bands' calls cost some
+            # flash, so a model that fits only layer by layer is built that way
+            if pristine is None or not result.summary["patch"]["split"]:
+                raise
+            layerwise = api.compile_c(pristine, model, name=name, board=board, plan_strategy=plan_strategy,
+                                      poison=debug_poison, patch="off")
+            try:
+                s = api.build_firmware(layerwise, target, out_dir, batch)
+            except DoesNotFit:
+                raise patched_error from None  # neither fits: the patched build's shortfall (the smaller arena)
+            click.echo(f"tinyc: {target.name}: the patched build (arena {result.summary['arena_bytes']:,} B) does "
+                       f"not fit, layer-wise (arena {s['arena_bytes']:,} B) does: built layer-wise", err=True)
     click.echo(
         f"wrote {out_dir}: {s['name']}.c/.h, arena {s['arena_bytes']:,} bytes "
         f"(lower bound {s['lower_bound_bytes']:,}; {s['plan_strategy']} placement, {s['plan_order']} order, "

@@ -14,3 +14,7 @@ class TinycError(Exception):
 
 class UnsupportedError(TinycError):
     """The model uses an op, attribute or type that tinyc does not handle."""
+
+
+class DoesNotFit(TinycError):
+    """The model needs more flash or RAM than the board has."""

@@ -227,11 +227,16 @@ def generate(program: Program, plan: MemoryPlan, name: str, source: str = "model
         return f"(({ctype} *)(void *)(arena + {plan.offsets[tname]}))"
 
     structs: list[dict] = []
+    struct_names: dict[tuple[str, str], str] = {}
 
     def struct_ref(params) -> str:
-        sname = f"p{len(structs)}"
-        structs.append({"ctype": params.c_type, "cname": sname, "init": params.c_initializer()})
-        return f"&{sname}"
+        # calls with equal parameters share one record (the bands of a patched
+        # stage, repeated blocks): flash for each distinct one only
+        key = (params.c_type, params.c_initializer())
+        if key not in struct_names:
+            struct_names[key] = f"p{len(structs)}"
+            structs.append({"ctype": key[0], "cname": struct_names[key], "init": key[1]})
+        return f"&{struct_names[key]}"
 
     def arg_text(a, plan: MemoryPlan) -> str:
         from ..ir.program import Ref, Runtime

@@ -392,7 +392,7 @@ def order_candidates(program: Program) -> dict[str, list[KernelCall]]:
     return orders
 
 
-def _min_peak_order(program: Program, units, deps, max_states: int = 20000) -> list[int] | None:
+def _min_peak_order(program: Program, units, deps, max_states: int = 2000) -> list[int] | None:
     """The topological order of ``units`` with the smallest peak of live bytes
     (views free, no in-place sharing), by dynamic programming over the sets of
     units already run: what is live next depends only on that set. None when the
@@ -415,27 +415,26 @@ def _min_peak_order(program: Program, units, deps, max_states: int = 20000) -> l
     keep = {own(t) for t in program.outputs}
     inputs = {own(t) for t in program.inputs}
 
-    def live_during(done: frozenset, u: int) -> int:
-        after = done | {u}
-        live = set(writes[u]) | reads[u]
-        for t in inputs | {t for v in done for t in writes[v]}:
-            if t in keep or readers.get(t, set()) - after:
-                live.add(t)
-        return sum(size[t] for t in live)
+    def needed(t: str, done: frozenset) -> bool:
+        return t in keep or not readers.get(t, set()) <= done
 
-    best: dict[frozenset, tuple[int, list[int]]] = {frozenset(): (0, [])}
+    # per set of units run: (peak so far, the order, the tensors live after it);
+    # running u then holds those, u's outputs and u's inputs
+    start = frozenset(t for t in inputs if needed(t, frozenset()))
+    best: dict[frozenset, tuple[int, list[int], frozenset]] = {frozenset(): (0, [], start)}
     frontier = [frozenset()]
     for _ in range(n):
-        nxt: dict[frozenset, tuple[int, list[int]]] = {}
+        nxt: dict[frozenset, tuple[int, list[int], frozenset]] = {}
         for done in frontier:
-            peak, order = best[done]
+            peak, order, live = best[done]
             for u in range(n):
                 if u in done or not deps[u] <= done:
                     continue
                 key = done | {u}
-                cand = (max(peak, live_during(done, u)), order + [u])
-                if key not in nxt or cand[0] < nxt[key][0]:
-                    nxt[key] = cand
+                during = live | writes[u] | reads[u]
+                cand = max(peak, sum(size[t] for t in during))
+                if key not in nxt or cand < nxt[key][0]:
+                    nxt[key] = (cand, order + [u], frozenset(t for t in live | writes[u] if needed(t, key)))
         if len(nxt) > max_states:
             return None
         best.update(nxt)
@@ -448,6 +447,12 @@ def _plan_for(program: Program, calls: list[KernelCall], strategy: str, in_place
     buffers, decisions, scratch = buffers_of(program, calls, in_place)
     arena = STRATEGIES[strategy](buffers, alignment)
     return buffers, decisions, scratch, arena
+
+
+def arena_size(program: Program, strategy: str, in_place: bool = True, alignment: int = ALIGNMENT) -> int:
+    """The arena one strategy gives for the program's own order, and nothing else
+    (no validation, no lower bounds): the patch search's quick measure."""
+    return _plan_for(program, list(program.calls), strategy, in_place, alignment)[3]
 
 
 def plan_memory(program: Program, strategy: str | None = None, in_place: bool = True,
@@ -471,7 +476,8 @@ def plan_memory(program: Program, strategy: str | None = None, in_place: bool = 
     within: dict[str, int] = {}
     _view_roots(calls, program.graph, within)
     offsets = {m: b.offset + within.get(m, 0) for b in buffers for m in b.members}
-    scratch_at = {k: (next(b.offset for b in buffers if b.name == f"scratch:{k}"), size) for k, size in scratch.items()}
+    at = {b.name: b.offset for b in buffers}
+    scratch_at = {k: (at[f"scratch:{k}"], size) for k, size in scratch.items()}
     no_in_place, _, _ = buffers_of(program, calls, in_place=False)
     plan = MemoryPlan(buffers, arena, lower_bound(buffers), lower_bound(no_in_place), s, order_name,
                       offsets, decisions, scratch_at, tried, alignment)

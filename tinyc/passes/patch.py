@@ -244,6 +244,12 @@ def parse_patch(text: str) -> tuple[str, int, int] | str:
     return split, int(r), int(c)
 
 
+# The search ranks candidates by a quick plan (memory.arena_size): the program's
+# own order and one placement strategy, the one that wins on every shared model;
+# the winner is then planned fully.
+QUICK_STRATEGY = "greedy-size"
+
+
 def search(program: Program, max_overhead: float, plan_fn, max_rows: int = 16,
            tried: list[PatchPlan] | None = None) -> PatchPlan | None:
     """The split and band count with the smallest arena whose extra MACs stay
@@ -299,21 +305,23 @@ def best_plans(program: Program, max_overhead: float, plan_fn, count: int = 3) -
             for p in ranked]
 
 
-def apply(program: Program, choice, max_overhead: float, plan):
+def apply(program: Program, choice, max_overhead: float, plan, quick_arena):
     """(program, plan, summary) for --patch ``choice`` ("off", "auto" or (split,
-    rows, cols)); ``plan(program, reorder=...)`` plans a program. "auto" keeps
+    rows, cols)); ``plan(program)`` plans a program (and writes the order it
+    chose into ``program.calls``, which the patched program keeps after the
+    split), ``quick_arena(program)`` measures a candidate. "auto" keeps
     layer-wise execution unless a patch plan's arena is smaller."""
+    layerwise = plan(program)
     if choice == "off":
-        return program, plan(program), None
+        return program, layerwise, None
     macs = program_macs(program)
     if choice == "auto":
-        layerwise = plan(program)
-        best = search(program, max_overhead, lambda p: plan(p, reorder=False).arena_size)
+        best = search(program, max_overhead, quick_arena)
         patched = patch_program(program, best.split_call, best.rows) if best is not None else None
         patched_plan = plan(patched) if patched is not None else None
         if patched_plan is None or patched_plan.arena_size >= layerwise.arena_size:
             return program, layerwise, {"split": None, "layerwise_arena_bytes": layerwise.arena_size}
-        k, rows, cols, base = best.split_call, best.rows, 1, layerwise.arena_size
+        k, rows, cols = best.split_call, best.rows, 1
     else:
         split, rows, cols = choice
         k = resolve_split(program, split)
@@ -321,12 +329,12 @@ def apply(program: Program, choice, max_overhead: float, plan):
             raise TinycError(f"--patch {split}:{rows}x{cols}: tinyc patches by bands of rows so far; give {rows}x1")
         patched = patch_program(program, k, rows)
         patched_plan = plan(patched)
-        base = None
+    base = layerwise.arena_size
     summary = {"split": program.calls[k].outputs[0], "split_call": k, "rows": rows, "cols": cols,
                "arena_bytes": patched_plan.arena_size, "layerwise_arena_bytes": base,
                "mac_overhead": program_macs(patched) / macs - 1 if macs else 0.0}
     return patched, patched_plan, summary
 
 
-__all__ = ["apply", "best_plans", "resolve_split", "PatchPlan", "patch_program", "search", "stage_of",
+__all__ = ["QUICK_STRATEGY", "apply", "best_plans", "resolve_split", "PatchPlan", "patch_program", "search", "stage_of",
            "candidate_splits", "call_macs", "program_macs", "parse_patch"]

@@ -157,11 +157,15 @@ def build_report(build, board: Board | None, every_board: bool = False, training
         },
         "patch": s.get("patch"),
     }
-    if not s.get("patch"):  # layer-wise: what running the first stage by patches would give
-        from ..passes.patch import best_plans
+    # a layer-wise build: the patch plans that would lower its arena (a patched
+    # build runs the best one already)
+    plans = []
+    if not (s.get("patch") or {}).get("split"):
+        from ..passes.memory import arena_size
+        from ..passes.patch import QUICK_STRATEGY, best_plans
 
-        report["what_if"]["patch_plans"] = best_plans(
-            program, 0.2, lambda p: plan_memory(p, reorder=False).arena_size)
+        plans = best_plans(program, 0.2, lambda p: arena_size(p, QUICK_STRATEGY))
+    report["what_if"]["patch_plans"] = [p for p in plans if p["arena_bytes"] < s["arena_bytes"]]
     if training is not None:
         report["training"] = training_report(training["graph"], s["model"], training["update"], needs, board,
                                              schedule=training.get("schedule"))
