@@ -246,8 +246,9 @@ def parse_patch(text: str) -> tuple[str, int, int] | str:
 
 # The search ranks candidates by a quick plan (memory.arena_size): the program's
 # own order and one placement strategy, the one that wins on every shared model;
-# the winner is then planned fully.
+# the FINALISTS best are then planned fully, ties going to fewer MACs.
 QUICK_STRATEGY = "greedy-size"
+FINALISTS = 4
 
 
 def search(program: Program, max_overhead: float, plan_fn, max_rows: int = 16,
@@ -316,12 +317,18 @@ def apply(program: Program, choice, max_overhead: float, plan, quick_arena):
         return program, layerwise, None
     macs = program_macs(program)
     if choice == "auto":
-        best = search(program, max_overhead, quick_arena)
-        patched = patch_program(program, best.split_call, best.rows) if best is not None else None
-        patched_plan = plan(patched) if patched is not None else None
-        if patched_plan is None or patched_plan.arena_size >= layerwise.arena_size:
+        tried: list[PatchPlan] = []
+        search(program, max_overhead, quick_arena, tried=tried)
+        best = None
+        for cand in sorted(tried, key=lambda c: (c.arena_bytes, c.macs))[:FINALISTS]:
+            patched = patch_program(program, cand.split_call, cand.rows)
+            full = plan(patched)
+            if best is None or (full.arena_size, cand.macs) < (best[2].arena_size, best[0].macs):
+                best = (cand, patched, full)
+        if best is None or best[2].arena_size >= layerwise.arena_size:
             return program, layerwise, {"split": None, "layerwise_arena_bytes": layerwise.arena_size}
-        k, rows, cols = best.split_call, best.rows, 1
+        cand, patched, patched_plan = best
+        k, rows, cols = cand.split_call, cand.rows, 1
     else:
         split, rows, cols = choice
         k = resolve_split(program, split)
