@@ -44,8 +44,7 @@ class PatchPlan:
     split_call: int  # index of the call that makes it
     rows: int  # bands of the split tensor
     cols: int = 1
-    arena_bytes: int = 0
-    layerwise_arena_bytes: int = 0
+    arena_bytes: int = 0  # by the quick plan
     macs: int = 0  # of the patched program
     layerwise_macs: int = 0
 
@@ -53,9 +52,6 @@ class PatchPlan:
     def overhead(self) -> float:
         """Extra MACs, as a fraction of layer-wise execution's."""
         return self.macs / self.layerwise_macs - 1 if self.layerwise_macs else 0.0
-
-    def describe(self) -> str:
-        return f"{self.split}:{self.rows}x{self.cols}"
 
 
 def call_macs(call: KernelCall) -> int:
@@ -251,14 +247,11 @@ QUICK_STRATEGY = "greedy-size"
 FINALISTS = 4
 
 
-def search(program: Program, max_overhead: float, plan_fn, max_rows: int = 16,
-           tried: list[PatchPlan] | None = None) -> PatchPlan | None:
-    """The split and band count with the smallest arena whose extra MACs stay
-    within ``max_overhead`` (a fraction); None when none beats layer-wise.
-    ``plan_fn(program) -> arena bytes``; ``tried`` collects every plan measured."""
-    base = plan_fn(program)
+def search(program: Program, max_overhead: float, plan_fn, max_rows: int = 16) -> list[PatchPlan]:
+    """Every split and band count whose extra MACs stay within ``max_overhead``
+    (a fraction), each with the arena ``plan_fn(program) -> bytes`` gives it."""
     macs = program_macs(program)
-    best: PatchPlan | None = None
+    tried: list[PatchPlan] = []
     for k in candidate_splits(program):
         split = program.calls[k].outputs[0]
         height = program.graph.tensors[split].shape[1]
@@ -267,13 +260,8 @@ def search(program: Program, max_overhead: float, plan_fn, max_rows: int = 16,
             extra = program_macs(patched)
             if macs and extra / macs - 1 > max_overhead:
                 break  # more bands only add halo
-            arena = plan_fn(patched)
-            plan = PatchPlan(split, k, rows, 1, arena, base, extra, macs)
-            if tried is not None:
-                tried.append(plan)
-            if arena < (best.arena_bytes if best else base):
-                best = plan
-    return best
+            tried.append(PatchPlan(split, k, rows, 1, plan_fn(patched), extra, macs))
+    return tried
 
 
 def resolve_split(program: Program, split: str) -> int:
@@ -294,10 +282,8 @@ def resolve_split(program: Program, split: str) -> int:
 def best_plans(program: Program, max_overhead: float, plan_fn, count: int = 3) -> list[dict]:
     """The ``count`` patch plans with the smallest arena (one per split), for the
     report's "what would make it fit" (quick plans: the program's own order)."""
-    tried: list[PatchPlan] = []
-    search(program, max_overhead, plan_fn, tried=tried)
     by_split: dict[int, PatchPlan] = {}
-    for p in tried:
+    for p in search(program, max_overhead, plan_fn):
         if p.split_call not in by_split or p.arena_bytes < by_split[p.split_call].arena_bytes:
             by_split[p.split_call] = p
     ranked = sorted(by_split.values(), key=lambda p: (p.arena_bytes, p.overhead))[:count]
@@ -317,10 +303,8 @@ def apply(program: Program, choice, max_overhead: float, plan, quick_arena):
         return program, layerwise, None
     macs = program_macs(program)
     if choice == "auto":
-        tried: list[PatchPlan] = []
-        search(program, max_overhead, quick_arena, tried=tried)
         best = None
-        for cand in sorted(tried, key=lambda c: (c.arena_bytes, c.macs))[:FINALISTS]:
+        for cand in sorted(search(program, max_overhead, quick_arena), key=lambda c: (c.arena_bytes, c.macs))[:FINALISTS]:
             patched = patch_program(program, cand.split_call, cand.rows)
             full = plan(patched)
             if best is None or (full.arena_size, cand.macs) < (best[2].arena_size, best[0].macs):
@@ -336,9 +320,8 @@ def apply(program: Program, choice, max_overhead: float, plan, quick_arena):
             raise TinycError(f"--patch {split}:{rows}x{cols}: tinyc patches by bands of rows so far; give {rows}x1")
         patched = patch_program(program, k, rows)
         patched_plan = plan(patched)
-    base = layerwise.arena_size
     summary = {"split": program.calls[k].outputs[0], "split_call": k, "rows": rows, "cols": cols,
-               "arena_bytes": patched_plan.arena_size, "layerwise_arena_bytes": base,
+               "arena_bytes": patched_plan.arena_size, "layerwise_arena_bytes": layerwise.arena_size,
                "mac_overhead": program_macs(patched) / macs - 1 if macs else 0.0}
     return patched, patched_plan, summary
 
