@@ -39,11 +39,14 @@ def _limit_memory():  # pragma: no cover - runs in the child
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
 
-def tinyc(cwd: Path, *args: str, limit_memory: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
+def tinyc(cwd: Path, *args: str, limit_memory: bool = False, timeout: float = 120,
+          env: dict | None = None) -> subprocess.CompletedProcess:
+    extra = dict(env or {})
+    if limit_memory:  # one BLAS / OpenMP thread: per-thread buffers must not eat the capped address space
+        extra.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     return subprocess.run(
         [sys.executable, "-m", "tinyc.cli", *map(str, args)],
-        # one BLAS / OpenMP thread: per-thread buffers must not eat the capped address space
-        cwd=cwd, env=_env(**({"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"} if limit_memory else {})),
+        cwd=cwd, env=_env(**extra),
         capture_output=True, text=True, timeout=timeout,
         preexec_fn=_limit_memory if limit_memory and sys.platform.startswith("linux") else None,
     )

@@ -422,19 +422,38 @@ def run_program_qemu(build: Build, batch: Batch, board, timeout: float = 600.0) 
 
 
 def flash_command(project, board_name: str | None, probe: str | None = None) -> tuple[list[str], object]:
-    """The pyOCD command that writes a built firmware project to its board."""
+    """The pyOCD command that writes a built firmware project to its board.
+    tinyc.json is untrusted input: its fields are checked, and the firmware image
+    it names must be a file inside the project folder."""
+    from .codegen.c import name_problem
+
     project = Path(project)
-    meta = project / "tinyc.json"
-    if not meta.is_file():
+    meta_path = project / "tinyc.json"
+    if not meta_path.is_file():
         raise TinycError(f"{project}: not a tinyc build folder (no tinyc.json); build one with tinyc build --board B -o DIR")
-    summary = json.loads(meta.read_text())
-    built_for = summary.get("board", "host")
+    rebuild = "rebuild the project with tinyc build --board B -o DIR"
+    try:
+        summary = json.loads(meta_path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        raise TinycError(f"{meta_path}: is not valid JSON; {rebuild}") from None
+    if not isinstance(summary, dict):
+        raise TinycError(f"{meta_path}: is not a JSON object; {rebuild}")
+    built_for, name, elf_rel = summary.get("board", "host"), summary.get("name"), summary.get("elf")
+    if not isinstance(built_for, str) or not isinstance(name, str) or name_problem(name) is not None:
+        raise TinycError(f"{meta_path}: its board or name is missing or not valid; {rebuild}")
     board = get_board(board_name or built_for)
     if built_for != board.name:
         raise TinycError(f"{project}: was built for {built_for}, not {board.name}; rebuild with --board {board.name}")
     if board.pyocd_target is None:
         raise TinycError(f"{board.name} is a QEMU machine, not a board to flash; use tinyc run --engine qemu --board {board.name}")
-    elf = project / summary.get("elf", f"build/{summary['name']}.elf")
+    if elf_rel is None:
+        elf_rel = f"build/{name}.elf"
+    if not isinstance(elf_rel, str) or not elf_rel.endswith(".elf") or "\0" in elf_rel:
+        raise TinycError(f"{meta_path}: its firmware image (elf) is not a path to an .elf file; {rebuild}")
+    elf = project / elf_rel
+    root = project.resolve()
+    if Path(elf_rel).is_absolute() or root not in elf.resolve().parents:
+        raise TinycError(f"{meta_path}: names the firmware image {elf_rel!r}, outside the project folder; {rebuild}")
     if not elf.is_file():
         raise TinycError(f"{elf}: no firmware image yet; install gcc-arm-none-eabi and run make -C {project}")
     cmd = [sys.executable, "-m", "pyocd", "flash", "--target", board.pyocd_target]

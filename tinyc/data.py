@@ -58,6 +58,7 @@ def read_data(graph: Graph, path) -> Batch:
         raise TinycError(f"{path}: no such data file; give an .npy or .npz file")
     if path.is_dir():
         raise TinycError(f"{path}: is a directory; give an .npy or .npz file")
+    check_data_size(path)
     try:
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.lib.npyio.NpzFile):
@@ -97,7 +98,39 @@ def read_data(graph: Graph, path) -> Batch:
     return to_batch(graph, raw, str(path))
 
 
-MAX_NPZ_MEMBER_BYTES = 4 << 30  # what one array of an .npz may unpack to
+# What one data file may hold, unpacked: far more than a microcontroller model's
+# calibration, test or training sets need, far less than a decompression bomb asks.
+DATA_BYTES_LIMIT = ("TINYC_MAX_DATA_BYTES", 512 << 20)
+SAMPLES_LIMIT = ("TINYC_MAX_SAMPLES", 100_000)
+
+
+def limit(setting: tuple[str, int]) -> int:
+    """A limit, raised (or lowered) by its environment variable."""
+    name, default = setting
+    try:
+        return max(int(os.environ.get(name, default)), 1)
+    except ValueError:
+        raise TinycError(f"{name}={os.environ[name]!r}: give a whole number") from None
+
+
+def check_data_size(path: Path) -> None:
+    """Refuse, before reading it, a data file whose arrays unpack to more than the
+    limit: an .npz's sizes come from its zip directory (which the reader holds
+    the members to), an .npy's is its own."""
+    import zipfile
+
+    most = limit(DATA_BYTES_LIMIT)
+    raise_it = f"set {DATA_BYTES_LIMIT[0]}=BYTES to raise the limit, or give fewer samples"
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                total = sum(i.file_size for i in z.infolist())
+        else:
+            total = path.stat().st_size
+    except (zipfile.BadZipFile, OSError):
+        return  # the reader reports what is wrong with the file
+    if total > most:
+        raise TinycError(f"{path}: its arrays unpack to {total:,} bytes, more than the {most:,} tinyc reads; {raise_it}")
 
 
 def read_npz_members(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -115,10 +148,7 @@ def read_npz_members(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]
     if missing:
         raise TinycError(f"{path}: has arrays {sorted(infos)} but not {missing}; save it with "
                          f"numpy.savez({path.name!r}, {', '.join(k + '=...' for k in keys)})")
-    for k in keys:
-        if infos[k].file_size > MAX_NPZ_MEMBER_BYTES:
-            raise TinycError(f"{path}: array {k!r} unpacks to {infos[k].file_size:,} bytes, more than tinyc reads "
-                             f"({MAX_NPZ_MEMBER_BYTES:,}); give fewer samples")
+    check_data_size(path)
     out = {}
     try:
         with np.load(path, allow_pickle=False) as loaded:
@@ -153,6 +183,11 @@ def to_batch(graph: Graph, raw: dict[str, np.ndarray], where: str = "input data"
         if x.ndim == len(shape) + 1 and x.shape[0] == 0 or (x.size == 0 and x.shape != shape):
             raise TinycError(f"{where}: the array for input {name!r} holds no samples (shape {list(x.shape)}); "
                              "give at least one sample")
+        if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+            raise TinycError(f"{where}: the array for input {name!r} holds NaN or infinity; give finite numbers")
+        if x.ndim == len(shape) + 1 and x.shape[0] > limit(SAMPLES_LIMIT):
+            raise TinycError(f"{where}: {x.shape[0]:,} samples for input {name!r}, more than the "
+                             f"{limit(SAMPLES_LIMIT):,} tinyc takes; set {SAMPLES_LIMIT[0]}=N to raise the limit")
         if x.shape == shape:
             layouts.add("single")
             x = x[None]

@@ -44,6 +44,7 @@ from ..ops.shape import (
     TransposeAttrs,
 )
 from ..passes.fold import evaluate_constant
+from .validate import check_node, onnx_attrs
 
 # The importer handles every version of the ops it imports from opset 7 to 27
 # (24 and 25 only added element types, which it refuses; 26 and 27 changed none).
@@ -108,6 +109,16 @@ def read_model_proto(path: str | os.PathLike) -> onnx.ModelProto:
 def _check_graph_structure(model: onnx.ModelProto, path: Path) -> None:
     """Nodes in order, every input defined before it is read, every tensor written once."""
     graph = model.graph
+    texts = [(t.name, "an initializer's name") for t in graph.initializer]
+    texts += [(vi.name, "a graph input's or output's name") for vi in (*graph.input, *graph.output)]
+    for node in graph.node:
+        texts += [(node.op_type, "an op type"), (node.name, "a node name"), (node.domain, "a domain")]
+        texts += [(name, "a tensor name") for name in (*node.input, *node.output)]
+        texts += [(a.name, "an attribute name") for a in node.attribute]
+    for value, what in texts:
+        if not isinstance(value, str):  # protobuf hands over invalid UTF-8 as bytes
+            raise TinycError(f"{path}: {what} {value[:40]!r} is not valid UTF-8 text; the model is damaged, "
+                             "re-export it")
     defined = {t.name for t in graph.initializer} | {vi.name for vi in graph.input}
     writer: dict[str, str] = {}
     for node in graph.node:
@@ -350,8 +361,8 @@ def _check_inferred_sizes(model: onnx.ModelProto, path: Path) -> None:
             )
 
 
-def _attrs(node) -> dict:
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+# What a handler raises on a node the validation layer let through (frontend/validate.py)
+_MALFORMED = (ValueError, IndexError, KeyError, TypeError, ZeroDivisionError, OverflowError)
 
 
 def _s(v):
@@ -445,7 +456,12 @@ class _Importer:
             if node.domain not in ("", "ai.onnx") or handler is None:
                 dom = f" from domain {node.domain!r}" if node.domain not in ("", "ai.onnx") else ""
                 self.fail(f"op {node.op_type}{dom} is not supported by tinyc; replace it or open an issue")
-            handler(node, _attrs(node))
+            check_node(self, node, self.opset)
+            try:
+                handler(node, onnx_attrs(node))
+            except _MALFORMED as e:  # a check the validation layer lacks: still one line naming the node
+                self.fail(f"cannot be imported ({type(e).__name__}: {e}); the model is damaged or unusual, check it "
+                          "with onnx.checker.check_model(m, full_check=True)", TinycError)
         self.node = None
         for vi in graph.output:
             self._bind_output(vi.name)

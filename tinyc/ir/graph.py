@@ -57,6 +57,7 @@ class Graph:
     # internal one (a float model interface around an int8 graph).
     external_dtype: dict[str, type] = field(default_factory=dict)
     _names: itertools.count = field(default_factory=itertools.count, repr=False)
+    _node_names: set = field(default_factory=set, repr=False)  # every name add_node or unique_name saw
 
     # ----------------------------------------------------------------- building
     def add_tensor(self, tensor: Tensor) -> Tensor:
@@ -66,9 +67,14 @@ class Graph:
         return tensor
 
     def unique_name(self, base: str) -> str:
+        """A name no tensor and no node has: ``base__K``, K from a counter. Node
+        names are checked against the set add_node keeps (constant time, as a
+        10,000-node import needs): nodes put in the list by other means get
+        their names from here or from their output tensor."""
         while True:
             name = f"{base}__{next(self._names)}"
-            if name not in self.tensors and not any(n.name == name for n in self.nodes):
+            if name not in self.tensors and name not in self._node_names:
+                self._node_names.add(name)
                 return name
 
     def add_const(self, base: str, data: np.ndarray, quant=None) -> str:
@@ -78,6 +84,7 @@ class Graph:
         return name
 
     def add_node(self, node: Node, index: int | None = None) -> Node:
+        self._node_names.add(node.name)
         if index is None:
             self.nodes.append(node)
         else:
@@ -104,9 +111,11 @@ class Graph:
         return name in self.inputs or name in self.outputs
 
     # -------------------------------------------------------------- rewriting
-    def replace_uses(self, old: str, new: str) -> None:
-        """Point every consumer of ``old`` (and the graph outputs) at ``new``."""
-        for n in self.nodes:
+    def replace_uses(self, old: str, new: str, readers: list[Node] | None = None) -> None:
+        """Point every consumer of ``old`` (and the graph outputs) at ``new``;
+        ``readers``: those consumers, when the caller knows them (else all nodes
+        are looked at)."""
+        for n in self.nodes if readers is None else readers:
             n.inputs = [new if i == old else i for i in n.inputs]
         if old in self.outputs:
             self.outputs = [new if o == old else o for o in self.outputs]
@@ -132,7 +141,7 @@ class Graph:
         if old in self.external_dtype:
             self.external_dtype[new] = self.external_dtype.pop(old)
 
-    def bypass(self, node: Node, src: str) -> bool:
+    def bypass(self, node: Node, src: str, readers: list[Node] | None = None) -> bool:
         """Remove single-output ``node`` whose output equals tensor ``src``.
 
         Readers of the output read ``src`` instead. When the output is a graph
@@ -154,7 +163,7 @@ class Graph:
                 self.tensors[out].quant = old.quant
             return True
         self.nodes.remove(node)
-        self.replace_uses(out, src)
+        self.replace_uses(out, src, readers)
         return True
 
     def remove_unused(self) -> int:

@@ -227,25 +227,26 @@ def fold_scale_shift(g: Graph) -> None:
 
 def fuse_activations(g: Graph) -> None:
     """A Clamp (ReLU, ReLU6, Clip) whose input has no other reader becomes the
-    producer's output bounds."""
-    changed = True
-    while changed:
-        changed = False
-        cons = g.consumers()
-        prod = g.producers()
-        for node in list(g.nodes):
-            if node.op != "Clamp":
-                continue
-            up = prod.get(node.inputs[0])
-            if up is None or len(up.outputs) != 1 or not hasattr(up.attrs, "act"):
-                continue
-            if _single_reader(g, cons, node.inputs[0]) is not node:
-                continue
-            up.attrs = with_clamp(up.attrs, node.attrs.act)
-            src = up.outputs[0]
-            out_t = g.tensors[node.outputs[0]]
-            if out_t.quant is not None:
-                g.tensors[src].quant = out_t.quant
-            g.bypass(node, src)
-            changed = True
-            break
+    producer's output bounds. One walk in order, the reader and producer maps
+    kept up to date (a chain of clamps fuses into its first op in linear time)."""
+    cons = g.consumers()
+    prod = g.producers()
+    for node in list(g.nodes):
+        if node.op != "Clamp":
+            continue
+        up = prod.get(node.inputs[0])
+        if up is None or len(up.outputs) != 1 or not hasattr(up.attrs, "act"):
+            continue
+        if _single_reader(g, cons, node.inputs[0]) is not node:
+            continue
+        src, out = up.outputs[0], node.outputs[0]
+        up.attrs = with_clamp(up.attrs, node.attrs.act)
+        if g.tensors[out].quant is not None:
+            g.tensors[src].quant = g.tensors[out].quant
+        readers = cons.pop(out, [])
+        g.bypass(node, src, readers)  # cannot refuse: src is made by a node and read only here
+        name = up.outputs[0]  # src, or out when the producer took the graph output's name
+        cons[name] = readers
+        prod.pop(src, None)
+        prod.pop(out, None)
+        prod[name] = up

@@ -71,7 +71,13 @@ def lower_to_int8(graph: Graph) -> Program:
     calls = []
     for node in graph.nodes:
         if id(node) not in tail_ids:
-            calls.extend(get_op(node.op).lower(node, graph))
+            try:
+                calls.extend(get_op(node.op).lower(node, graph))
+            except ValueError as e:  # the fixed-point code refuses a scale the model gives
+                raise TinycError(
+                    f"node {node.name!r} ({node.op}): its quantization scales cannot be run in int8 fixed point "
+                    f"({e}); check the model's scales and zero points"
+                ) from None
     produced_in_tail = {o for n in tail for o in n.outputs}
     outputs = [n for n in graph.outputs if n not in produced_in_tail]
     for n in tail:

@@ -244,15 +244,24 @@ def _in_place_candidates(call: KernelCall, graph) -> tuple[int, ...]:
     return ()
 
 
-def lower_bound(buffers: list[Buffer]) -> int:
-    if not buffers:
-        return 0
-    live = [0] * (max(b.last for b in buffers) + 1)
+def live_bytes(buffers: list[Buffer]) -> list[int]:
+    """Bytes live at each step (a running sum over piece starts and ends: linear
+    in the pieces, however long they live)."""
+    steps = max((b.last for b in buffers), default=-1) + 1
+    delta = [0] * (steps + 1)
     for b in buffers:
         for p in b.pieces:
-            for s in range(p.first, p.last + 1):
-                live[s] += p.size
-    return max(live)
+            delta[p.first] += p.size
+            delta[p.last + 1] -= p.size
+    live, total = [], 0
+    for d in delta[:steps]:
+        total += d
+        live.append(total)
+    return live
+
+
+def lower_bound(buffers: list[Buffer]) -> int:
+    return max(live_bytes(buffers), default=0)
 
 
 # ------------------------------------------------------------------ placement
@@ -318,13 +327,63 @@ def place_longest_lived_first(buffers, alignment):
     return _place_in_order(sorted(buffers, key=lambda b: (-(b.last - b.first), -b.size)), alignment, True)
 
 
+def place_linear_scan(buffers, alignment):
+    """First fit in order of first use, by one sweep over the steps: a buffer's
+    block (its largest piece, for its whole life) returns to a free list when it
+    dies; the list is kept sorted and merged. Near-linear where the others are
+    quadratic in the buffers live at once: what plans programs of thousands of
+    calls (LARGE_PROGRAM)."""
+    import heapq
+
+    free: list[list[int]] = []  # [offset, size], sorted by offset, merged
+    live: list[tuple[int, int, int]] = []  # (last step, offset, size)
+    top = 0
+    for b in sorted(buffers, key=lambda b: (b.first, -b.size)):
+        while live and live[0][0] < b.first:
+            _, off, size = heapq.heappop(live)
+            _release(free, off, size)
+        need = _align(b.size, alignment)
+        for k, (off, size) in enumerate(free):
+            if size >= need:
+                b.offset = off
+                if size == need:
+                    del free[k]
+                else:
+                    free[k] = [off + need, size - need]
+                break
+        else:
+            if free and free[-1][0] + free[-1][1] == top:  # grow the last free block into new space
+                b.offset = free.pop()[0]
+            else:
+                b.offset = top
+            top = max(top, b.offset + need)
+        heapq.heappush(live, (b.last, b.offset, need))
+    return _align(top, alignment)
+
+
+def _release(free: list[list[int]], off: int, size: int) -> None:
+    import bisect
+
+    k = bisect.bisect(free, [off, size])
+    free.insert(k, [off, size])
+    if k + 1 < len(free) and free[k][0] + free[k][1] == free[k + 1][0]:
+        free[k][1] += free.pop(k + 1)[1]
+    if k > 0 and free[k - 1][0] + free[k - 1][1] == free[k][0]:
+        free[k - 1][1] += free.pop(k)[1]
+
+
 STRATEGIES = {
     "greedy-size": place_greedy_by_size,
     "greedy-size-best-fit": place_greedy_by_size_best_fit,
     "greedy-breadth": place_greedy_by_breadth,
     "first-fit-lifetime": place_first_fit_by_lifetime,
     "longest-lived-first": place_longest_lived_first,
+    "linear-scan": place_linear_scan,
 }
+# A program with more calls than this is planned in its own order by linear-scan
+# alone: the order search and the other strategies grow with the square (or the
+# cube) of the buffers live at once, and no microcontroller model comes near it.
+LARGE_PROGRAM = 1000
 
 
 # ---------------------------------------------------------------- call order
@@ -461,10 +520,11 @@ def plan_memory(program: Program, strategy: str | None = None, in_place: bool = 
     order candidate is tried and the smallest arena kept. The chosen order is
     written back to ``program.calls``. ``reorder=False`` keeps the program's own
     order (a training step, whose parameter updates must follow their readers)."""
-    strategies = [strategy] if strategy else list(STRATEGIES)
+    large = len(program.calls) > LARGE_PROGRAM
+    strategies = [strategy] if strategy else ["linear-scan"] if large else list(STRATEGIES)
     tried: dict[str, int] = {}
     best = None
-    candidates = order_candidates(program) if reorder else {"model": list(program.calls)}
+    candidates = order_candidates(program) if reorder and not large else {"model": list(program.calls)}
     for order_name, calls in candidates.items():
         for s in strategies:
             buffers, decisions, scratch, arena = _plan_for(program, calls, s, in_place, alignment)
@@ -537,12 +597,7 @@ def validate_plan(plan: MemoryPlan, program: Program) -> None:
 
 def peak_step(plan: MemoryPlan, program: Program) -> tuple[int, list[str]]:
     """The step where the most bytes are live, and the IR nodes of the calls there."""
-    steps = max((b.last for b in plan.buffers), default=0) + 1
-    live = [0] * steps
-    for b in plan.buffers:
-        for p in b.pieces:
-            for s in range(p.first, p.last + 1):
-                live[s] += p.size
-    step = max(range(steps), key=lambda s: live[s]) if steps else 0
+    live = live_bytes(plan.buffers)
+    step = max(range(len(live)), key=lambda s: live[s]) if live else 0
     nodes = [program.calls[step - 1].node] if 1 <= step <= len(program.calls) else []
     return step, nodes

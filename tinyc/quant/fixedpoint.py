@@ -196,6 +196,8 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
         raise AssertionError("q_fixed > INT32_MAX")
     if shift < -31:
         return 0, 0
+    if shift > 31:  # the kernels shift left by at most 31 (TFLite's kernels too)
+        raise ValueError(f"multiplier {real:g} is too large for int32 fixed point")
     return int(q_fixed), int(shift)
 
 
@@ -217,6 +219,8 @@ def quantize_multiplier_array(reals) -> tuple[np.ndarray, np.ndarray]:
     q_fixed = np.where(fix, q_fixed // 2, q_fixed)
     shift = np.where(fix, shift + 1, shift)
     tiny = shift < -31
+    if (shift > 31).any():  # the kernels shift left by at most 31 (TFLite's kernels too)
+        raise ValueError(f"multiplier {r[shift > 31].reshape(-1)[0]:g} is too large for int32 fixed point")
     q_fixed = np.where(tiny, 0, q_fixed)
     shift = np.where(tiny, 0, shift)
     return q_fixed.astype(np.int32), shift.astype(np.int32)

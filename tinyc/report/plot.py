@@ -12,6 +12,7 @@ nothing else.
 from __future__ import annotations
 
 import io
+import logging
 
 from ..errors import TinycError
 
@@ -37,6 +38,9 @@ def require_matplotlib() -> None:
 
 
 def _matplotlib():
+    # matplotlib warns on stderr (through logging) when its config folder is not
+    # writable, e.g. HOME read-only: tinyc's stderr carries only its own lines
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)
     try:
         import matplotlib
         import matplotlib.style
