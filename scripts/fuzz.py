@@ -354,7 +354,13 @@ def mutate(rng: random.Random, model: onnx.ModelProto, raw: bytes) -> tuple[byte
         a = rng.randrange(len(data))
         return bytes(data[:a] + data[a: a + rng.randint(1, 64)] * 2 + data[a:]), "duplicated bytes"
     m = copy.deepcopy(model)
-    what = [_pick(rng, STRUCTURE)(rng, m) for _ in range(rng.choice((1, 1, 1, 2, 3)))]
+    what = []
+    for _ in range(rng.choice((1, 1, 1, 2, 3))):
+        mutation = _pick(rng, STRUCTURE)
+        try:
+            what.append(mutation(rng, m))
+        except Exception:  # an earlier mutation left nothing this one can work on (e.g. dims without data)
+            what.append(f"{mutation.__name__} (not applicable)")
     return m.SerializeToString(), "; ".join(what)
 
 

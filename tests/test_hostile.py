@@ -18,6 +18,7 @@ import onnx
 import pytest
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
+from .conftest import needs_shared
 from .test_errors import assert_user_error, conv_model, no_leftovers, qdq_model, save, tinyc
 
 
@@ -307,3 +308,21 @@ def test_a_chain_is_canonicalized_in_linear_work(monkeypatch):
         graph = api.load(save(_relu_chain(2_000), Path(tmp) / "chain.onnx"))
     assert len(graph.nodes) == 1
     assert calls["consumers"] < 50 and calls["full scans"] < 50, calls
+
+
+@needs_shared
+def test_output_renamed_inside_the_int8_graph_builds(tmp_path, shared_models):
+    """Found by the fuzzer: kws with its graph output renamed to the flatten's
+    pre-quantization tensor leaves a float Quantize after the int8 outputs, whose
+    scales tinyc.json cannot hold (the build died serializing them). The project
+    builds; `tinyc run DIR` says why it cannot run it, the model file runs."""
+    m = onnx.load(str(shared_models / "mlperf_tiny" / "kws_dscnn_int8.onnx"))
+    m.graph.output[0].name = "functional_1/flatten/Reshape_prequant"
+    save(m, tmp_path / "m.onnx")
+    r = tinyc(tmp_path, "build", "m.onnx", "-o", "proj")
+    assert r.returncode == 0, r.stderr
+    np.save(tmp_path / "x.npy", np.zeros((1, 49, 10, 1), np.int8))
+    assert_user_error(tinyc(tmp_path, "run", "proj", "--input", "x.npy", "-o", "y.npy"),
+                      "cannot be run from the folder", "run the model file instead")
+    r = tinyc(tmp_path, "run", "m.onnx", "--engine", "c", "--input", "x.npy", "-o", "y.npy")
+    assert r.returncode == 0, r.stderr

@@ -28,6 +28,13 @@ INTERFACE_VERSION = 1
 _DTYPES = {"float32": np.float32, "int8": np.int8}
 
 
+def _plain(value) -> bool:
+    """A number or a list of numbers: what a float-tail attribute in tinyc.json may be."""
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    return isinstance(value, (int, float))
+
+
 def interface(program: Program) -> dict:
     """What tinyc.json records so that ``tinyc run DIR`` can run the project."""
     graph = program.graph
@@ -46,6 +53,9 @@ def interface(program: Program) -> dict:
             why = f"the float op {node.op} after the int8 outputs has constant inputs"
             break
         attrs = dataclasses.asdict(node.attrs) if dataclasses.is_dataclass(node.attrs) else None
+        if attrs is not None and not all(_plain(v) for v in attrs.values()):  # e.g. a Quantize's scales
+            why = f"the float op {node.op} after the int8 outputs has attributes tinyc.json does not hold"
+            break
         tail.append({"op": node.op, "name": node.name, "inputs": list(node.inputs), "outputs": list(node.outputs),
                      "attrs": attrs})
     return {
