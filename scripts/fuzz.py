@@ -20,6 +20,7 @@ mutant and what tinyc printed, and the exit status is 1 when there is any.
 
     python scripts/fuzz.py --count 500 --seed 1          # what CI runs
     python scripts/fuzz.py --count 20000 --seed 7 --keep findings/   # by hand
+    python scripts/fuzz.py --command-lines 300 --seed 1  # random command lines instead
 """
 
 from __future__ import annotations
@@ -377,6 +378,7 @@ class Totals:
     runs: int = 0
     by_kind: dict = field(default_factory=dict)
     builds_compiled: int = 0
+    noun: str = "mutants"
     findings: list = field(default_factory=list)
     messages: dict = field(default_factory=dict)  # clean errors, by their text without names and numbers
 
@@ -580,7 +582,7 @@ def campaign(count: int, seed: int, models=MODELS, jobs: int = 2, timeout: float
 
 def _collect(runner, totals, runtime, seen_builds, keep, pending) -> None:
     for job, outcome in runner.drain():
-        if job.label == "build" and outcome.kind == "ok":
+        if job.label == "build" and outcome.kind == "ok" and runtime is not None:
             problem = make_project(job.out_dir, runtime, seen_builds)
             if problem:
                 outcome = Outcome("make", problem)
@@ -604,10 +606,113 @@ def _collect(runner, totals, runtime, seen_builds, keep, pending) -> None:
     pending.clear()
 
 
+# ------------------------------------------------------------------ command lines
+# Values a careless user or an attacker types; the fixtures (model.onnx, x.npy,
+# bad.npy, nan.npy, proj/) exist in each case's folder.
+PATHS = ("model.onnx", "model.onnx", "missing.onnx", ".", "x.npy", "bad.npy", "nan.npy", "proj", "/proc/tinyc",
+         "", "out_new", "y.npy", "y.npz", "y.txt", "proj/tinyc.json", "x.npy/y", "model.onnx/")
+NUMBERS = ("-1", "0", "1", "0.2", "1e309", "nan", "inf", "-inf", "abc", "99999999999999999999", "")
+BOARDS = ("host", "stm32f746", "all", "nope", "rp2040", "mps2-an386", "", "STM32F746")
+OPTIONS = {
+    "--board": BOARDS, "--json": None, "--input-shape": ("input_1=1,49,10,1", "input_1=0", "x=1", "=", "input_1=-1,2",
+                                                          "input_1=1,49,10,1,1", "input_1=a"),
+    "--dump-ir": None, "--calib": PATHS, "--calib-method": ("minmax", "percentile", "x"),
+    "--pixel-range": ("0,1", "1,0", "a,b", "0", "-inf,inf", "0,nan"),
+    "--plan": ("greedy-size", "linear-scan", "x"), "--patch": ("auto", "off", "0:2x1", "999:2x1", "3:0x1", "3:2x2",
+                                                               ":", "x", "0:99999x1"),
+    "--max-overhead": NUMBERS, "--debug-poison": None, "--name": ("m", "../x", "int", "a" * 100, "\u00e9", "1a", ""),
+    "--sample": PATHS, "-o": PATHS, "--input": PATHS, "--engine": ("ref", "c", "qemu", "x"), "--timeout": NUMBERS,
+    "--format": ("md", "json", "html", "pdf"), "--update": ("bias=last2", "weight=-1", "x", "", "bias=last999"),
+    "--budget": NUMBERS, "--data": PATHS, "--samples": NUMBERS, "--probe": ("x", ""), "--dry-run": None,
+}
+COMMANDS = {
+    "inspect": ("--json", "--input-shape", "--dump-ir"),
+    "build": ("--board", "--sample", "-o", "--name", "--json", "--calib", "--calib-method", "--pixel-range", "--plan",
+              "--patch", "--max-overhead", "--input-shape", "--debug-poison"),
+    "run": ("--input", "-o", "--engine", "--board", "--timeout", "--json", "--calib", "--plan", "--patch",
+            "--max-overhead", "--input-shape"),
+    "report": ("--board", "--format", "-o", "--update", "--budget", "--data", "--samples", "--calib", "--plan",
+               "--patch", "--max-overhead", "--input-shape"),
+    "flash": ("--board", "--probe", "--dry-run"),
+    "boards": ("--json",),
+}
+
+
+def command_line(rng: random.Random) -> list[str]:
+    """One command line: a command, its positional argument, and a random handful
+    of its options (now and then an unknown or repeated one), valid values or not."""
+    cmd = rng.choice(list(COMMANDS))
+    argv = [cmd]
+    if cmd in ("inspect", "build", "run", "report"):
+        argv.append(rng.choice(("model.onnx", "model.onnx", "model.onnx", "proj") + PATHS))
+    elif cmd == "flash":
+        argv.append(rng.choice(("proj", "proj", ".", "missing", "model.onnx")))
+    options = list(COMMANDS[cmd])
+    required = {"build": ["-o"], "run": ["--input", "-o"], "report": ["--board"]}.get(cmd, [])
+    chosen = [o for o in required if rng.random() < 0.9] + rng.sample(options, rng.randint(0, min(4, len(options))))
+    if rng.random() < 0.1:
+        chosen.append(rng.choice(("--bogus", "-x", "--json=1", "--")))
+    for opt in chosen:
+        values = OPTIONS.get(opt)
+        argv.append(opt)
+        if values is not None:
+            argv.append(rng.choice(values))
+    return argv
+
+
+def cli_campaign(count: int, seed: int, model: str = MODELS[0], jobs: int = 2, timeout: float = 60.0,
+                 keep: Path | None = None) -> Totals:
+    """``count`` random command lines against one shared model, its built project
+    and data files of every kind, each in a fresh copy of those fixtures."""
+    import tinyc.cli  # noqa: F401  (imported once, before the runs fork)
+    from tinyc.cli import main as tinyc_main
+
+    rng = random.Random(seed)
+    totals = Totals(noun="command lines")
+    runner = Runner(jobs, timeout)
+    with tempfile.TemporaryDirectory(prefix="tinyc-fuzz-cli-") as tmp:
+        work = Path(tmp)
+        fixtures = work / "fixtures"
+        fixtures.mkdir()
+        src = SHARED / model
+        shutil.copy(src, fixtures / "model.onnx")
+        vi = onnx.load(str(src)).graph.input[0]
+        dims = [d.dim_value or 1 for d in vi.type.tensor_type.shape.dim]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+        np.save(fixtures / "x.npy", np.zeros(dims, dtype))
+        np.save(fixtures / "nan.npy", np.full(dims, np.nan, np.float32))
+        (fixtures / "bad.npy").write_bytes(b"\x93NUMPY garbage")
+        cwd = os.getcwd()
+        os.chdir(fixtures)
+        try:
+            tinyc_main(["build", "model.onnx", "-o", "proj"])
+        except SystemExit as e:
+            if e.code:
+                raise
+        finally:
+            os.chdir(cwd)
+        pending = []
+        for n in range(count):
+            argv = command_line(rng)
+            case = work / f"c{n:05d}"
+            shutil.copytree(fixtures, case, symlinks=True)
+            (case / "what.txt").write_text("tinyc " + " ".join(map(repr, argv)) + "\n")
+            label = argv[0]
+            # a failed run must not leave a new output behind (existing fixtures may stay)
+            new_out = "-o" in argv and argv[argv.index("-o") + 1:argv.index("-o") + 2] == ["out_new"]
+            runner.submit(Job(argv, case, label, out_dir=case / "out_new" if new_out else None))
+            totals.mutants += 1
+            pending.append((n, " ".join(argv), case))
+            if len(pending) >= 8:
+                _collect(runner, totals, None, set(), keep, pending)
+        _collect(runner, totals, None, set(), keep, pending)
+    return totals
+
+
 def summary(totals: Totals) -> str:
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(totals.by_kind.items()))
-    lines = [f"fuzz: {totals.mutants} mutants, {totals.runs} runs ({kinds}); {totals.builds_compiled} successful "
-             f"builds compiled with make; {totals.bad} findings"]
+    made = "" if totals.noun != "mutants" else f"{totals.builds_compiled} successful builds compiled with make; "
+    lines = [f"fuzz: {totals.mutants} {totals.noun}, {totals.runs} runs ({kinds}); {made}{totals.bad} findings"]
     for case, label, kind, what, detail in totals.findings:
         lines.append(f"  {case} {label}: {kind}: {what}: {' '.join(detail.split())[:300]}")
     return "\n".join(lines)
@@ -622,6 +727,8 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", type=Path, default=None, help="copy each finding's mutant and stderr here")
     ap.add_argument("--messages", type=int, default=0, metavar="N", help="print the N most common error lines")
     ap.add_argument("--models", nargs="*", default=list(MODELS), help="paths under ../shared/models")
+    ap.add_argument("--command-lines", type=int, default=0, metavar="N",
+                    help="instead of mutants: N random command lines against the first model")
     args = ap.parse_args(argv)
     if not SHARED.is_dir():
         print(f"fuzz: {SHARED} is absent; the fuzzer mutates the shared models", file=sys.stderr)
@@ -634,7 +741,10 @@ def main(argv=None) -> int:
         if sys.stderr.isatty():
             print(f"\r{done[0]}/{args.count} mutants", end="", file=sys.stderr)
 
-    totals = campaign(args.count, args.seed, args.models, args.jobs, args.timeout, args.keep, progress)
+    if args.command_lines:
+        totals = cli_campaign(args.command_lines, args.seed, args.models[0], args.jobs, args.timeout, args.keep)
+    else:
+        totals = campaign(args.count, args.seed, args.models, args.jobs, args.timeout, args.keep, progress)
     if sys.stderr.isatty():
         print(file=sys.stderr)
     print(summary(totals))

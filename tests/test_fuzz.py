@@ -104,3 +104,16 @@ def test_mutations_are_reproducible(seed):
     assert a == b
     assert model.SerializeToString() == raw  # mutants are copies
     assert sum(data != raw for data, _ in a) >= 15
+
+
+@needs_shared
+def test_fuzzed_command_lines_keep_the_error_contract(capsys):
+    """300 random command lines (every command, valid and invalid option values,
+    unknown and repeated options, files of every kind) against kws, its built
+    project and its data. Found: report --update with a missing model or a
+    folder read the file unchecked (a traceback)."""
+    totals = fuzz.cli_campaign(count=300, seed=1)
+    with capsys.disabled():
+        print("\n" + fuzz.summary(totals))
+    assert totals.by_kind.get("ok", 0) > 20 and totals.by_kind.get("error", 0) > 100
+    assert totals.bad == 0, fuzz.summary(totals)

@@ -326,3 +326,12 @@ def test_output_renamed_inside_the_int8_graph_builds(tmp_path, shared_models):
                       "cannot be run from the folder", "run the model file instead")
     r = tinyc(tmp_path, "run", "m.onnx", "--engine", "c", "--input", "x.npy", "-o", "y.npy")
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("model, words", [("missing.onnx", ("missing.onnx", "no such file")),
+                                          ("folder", ("folder", "is a directory"))])
+def test_report_update_checks_the_model_first(tmp_path, model, words):
+    """Found by the command-line fuzzer: the update spec read the model unchecked."""
+    (tmp_path / "folder").mkdir()
+    r = tinyc(tmp_path, "report", model, "--board", "host", "--format", "json", "--update", "bias=last2")
+    assert_user_error(r, *words)

@@ -71,7 +71,9 @@ def model_layers(model) -> list[Layer]:
     from onnx import numpy_helper
 
     if not isinstance(model, onnx.ModelProto):
-        model = onnx.load(str(model), load_external_data=False)
+        from ..frontend.onnx import read_model_proto
+
+        model = read_model_proto(model)  # checked (missing file, a folder, a damaged model), no external data
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     constants = {n.output[0]: n for n in graph.node if n.op_type == "Constant" and n.output}
