@@ -216,3 +216,21 @@ def test_report_gives_the_patch_choice_and_the_best_plans():
     rep = json.loads(r.stdout)
     assert rep["patch"]["split"] is not None and rep["totals"]["arena_bytes"] == rep["patch"]["arena_bytes"]
     assert rep["what_if"]["patch_plans"] == []
+
+
+@needs_shared
+def test_search_looks_at_the_front_only(monkeypatch):
+    """Splits stop at MAX_STAGE_CALLS (the best of every shared CNN ends calls
+    3-7), and a program planned by linear-scan (above LARGE_PROGRAM calls) is not
+    searched: a deep conv chain was searched split by split, each patched copy
+    placed in quadratic time (a 300-conv chain built in 39 s, now 12 s)."""
+    from tinyc.passes import memory
+
+    program = compile_int8(api.load(SHARED_MODELS / "mcunet" / "mcunetv2_large.onnx"))
+    assert len(program.calls) > P.MAX_STAGE_CALLS
+    splits = P.candidate_splits(program)
+    assert 7 in splits and max(splits) < P.MAX_STAGE_CALLS
+    quick = lambda p: arena_size(p, P.QUICK_STRATEGY)  # noqa: E731
+    assert P.search(program, 0.2, quick)
+    monkeypatch.setattr(memory, "LARGE_PROGRAM", len(program.calls) - 1)
+    assert P.search(program, 0.2, quick) == []

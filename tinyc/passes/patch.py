@@ -221,9 +221,17 @@ def patch_program(program: Program, split_call: int, rows: int) -> Program:
     return out
 
 
+# The stage worth patching is a network's high-resolution front: its first few
+# dozen calls (the shared models' best splits end calls 3-7). Candidates stop
+# there, so a deep chain is not searched split by split (each patched copy of it
+# planned in time quadratic in its length).
+MAX_STAGE_CALLS = 64
+
+
 def candidate_splits(program: Program) -> list[int]:
-    """Calls that can end a patch stage (with at least two rows to cut), first to last."""
-    return [k for k in range(len(program.calls))
+    """Calls among the first MAX_STAGE_CALLS that can end a patch stage (with at
+    least two rows to cut), first to last."""
+    return [k for k in range(min(len(program.calls), MAX_STAGE_CALLS))
             if program.graph.tensors[program.calls[k].outputs[0]].shape[1:2] >= (2,)
             and stage_of(program, k) is not None]
 
@@ -250,6 +258,10 @@ FINALISTS = 4
 def search(program: Program, max_overhead: float, plan_fn, max_rows: int = 16) -> list[PatchPlan]:
     """Every split and band count whose extra MACs stay within ``max_overhead``
     (a fraction), each with the arena ``plan_fn(program) -> bytes`` gives it."""
+    from .memory import LARGE_PROGRAM
+
+    if len(program.calls) > LARGE_PROGRAM:  # planned by linear-scan in its own order: not searched
+        return []
     macs = program_macs(program)
     tried: list[PatchPlan] = []
     for k in candidate_splits(program):
