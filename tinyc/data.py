@@ -185,9 +185,10 @@ def to_batch(graph: Graph, raw: dict[str, np.ndarray], where: str = "input data"
                              "give at least one sample")
         if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
             raise TinycError(f"{where}: the array for input {name!r} holds NaN or infinity; give finite numbers")
-        if x.ndim == len(shape) + 1 and x.shape[0] > limit(SAMPLES_LIMIT):
-            raise TinycError(f"{where}: {x.shape[0]:,} samples for input {name!r}, more than the "
-                             f"{limit(SAMPLES_LIMIT):,} tinyc takes; set {SAMPLES_LIMIT[0]}=N to raise the limit")
+        most = limit(SAMPLES_LIMIT)
+        if x.ndim == len(shape) + 1 and x.shape[0] > most:
+            raise TinycError(f"{where}: {x.shape[0]:,} samples for input {name!r}, more than the {most:,} tinyc "
+                             f"takes; set {SAMPLES_LIMIT[0]}=N to raise the limit")
         if x.shape == shape:
             layouts.add("single")
             x = x[None]

@@ -116,7 +116,7 @@ def _tail_node(entry, known: set[str]) -> Node:
     if op.attrs_type is not None:
         _want(isinstance(attrs, dict), f"the {entry['op']} in float_tail has no attributes")
         fields = {f.name for f in dataclasses.fields(op.attrs_type)}
-        _want(set(attrs) == fields and all(isinstance(v, (int, float, list)) for v in attrs.values()),
+        _want(set(attrs) == fields and all(_plain(v) for v in attrs.values()),
               f"the {entry['op']} in float_tail has unexpected attributes")
         attrs = op.attrs_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in attrs.items()})
     known.update(outs)

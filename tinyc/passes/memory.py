@@ -30,6 +30,8 @@ in-place transition is one the kernel allows.
 
 from __future__ import annotations
 
+import bisect
+import heapq
 from dataclasses import dataclass, field
 
 from ..ir.program import KernelCall, Program
@@ -333,8 +335,6 @@ def place_linear_scan(buffers, alignment):
     dies; the list is kept sorted and merged. Near-linear where the others are
     quadratic in the buffers live at once: what plans programs of thousands of
     calls (LARGE_PROGRAM)."""
-    import heapq
-
     free: list[list[int]] = []  # [offset, size], sorted by offset, merged
     live: list[tuple[int, int, int]] = []  # (last step, offset, size)
     top = 0
@@ -362,8 +362,6 @@ def place_linear_scan(buffers, alignment):
 
 
 def _release(free: list[list[int]], off: int, size: int) -> None:
-    import bisect
-
     k = bisect.bisect(free, [off, size])
     free.insert(k, [off, size])
     if k + 1 < len(free) and free[k][0] + free[k][1] == free[k + 1][0]:
