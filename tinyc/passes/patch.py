@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from ..errors import TinycError
 from ..ir.program import KernelCall, Program
-from .memory import LARGE_PROGRAM
+from . import memory
 
 GEOMETRIC = ("conv2d_s8", "conv2d_1x1_s8", "depthwise_conv2d_s8", "max_pool_s8", "avg_pool_s8")
 ELEMENTWISE = ("add_s8", "mul_s8", "requantize_s8", "clamp_s8")
@@ -259,7 +259,7 @@ FINALISTS = 4
 def search(program: Program, max_overhead: float, plan_fn, max_rows: int = 16) -> list[PatchPlan]:
     """Every split and band count whose extra MACs stay within ``max_overhead``
     (a fraction), each with the arena ``plan_fn(program) -> bytes`` gives it."""
-    if len(program.calls) > LARGE_PROGRAM:  # planned by linear-scan in its own order: not searched
+    if len(program.calls) > memory.LARGE_PROGRAM:  # planned by linear-scan in its own order: not searched
         return []
     macs = program_macs(program)
     tried: list[PatchPlan] = []
