@@ -835,6 +835,60 @@ def _single_op_cases():
             [dict(shape=oshape, scale=so, zp=zo)],
         )
         cases.append(("MEAN", model, [x], fx.mean_int8(x, axes, si, zi, so, zo, keepdims=keep)))
+    for scale, zp in [(0.05, 0), (0.1, -20), (0.0078125, 5), (0.5, 100), (0.02, -128), (0.2357, 17), (3.0, 0)]:
+        model = single_op_model(
+            "TANH", None, [dict(shape=ramp.shape, scale=scale, zp=zp)], [dict(shape=ramp.shape, scale=1 / 128, zp=0)]
+        )
+        cases.append(("TANH", model, [ramp], fx.tanh_int8(ramp, scale, zp)))
+    for alpha in (0.01, 0.1, 0.2, 0.5):
+        for _ in range(3):
+            si, so = (_f32(10 ** rng.uniform(-3, 0)) for _ in range(2))
+            zi, zo = (int(v) for v in rng.integers(-128, 128, 2))
+            model = single_op_model(
+                "LEAKY_RELU",
+                _options("LeakyReluOptionsT", alpha=alpha),
+                [dict(shape=ramp.shape, scale=si, zp=zi)],
+                [dict(shape=ramp.shape, scale=so, zp=zo)],
+            )
+            cases.append(("LEAKY_RELU", model, [ramp], fx.leaky_relu_int8(ramp, si, zi, alpha, so, zo)))
+    for op_name, fn in (("MAXIMUM", np.maximum), ("MINIMUM", np.minimum)):
+        for shp2 in [(1, 4, 5, 6), (1, 1, 1, 6), (1, 4, 1, 1)]:
+            a = rng.integers(-128, 128, (1, 4, 5, 6), dtype=np.int8)
+            b = rng.integers(-128, 128, shp2, dtype=np.int8)
+            q = dict(scale=0.05, zp=-7)
+            model = single_op_model(op_name, None, [dict(shape=a.shape, **q), dict(shape=shp2, **q)],
+                                    [dict(shape=a.shape, **q)])
+            cases.append((op_name, model, [a, b], fn(a, b)))
+    from tinyc.kernels.conv import matmul_s8
+    from tinyc.kernels.params import MatMulParams
+
+    for batches, m, k, n in [(1, 3, 5, 4), (4, 17, 16, 17), (2, 1, 33, 9)]:
+        a = rng.integers(-128, 128, (batches, m, k), dtype=np.int8)
+        b = rng.integers(-128, 128, (batches, k, n), dtype=np.int8)
+        s1, s2, so = _f32(10 ** rng.uniform(-2, 0)), _f32(10 ** rng.uniform(-2, 0)), _f32(10 ** rng.uniform(-1, 1))
+        z1, z2, zo = (int(v) for v in rng.integers(-128, 128, 3))
+        mult, shift = fx.quantize_multiplier(float(np.float32(np.float32(s1) * np.float32(s2))) / float(np.float32(so)))
+        p = MatMulParams(batches, m, k, n, m * k, k * n, -z1, -z2, zo, mult, shift)
+        model = single_op_model(
+            "BATCH_MATMUL",
+            _options("BatchMatMulOptionsT", adjX=False, adjY=False),
+            [dict(shape=a.shape, scale=s1, zp=z1), dict(shape=b.shape, scale=s2, zp=z2)],
+            [dict(shape=(batches, m, n), scale=so, zp=zo)],
+        )
+        cases.append(("BATCH_MATMUL", model, [a, b], matmul_s8(p, a, b)))
+    for h, w, oh, ow in [(3, 4, 7, 5), (4, 4, 8, 8), (5, 3, 2, 7), (1, 6, 1, 12), (6, 6, 3, 3)]:
+        for corners, half in [(False, True), (False, False), (True, False)]:
+            x = rng.integers(-128, 128, (1, h, w, 3), dtype=np.int8)
+            size = np.array([oh, ow], np.int32)
+            model = single_op_model(
+                "RESIZE_BILINEAR",
+                _options("ResizeBilinearOptionsT", alignCorners=corners, halfPixelCenters=half),
+                [dict(shape=x.shape, scale=0.1, zp=3), dict(shape=size.shape, data=size)],
+                [dict(shape=(1, oh, ow, 3), scale=0.1, zp=3)],
+            )
+            mine = fx.resize_bilinear_int8(x, oh, ow, fx.resize_bilinear_scale_10(h, oh, corners),
+                                           fx.resize_bilinear_scale_10(w, ow, corners), half)
+            cases.append(("RESIZE_BILINEAR", model, [x], mine))
     return cases
 
 
@@ -844,7 +898,8 @@ def single_op_cases():
 
 
 @pytest.mark.parametrize(
-    "op_name", ["LOGISTIC", "HARD_SWISH", "SOFTMAX", "ADD", "SUB", "MUL", "AVERAGE_POOL_2D", "MEAN"]
+    "op_name", ["LOGISTIC", "HARD_SWISH", "SOFTMAX", "ADD", "SUB", "MUL", "AVERAGE_POOL_2D", "MEAN", "TANH",
+                "LEAKY_RELU", "MAXIMUM", "MINIMUM", "BATCH_MATMUL", "RESIZE_BILINEAR"]
 )
 def test_single_op_models_match_tflm(single_op_cases, op_name):
     runtime = _tflm_runtime()

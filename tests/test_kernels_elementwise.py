@@ -27,7 +27,6 @@ from tinyc.kernels.params import (
     RequantizeParams,
     ResizeParams,
     SoftmaxParams,
-    TransposeParams,
 )
 from tinyc.quant import fixedpoint as fx
 
@@ -386,19 +385,41 @@ def test_resize_nearest(lib):
         np.testing.assert_array_equal(out, spec.reshape(-1))
 
 
-def test_transpose(lib):
+def test_strided_copy_transposes_slices_and_broadcasts(lib):
+    """Transposes (every 4-D permutation), slices with steps (negative too) and
+    broadcasts, each against numpy's own view of the data."""
     import itertools
 
+    from tinyc.kernels.params import StridedCopyParams
+
+    def params_of(index_view):
+        v = index_view
+        strides = tuple(s // v.itemsize for s in v.strides)
+        return StridedCopyParams(v.shape, strides, int(v[(0,) * v.ndim]))
+
     rng = np.random.default_rng(1200)
+    cases = []
     for in_shape in [(1, 3, 4, 5), (2, 1, 7, 3), (1, 6, 6, 1)]:
-        x = _i8(rng, int(np.prod(in_shape)))
         for perm in itertools.permutations(range(4)):
-            p = TransposeParams(in_shape, perm)
-            spec = data.transpose_s8(p, x)
-            np.testing.assert_array_equal(spec, x.reshape(in_shape).transpose(perm))
-            out = np.empty(spec.size, dtype=np.int8)
-            lib.tinyc_transpose_s8(ctypes.byref(p.to_ctypes()), _p(x), _p(out))
-            np.testing.assert_array_equal(out, spec.reshape(-1))
+            cases.append((in_shape, lambda a, perm=perm: a.transpose(perm)))
+    cases += [
+        ((2, 5, 7, 3), lambda a: a[:, 1:4, ::2, :]),
+        ((2, 5, 7, 3), lambda a: a[1:, ::-1, 6:0:-3, 2:]),
+        ((1, 1, 9, 4), lambda a: np.broadcast_to(a, (3, 2, 9, 4))),
+        ((1, 3, 1, 5), lambda a: np.broadcast_to(a, (2, 3, 4, 5))),
+        ((3, 4, 5, 6), lambda a: a[:, 2:3, :, ::5].transpose(3, 0, 2, 1)),
+    ]
+    for in_shape, view in cases:
+        x = _i8(rng, int(np.prod(in_shape)))
+        index = np.arange(x.size, dtype=np.int64).reshape(in_shape)
+        p = params_of(view(index))
+        spec = data.strided_copy_s8(p, x)
+        np.testing.assert_array_equal(spec, view(x.reshape(in_shape)))
+        out = np.empty(spec.size, dtype=np.int8)
+        lib.tinyc_strided_copy_s8(ctypes.byref(p.to_ctypes()), _p(x), _p(out))
+        np.testing.assert_array_equal(out, spec.reshape(-1))
+    with pytest.raises(ValueError, match="outside"):
+        data.strided_copy_s8(StridedCopyParams((1, 1, 1, 4), (0, 0, 0, 2), 0), np.zeros(6, np.int8))
 
 
 def test_copy(lib):

@@ -63,7 +63,7 @@ ROUNDED_EXPECTATIONS = {"test_averagepool_2d_ceil_last_window_starts_on_pad": 5e
 # ships other cases, so the floor goes by version (onnx 1.16 .. 1.23 pass 221, 221, 223,
 # 223, 227, 227, 230, 226; 1.23 builds 12 of its cases at opset 28, above what tinyc
 # reads); a later onnx is held to the newest floor.
-MIN_PASSED = {(1, 16): 216, (1, 18): 218, (1, 20): 222, (1, 22): 225, (1, 23): 221}
+MIN_PASSED = {(1, 16): 216, (1, 18): 218, (1, 20): 222, (1, 22): 225, (1, 23): 335}
 
 
 def min_passed(version: str = onnx.__version__) -> int:
@@ -76,7 +76,8 @@ SUPPORTED_OPS = {
     "HardSigmoid", "HardSwish", "Tanh", "MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean",
     "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Pad", "Resize",
     "BatchNormalization", "Softmax", "LogSoftmax", "Identity", "Dropout", "QuantizeLinear",
-    "DequantizeLinear",
+    "DequantizeLinear", "Erf", "Sqrt", "Exp", "Log", "Abs", "Neg", "Reciprocal", "Softplus", "Elu", "Gelu", "Pow",
+    "Max", "Min", "Sum", "Expand", "Split", "LayerNormalization",
 }
 # Shape plumbing the importer folds to constants; allowed beside the ops above.
 HELPER_OPS = {"Constant", "Shape", "Size", "ConstantOfShape", "Gather", "Cast", "Slice"}
@@ -90,7 +91,8 @@ PARAM_SLOTS = {
     "Conv": {1, 2}, "Gemm": {1, 2}, "BatchNormalization": {1, 2, 3, 4}, "Clip": {1, 2},
     "Reshape": {1}, "Squeeze": {1}, "Unsqueeze": {1}, "ReduceMean": {1}, "Pad": {1, 2, 3},
     "Resize": {1, 2, 3}, "Dropout": {1, 2}, "QuantizeLinear": {1, 2}, "DequantizeLinear": {1, 2},
-    "Slice": {1, 2, 3, 4}, "Gather": {1}, "ConstantOfShape": {0},
+    "Slice": {1, 2, 3, 4}, "Gather": {1}, "ConstantOfShape": {0}, "Pow": {1}, "Expand": {1}, "Split": {1},
+    "LayerNormalization": {1, 2},
 }
 SHAPE_READERS = {"Shape", "Size"}  # read only the (static) shape of their input
 

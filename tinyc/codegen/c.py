@@ -292,7 +292,7 @@ def generate(program: Program, plan: MemoryPlan, name: str, source: str = "model
                          ptr(w), ptr(b, "int32_t"), ptr(m), ptr(s)]
                 if kern.form == "weights":
                     args.append(ptr(call.outputs[0], plan=plan))
-            elif kern.form in ("unary", "binary", "scalars"):
+            elif kern.form in ("unary", "binary", "ternary", "scalars"):
                 args += ([str(v) for v in call.scalars] + [ptr(i, plan=plan) for i in ins]
                          + [ptr(call.outputs[0], plan=plan)])
             elif kern.form == "concat":

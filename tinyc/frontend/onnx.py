@@ -30,16 +30,27 @@ from ..errors import TinycError, UnsupportedError
 from ..ir import Graph, Node, QuantParams, Tensor
 from ..ops import NO_CLAMP, Clamp, get_op
 from ..ops.conv import ConvAttrs, FCAttrs
-from ..ops.elementwise import BinaryAttrs, ClampAttrs, HardSigmoidAttrs, LeakyReluAttrs
+from ..ops.elementwise import (
+    AlphaAttrs,
+    BinaryAttrs,
+    ClampAttrs,
+    ExponentAttrs,
+    GeluAttrs,
+    HardSigmoidAttrs,
+    LeakyReluAttrs,
+)
+from ..ops.norm import LayerNormAttrs
 from ..ops.pool import AxisAttrs, PoolAttrs, ReduceAttrs
 from ..ops.shape import (
     CastAttrs,
     ConcatAttrs,
+    ExpandAttrs,
     GatherAttrs,
     PadAttrs,
     QuantAttrs,
     ReshapeAttrs,
     ResizeAttrs,
+    ResizeBilinearAttrs,
     SliceAttrs,
     TransposeAttrs,
 )
@@ -451,23 +462,86 @@ class _Importer:
             g.add_tensor(Tensor(vi.name, [d.dim_value for d in tt.shape.dim], dtype))
             g.inputs.append(vi.name)
         for position, node in enumerate(graph.node):
-            self.node, self.position = node, position
-            handler = getattr(self, "op_" + node.op_type, None)
-            if node.domain not in ("", "ai.onnx") or handler is None:
-                dom = f" from domain {node.domain!r}" if node.domain not in ("", "ai.onnx") else ""
-                self.fail(f"op {node.op_type}{dom} is not supported by tinyc; replace it or open an issue")
-            check_node(self, node, self.opset)
-            try:
-                handler(node, onnx_attrs(node))
-            except _MALFORMED as e:  # a check the validation layer lacks: still one line naming the node
-                self.fail(f"cannot be imported ({type(e).__name__}: {e}); the model is damaged or unusual, check it "
-                          "with onnx.checker.check_model(m, full_check=True)", TinycError)
+            self.position = position
+            self._import_node(node)
         self.node = None
         for vi in graph.output:
             self._bind_output(vi.name)
         g.remove_unused()
         g.toposort()
         return g
+
+    def _import_node(self, node) -> None:
+        self.node = node
+        handler = getattr(self, "op_" + node.op_type, None)
+        if handler is None and node.op_type in _FOLDABLE and node.domain in ("", "ai.onnx") \
+                and self._all_constant(node):
+            handler = self._fold_with_onnx_reference  # shape arithmetic (Equal, Where, Range, ...)
+        if node.domain not in ("", "ai.onnx") or handler is None:
+            dom = f" from domain {node.domain!r}" if node.domain not in ("", "ai.onnx") else ""
+            self.fail(f"op {node.op_type}{dom} is not supported by tinyc; replace it or open an issue")
+        check_node(self, node, self.opset)
+        try:
+            handler(node, onnx_attrs(node))
+        except _MALFORMED as e:  # a check the validation layer lacks: still one line naming the node
+            self.fail(f"cannot be imported ({type(e).__name__}: {e}); the model is damaged or unusual, check it "
+                      "with onnx.checker.check_model(m, full_check=True)", TinycError)
+
+    def op_If(self, node, a):
+        """An If whose condition is a constant (exporters leave some behind, e.g. for
+        a shape check): the branch it takes is imported in its place."""
+        cond = self.tensor(node.input[0])
+        if not cond.is_const:
+            self.fail("If with a condition computed from the inputs is not supported; tinyc compiles one static "
+                      "graph (make the condition constant, or remove the branch, before export)")
+        branch = a["then_branch"] if bool(np.asarray(cond.data).reshape(-1)[0]) else a["else_branch"]
+        if len(branch.output) != len(node.output):
+            self.fail(f"the taken branch has {len(branch.output)} outputs, the If {len(node.output)}", TinycError)
+        for init in branch.initializer:
+            self._add_initializer(init)
+        for sub in branch.node:
+            self._import_node(sub)
+        self.node = node
+        for out, branch_out in zip(node.output, branch.output):
+            if out:
+                self.alias[out] = self.name(branch_out.name)
+
+    def _all_constant(self, node) -> bool:
+        return all(not i or (self.name(i) in self.g.tensors and self.g.tensors[self.name(i)].is_const)
+                   for i in node.input)
+
+    def _fold_with_onnx_reference(self, node, a):
+        """A node tinyc has no op for, whose inputs are all constants: evaluated once
+        by onnx's own reference implementation (exporters spell shape arithmetic with
+        Equal / Where / Range / ... on constants)."""
+        from onnx.reference import ReferenceEvaluator
+
+        def value(t):  # a quantized constant by its real value, any other by its data
+            return np.asarray(t.float_value() if t.quant is not None else t.data)
+
+        feeds = {i: value(self.g.tensors[self.name(i)]) for i in node.input if i}
+        if node.op_type == "Range":  # the one op here whose output is not bounded by its inputs
+            start, limit, delta = (float(v.reshape(-1)[0]) for v in feeds.values())
+            count = math.ceil((limit - start) / delta) if delta else math.inf
+            if not count < _MAX_FOLDED:
+                self.fail(f"Range of {count} values; tinyc folds ranges of up to {_MAX_FOLDED:,}", TinycError)
+        ins = [onnx.helper.make_tensor_value_info(i, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+               for i, v in feeds.items()]
+        outs = [onnx.helper.make_empty_tensor_value_info(o) for o in node.output if o]
+        graph = onnx.helper.make_graph([node], "fold", ins, outs)
+        model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", self.opset)])
+        try:
+            results = ReferenceEvaluator(model).run(None, feeds)
+        except Exception as e:  # noqa: BLE001 - onnx's evaluator raises what its op code raises
+            self.fail(f"cannot be evaluated on its constant inputs ({type(e).__name__}: {str(e)[:200]}); "
+                      "the model is damaged or unusual", TinycError)
+        for name, result in zip([o for o in node.output if o], results):
+            result = np.asarray(result)
+            if result.dtype == np.float64:
+                result = result.astype(np.float32)
+            if result.dtype == np.bool_:
+                result = result.astype(np.int64)  # tinyc's IR has no bool; Where / Cast read it as 0 / 1
+            self.emit_const_named(name, result)
 
     def _add_initializer(self, init):
         if init.data_type not in _ONNX_DTYPES:
@@ -566,6 +640,81 @@ class _Importer:
                 self.fail("bias must be constant")
         attrs = ConvAttrs(strides, dil, pads, group, NO_CLAMP)
         self.spatial(x, lambda xn: self.emit("Conv2D", [xn] + inputs[1:], attrs), out=node.output[0])
+
+    def op_ConvTranspose(self, node, a):
+        """A transposed convolution as the convolution it equals: the input with
+        stride - 1 zeros between its rows and columns (two Pads of unit axes, so no
+        kernel of its own) and kernel - 1 - pad around it, convolved with the
+        weights flipped and their channel axes swapped. The sums are the ones
+        TFLM's TRANSPOSE_CONV forms; the MACs on the inserted zeros are spent."""
+        x = node.input[0]
+        xs = self.shape(x)
+        w_t = self.tensor(node.input[1])
+        if not w_t.is_const:
+            self.fail("weights must be constant for tinyc (dynamic convolution weights are not supported)")
+        rank = len(xs) - 2
+        if rank not in (1, 2) or w_t.data.ndim != rank + 2:
+            self.fail(f"{rank}-D transposed convolution is not supported (tinyc handles 1-D and 2-D)")
+        kernel = list(a.get("kernel_shape", w_t.shape[2:]))
+        strides = list(a.get("strides", [1] * rank))
+        dil = list(a.get("dilations", [1] * rank))
+        out_pad = list(a.get("output_padding", [0] * rank))
+        pads = list(a.get("pads", [0] * 2 * rank))
+        group = int(a.get("group", 1))
+        auto = _s(a.get("auto_pad", "NOTSET"))
+        if "output_shape" in a or auto in ("SAME_UPPER", "SAME_LOWER"):
+            target = list(a["output_shape"])[-rank:] if "output_shape" in a else [d * s for d, s in zip(xs[2:], strides)]
+            for i in range(rank):
+                total = strides[i] * (xs[2 + i] - 1) + out_pad[i] + (kernel[i] - 1) * dil[i] + 1 - target[i]
+                if total < 0:
+                    self.fail(f"output_shape {target} is larger than the transposed convolution makes", TinycError)
+                small, big = total // 2, total - total // 2
+                pads[i], pads[i + rank] = (small, big) if auto == "SAME_UPPER" else (big, small)
+        if rank == 1:
+            kernel, strides, dil, out_pad = [1] + kernel, [1] + strides, [1] + dil, [0] + out_pad
+            pads = [0, pads[0], 0, pads[1]]
+        c_in = xs[1]
+        if c_in % group or w_t.shape[0] != c_in:
+            self.fail(f"weights {list(w_t.shape)} do not fit {c_in} input channels in {group} groups", TinycError)
+        # W[i, o, kh, kw] -> W'[o, kh, kw, i], spatially flipped, per group
+        w = w_t.data.reshape((w_t.shape[0], w_t.shape[1], *kernel))
+        c_out_g = w.shape[1]
+        wg = w.reshape(group, c_in // group, c_out_g, *kernel)[:, :, :, ::-1, ::-1]
+        w_ohwi = np.ascontiguousarray(wg.transpose(0, 2, 3, 4, 1).reshape(group * c_out_g, *kernel, c_in // group))
+        quant = w_t.quant
+        if quant is not None and quant.per_axis and (group > 1 or quant.axis != 1):
+            self.fail("per-channel quantized ConvTranspose weights are supported for group 1 on axis 1 only")
+        wq = quant.permuted((1, 2, 3, 0)) if quant is not None and quant.per_axis else quant
+        wname = self.emit_const(node.input[1] + "_flipped", w_ohwi.astype(w_t.dtype), wq)
+        bias = [self.name(node.input[2])] if len(node.input) > 2 and node.input[2] else []
+        keff = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
+        before = [keff[i] - 1 - pads[i] for i in range(2)]
+        after = [keff[i] - 1 - pads[i + 2] + out_pad[i] - (strides[i] - 1) for i in range(2)]
+        if min(before) < 0 or min(strides) < 1 or min(dil) < 1:
+            self.fail(f"pads {pads} larger than the kernel {kernel} (dilations {dil}) are not supported")
+
+        def build(xn):
+            n, h, w_, c = self.g.tensors[xn].shape
+            y = xn
+            sh, sw = strides
+            if sw > 1:  # a zero after each column: pad the unit axis of [N*H, W, 1, C]
+                y = self.emit("Reshape", [y], ReshapeAttrs((n * h, w_, 1, c)))
+                y = self.emit("Pad", [y], PadAttrs(((0, 0), (0, 0), (0, sw - 1), (0, 0))))
+            if sh > 1:  # and a zero row after each row
+                y = self.emit("Reshape", [y], ReshapeAttrs((n, h, 1, w_ * sw * c)))
+                y = self.emit("Pad", [y], PadAttrs(((0, 0), (0, 0), (0, sh - 1), (0, 0))))
+            y = self.emit("Reshape", [y], ReshapeAttrs((n, h * sh, w_ * sw, c)))
+            grow = [max(v, 0) for v in after]
+            if any(before) or any(grow):
+                y = self.emit("Pad", [y], PadAttrs(((0, 0), (before[0], grow[0]), (before[1], grow[1]), (0, 0))))
+            y = self.emit("Conv2D", [y, wname, *bias], ConvAttrs((1, 1), tuple(dil), (0, 0, 0, 0), group, NO_CLAMP))
+            crop = [max(-v, 0) for v in after]  # rows the inserted zeros added beyond the output
+            if any(crop):
+                _, oh, ow, oc = self.g.tensors[y].shape
+                y = self.emit("Slice", [y], SliceAttrs((0, 0, 0, 0), (n, oh - crop[0], ow - crop[1], oc), (1, 1, 1, 1)))
+            return y
+
+        self.spatial(x, build, out=node.output[0])
 
     def _pool(self, node, a, op):
         x = node.input[0]
@@ -718,6 +867,131 @@ class _Importer:
         attrs = HardSigmoidAttrs(float(a.get("alpha", 0.2)), float(a.get("beta", 0.5)))
         self.emit("HardSigmoid", [node.input[0]], attrs, out=node.output[0])
 
+    def _unary(self, node, op, attrs=None):
+        self.emit(op, [node.input[0]], attrs, out=node.output[0])
+
+    def op_Erf(self, node, a):
+        self._unary(node, "Erf")
+
+    def op_Sqrt(self, node, a):
+        self._unary(node, "Sqrt")
+
+    def op_Exp(self, node, a):
+        self._unary(node, "Exp")
+
+    def op_Log(self, node, a):
+        self._unary(node, "Log")
+
+    def op_Abs(self, node, a):
+        self._unary(node, "Abs")
+
+    def op_Neg(self, node, a):
+        self._unary(node, "Neg")
+
+    def op_Reciprocal(self, node, a):
+        self._unary(node, "Reciprocal")
+
+    def op_Softplus(self, node, a):
+        self._unary(node, "Softplus")
+
+    def op_Elu(self, node, a):
+        self._unary(node, "Elu", AlphaAttrs(float(a.get("alpha", 1.0))))
+
+    def op_Gelu(self, node, a):
+        self._unary(node, "Gelu", GeluAttrs(_s(a.get("approximate", "none")) == "tanh"))
+
+    def op_Pow(self, node, a):
+        exponent = self.const(node.input[1], "the exponent")
+        if exponent.size != 1:
+            self.fail("Pow with more than one exponent is not supported; tinyc takes a scalar constant exponent")
+        e = float(exponent.reshape(-1)[0])
+        if e == 1.0:
+            self.alias[node.output[0]] = self.name(node.input[0])
+            return
+        if e == 2.0:  # a square: one int8 Mul, exact in float
+            self.emit("Mul", [node.input[0], node.input[0]], BinaryAttrs(), out=node.output[0])
+            return
+        self._unary(node, "PowConst", ExponentAttrs(e))
+
+    def _variadic(self, node, op):
+        """Max / Min / Sum of any number of inputs: a chain of binary nodes."""
+        acc = node.input[0]
+        for k, other in enumerate(node.input[1:]):
+            out = node.output[0] if k == len(node.input) - 2 else None
+            acc = self.emit(op, [acc, other], BinaryAttrs(), out=out)
+        if len(node.input) == 1:
+            self.alias[node.output[0]] = self.name(acc)
+
+    def op_Max(self, node, a):
+        self._variadic(node, "Max")
+
+    def op_Min(self, node, a):
+        self._variadic(node, "Min")
+
+    def op_Sum(self, node, a):
+        self._variadic(node, "Add")
+
+    def op_Expand(self, node, a):
+        src = self.shape(node.input[0])
+        target = tuple(int(v) for v in self.const(node.input[1], "shape").astype(np.int64).reshape(-1))
+        try:
+            out = tuple(int(d) for d in np.broadcast_shapes(src, target))
+        except ValueError:
+            self.fail(f"cannot expand {src} to {target}", TinycError)
+        if out == tuple(src):
+            self.alias[node.output[0]] = self.name(node.input[0])
+            return
+        self.emit("Expand", [node.input[0]], ExpandAttrs(out), out=node.output[0])
+
+    def op_Split(self, node, a):
+        """Split becomes one Slice per output."""
+        shape = self.shape(node.input[0])
+        axis = int(a.get("axis", 0)) % len(shape)
+        n = len(node.output)
+        if "split" in a:
+            sizes = [int(v) for v in a["split"]]
+        elif len(node.input) > 1 and node.input[1]:
+            sizes = [int(v) for v in self.const(node.input[1], "split").astype(np.int64).reshape(-1)]
+        else:
+            parts = int(a.get("num_outputs", n))
+            chunk = -(-shape[axis] // parts)  # the last part may be smaller (opset 18)
+            sizes = [min(chunk, shape[axis] - k * chunk) for k in range(parts)]
+        if 0 in sizes:
+            self.fail(f"split sizes {sizes} make an empty tensor, which tinyc does not support")
+        if len(sizes) != n or sum(sizes) != shape[axis] or min(sizes) < 0:
+            self.fail(f"split sizes {sizes} do not divide axis {axis} of size {shape[axis]} into {n} outputs",
+                      TinycError)
+        start = 0
+        for size, out in zip(sizes, node.output):
+            starts, ends, steps = [0] * len(shape), list(shape), [1] * len(shape)
+            starts[axis], ends[axis] = start, start + size
+            start += size
+            if out:
+                self.emit("Slice", [node.input[0]], SliceAttrs(tuple(starts), tuple(ends), tuple(steps)), out=out)
+
+    def op_LayerNormalization(self, node, a):
+        """Normalization over the axes from ``axis`` on: over the last axis of the
+        input viewed with those axes merged into one."""
+        shape = self.shape(node.input[0])
+        axis = int(a.get("axis", -1)) % len(shape)
+        if any(node.output[1:]):
+            self.fail("LayerNormalization's mean / inverse std outputs are not supported; use only its first output")
+        d = int(np.prod(shape[axis:]))
+        gamma = np.broadcast_to(self.const(node.input[1], "scale").astype(np.float32), shape[axis:]).reshape(d)
+        beta = self.opt_const(node, 2)
+        beta = np.zeros(d, np.float32) if beta is None else np.broadcast_to(
+            beta.astype(np.float32), shape[axis:]).reshape(d)
+        x = node.input[0]
+        flat = tuple(shape[:axis]) + (d,)
+        if axis != len(shape) - 1:
+            x = self.emit("Reshape", [x], ReshapeAttrs(flat))
+        ins = [x, self.emit_const("ln_scale", gamma.copy()), self.emit_const("ln_bias", beta.copy())]
+        eps = LayerNormAttrs(float(a.get("epsilon", 1e-5)))
+        if axis == len(shape) - 1:
+            self.emit("LayerNorm", ins, eps, out=node.output[0])
+        else:
+            self.emit("Reshape", [self.emit("LayerNorm", ins, eps)], ReshapeAttrs(tuple(shape)), out=node.output[0])
+
     def op_HardSwish(self, node, a):
         self.emit("HardSwish", [node.input[0]], out=node.output[0])
 
@@ -823,8 +1097,8 @@ class _Importer:
         shape = self.shape(x)
         rank = len(shape)
         mode = _s(a.get("mode", "nearest"))
-        if mode != "nearest":
-            self.fail(f"Resize mode {mode!r} is not supported (nearest only)")
+        if mode not in ("nearest", "linear"):
+            self.fail(f"Resize mode {mode!r} is not supported (nearest and linear only)")
         if rank not in (3, 4):
             self.fail(f"Resize of a rank-{rank} tensor is not supported (NCW or NCHW only)")
         if self.opset < 11:
@@ -858,6 +1132,9 @@ class _Importer:
                     factors[ax], out[ax] = f, int(shape[ax] * f + 0.5)
         else:
             self.fail("Resize without scales or sizes", TinycError)
+        if mode == "linear":
+            self._resize_linear(node, a, x, shape, out, factors, ctm)
+            return
         # tinyc's ResizeNearest repeats every pixel an integer number of times, i.e.
         # output pixel i reads input pixel i // k. Accept exactly the resizes whose
         # ONNX source pixels (coordinate transformation + nearest rounding) are those.
@@ -875,6 +1152,24 @@ class _Importer:
             self.fail(f"Resize from {list(shape)} to {out} resizes the batch or channel axis; tinyc resizes H and W only")
         attrs = ResizeAttrs((repeats[2], repeats[3]) if rank == 4 else (1, repeats[2]))
         self.spatial(x, lambda xn: self.emit("ResizeNearest", [xn], attrs), out=node.output[0])
+
+    def _resize_linear(self, node, a, x, shape, out, factors, ctm):
+        """Bilinear resize of H and W (of W for NCW)."""
+        if int(a.get("antialias", 0)) and any(o < i for o, i in zip(out, shape)):
+            self.fail("Resize with antialias on a downscale is not supported")
+        if out[:2] != list(shape[:2]):
+            self.fail(f"Resize from {list(shape)} to {out} resizes the batch or channel axis; tinyc resizes H and W only")
+        mode = {"half_pixel": "half_pixel", "pytorch_half_pixel": "half_pixel", "align_corners": "align_corners",
+                "asymmetric": "asymmetric"}.get(ctm)
+        if mode is None:
+            self.fail(f"linear Resize with coordinate_transformation_mode={ctm!r} is not supported (half_pixel, "
+                      "pytorch_half_pixel, align_corners, asymmetric)")
+        if ctm == "pytorch_half_pixel" and min(out[2:]) == 1 and max(shape[2:]) > 1:
+            self.fail("linear Resize with pytorch_half_pixel to a size of 1 is not supported")
+        size = (out[2], out[3]) if len(shape) == 4 else (1, out[2])
+        scale = (factors[2], factors[3]) if len(shape) == 4 else (1.0, factors[2])
+        attrs = ResizeBilinearAttrs(size, mode, scale)
+        self.spatial(x, lambda xn: self.emit("ResizeBilinear", [xn], attrs), out=node.output[0])
 
     def op_BatchNormalization(self, node, a):
         if len([o for o in node.output if o]) > 1 or int(a.get("training_mode", 0)):
@@ -983,11 +1278,19 @@ class _Importer:
         self.emit_const_named(node.output[0], np.full(tuple(shape), value.reshape(-1)[0], dtype=value.dtype))
 
     def op_Gather(self, node, a):
-        rank = len(self.shape(node.input[0]))
+        shape = self.shape(node.input[0])
+        axis = int(a.get("axis", 0)) % len(shape)
         idx = self.tensor(node.input[1])
         if not idx.is_const:
             self.fail("Gather indices must be constant")
-        self.emit("Gather", list(node.input), GatherAttrs(int(a.get("axis", 0)) % rank), out=node.output[0])
+        values = np.asarray(idx.data).astype(np.int64)
+        if values.size and (values.min() < -shape[axis] or values.max() >= shape[axis]):
+            self.fail(f"Gather index out of range for axis {axis} of size {shape[axis]}", TinycError)
+        values = np.where(values < 0, values + shape[axis], values)
+        if values.size == 0:
+            self.fail("Gather of no indices makes an empty tensor, which tinyc does not support")
+        attrs = GatherAttrs(axis, tuple(int(v) for v in values.reshape(-1)), tuple(values.shape))
+        self.emit("Gather", [node.input[0]], attrs, out=node.output[0])
 
     def op_Cast(self, node, a):
         to = _ONNX_DTYPES.get(int(a["to"]))
@@ -1018,6 +1321,14 @@ class _Importer:
             full_s[ax], full_e[ax], full_st[ax] = sl
         self.emit("Slice", [node.input[0]], SliceAttrs(tuple(full_s), tuple(full_e), tuple(full_st)), out=node.output[0])
 
+
+# Ops tinyc has no handler for that are evaluated by onnx's reference implementation
+# when all their inputs are constants (exporters' shape arithmetic): each one's
+# output is no larger than its inputs broadcast together, except Range, whose
+# length is checked against _MAX_FOLDED first.
+_FOLDABLE = {"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Xor", "Where", "Mod",
+             "Floor", "Ceil", "Round", "Sign", "Range", "ReduceProd", "ReduceSum", "ReduceMax", "ReduceMin"}
+_MAX_FOLDED = 1 << 20
 
 # What Resize (mode nearest) can be asked to do, by the ONNX spec; tf_crop_and_resize
 # (a region of interest) is left out on purpose.

@@ -17,6 +17,7 @@ C call forms (``form``), after the optional ``const <struct> *params`` argument:
   "weights_in_place": buf (input and output), weights, bias (or NULL), mult, shift
   "unary":    in, out
   "binary":   in1, in2, out
+  "ternary":  in1, in2, in3, out
   "scalars":  the call's scalars, then in, out        (clamp: size, lo, hi; copy: size)
   "concat":   outer, n, {ins...}, {inner...}, out
   "args":     the call's ``args`` in order, then its outputs and state (the
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import activation, conv, data, elementwise, pool, train
+from . import activation, conv, data, elementwise, norm, pool, train
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ KERNELS: dict[str, Kernel] = dict([
     _k("depthwise_conv2d_inplace_s8", "weights_in_place", conv.depthwise_conv2d_inplace_s8,
        scratch=conv.depthwise_inplace_scratch_bytes),
     _k("fully_connected_s8", "weights", conv.fully_connected_s8),
+    _k("matmul_s8", "binary", conv.matmul_s8),
     _k("max_pool_s8", "unary", pool.max_pool_s8),
     _k("avg_pool_s8", "unary", pool.avg_pool_s8),
     _k("mean_s8", "unary", pool.mean_s8),
@@ -80,7 +82,13 @@ KERNELS: dict[str, Kernel] = dict([
     _k("hard_swish_s8", "unary", activation.hard_swish_s8, in_place=(0,)),
     _k("pad_s8", "unary", data.pad_s8),
     _k("resize_nearest_s8", "unary", data.resize_nearest_s8),
-    _k("transpose_s8", "unary", data.transpose_s8),
+    _k("resize_bilinear_s8", "unary", data.resize_bilinear_s8),
+    _k("strided_copy_s8", "unary", data.strided_copy_s8),
+    _k("tanh_s8", "unary", activation.tanh_s8, in_place=(0,)),
+    _k("leaky_relu_s8", "unary", activation.leaky_relu_s8, in_place=(0,)),
+    _k("lut_s8", "binary", activation.lut_s8, in_place=(0,)),
+    _k("minmax_s8", "binary", elementwise.minmax_s8, in_place=(0, 1)),
+    _k("layer_norm_s8", "ternary", norm.layer_norm_s8, in_place=(0,)),
     _k("clamp_s8", "scalars", lambda size, lo, hi, x: activation.clamp_s8(lo, hi, x), has_params=False,
        in_place=(0,)),
     _k("copy_s8", "scalars", lambda size, x: data.copy_s8(x), has_params=False),

@@ -13,10 +13,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyc.kernels.params import HardSwishParams, LogisticParams, RequantizeParams, SoftmaxParams
+from tinyc.kernels.params import (
+    HardSwishParams,
+    LeakyReluParams,
+    LogisticParams,
+    LutParams,
+    RequantizeParams,
+    SoftmaxParams,
+)
 from tinyc.quant import fixedpoint as fx
 
-__all__ = ["requantize_s8", "clamp_s8", "softmax_s8", "logistic_s8", "hard_swish_s8"]
+__all__ = ["requantize_s8", "clamp_s8", "softmax_s8", "logistic_s8", "tanh_s8", "hard_swish_s8", "leaky_relu_s8",
+           "lut_s8"]
 
 
 def _check_size(x: np.ndarray, size: int, what: str) -> None:
@@ -79,12 +87,7 @@ def logistic_s8(p: LogisticParams, x: np.ndarray) -> np.ndarray:
     """
     d = fx._i64(x) - p.input_zero_point
     _check_size(d, p.size, "logistic")
-    r = p.input_range_radius
-    q4 = fx._mbqm(np.clip(d, -r, r), p.input_multiplier, p.input_left_shift)
-    y = fx._logistic(q4, fx.LOGISTIC_INPUT_INTEGER_BITS)
-    mid = np.clip(fx._rdbp(y, 31 - 8) + fx.INT8_MIN, fx.INT8_MIN, fx.INT8_MAX)
-    out = np.where(d <= -r, fx.INT8_MIN, np.where(d >= r, fx.INT8_MAX, mid))
-    return np.ascontiguousarray(out.astype(np.int8))
+    return np.ascontiguousarray(fx.saturating_activation(d, p, fx._logistic, 31 - 8, fx.INT8_MIN))
 
 
 def hard_swish_s8(p: HardSwishParams, x: np.ndarray) -> np.ndarray:
@@ -110,3 +113,34 @@ def hard_swish_s8(p: HardSwishParams, x: np.ndarray) -> np.ndarray:
     pre_shift = fx._sdhm16(r, pre_out)
     out = fx._wrap16(fx._rdbp16(pre_shift, -p.output_multiplier_exponent) + p.output_zero_point)
     return np.ascontiguousarray(np.clip(out, fx.INT8_MIN, fx.INT8_MAX).astype(np.int8))
+
+
+def tanh_s8(p: LogisticParams, x: np.ndarray) -> np.ndarray:
+    """TFLM ``reference_integer_ops::Tanh`` (int8); output scale 1/128, zero point 0.
+
+    The body of :func:`tinyc.quant.fixedpoint.tanh_int8` with precomputed parameters.
+    """
+    d = fx._i64(x) - p.input_zero_point
+    _check_size(d, p.size, "tanh")
+    return np.ascontiguousarray(fx.saturating_activation(d, p, fx._tanh, 31 - 7, 0))
+
+
+def leaky_relu_s8(p: LeakyReluParams, x: np.ndarray) -> np.ndarray:
+    """TFLM int8 LEAKY_RELU (``reference_ops::QuantizeLeakyRelu``): the identity
+    multiplier for ``x >= zp_in``, the alpha multiplier below."""
+    d = fx._i64(x) - p.in_zero_point
+    _check_size(d, p.size, "leaky_relu")
+    out = np.where(d >= 0, fx._mbqm(d, p.identity_mult, p.identity_shift),
+                   fx._mbqm(d, p.alpha_mult, p.alpha_shift)) + p.out_zero_point
+    return np.ascontiguousarray(np.clip(out, fx.INT8_MIN, fx.INT8_MAX).astype(np.int8))
+
+
+def lut_s8(p: LutParams, x: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """``out = table[x + 128]``: any int8 -> int8 function, its 256 values computed
+    at compile time (:func:`tinyc.quant.fixedpoint.lookup_table_int8`)."""
+    x = fx._i64(x)
+    _check_size(x, p.size, "lut")
+    t = np.ascontiguousarray(table).reshape(-1)
+    if t.size != 256:
+        raise ValueError(f"lut: the table has {t.size} entries, not 256")
+    return np.ascontiguousarray(t[x + 128].astype(np.int8))

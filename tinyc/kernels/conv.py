@@ -24,7 +24,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..quant.fixedpoint import multiply_by_quantized_multiplier, wrap_int32
-from .params import ConvParams, FCParams
+from .params import ConvParams, FCParams, MatMulParams
 
 __all__ = ["conv2d_s8", "conv2d_1x1_s8", "depthwise_conv2d_s8", "fully_connected_s8"]
 
@@ -319,3 +319,18 @@ def depthwise_conv2d_inplace_s8(p: ConvParams, x, w, bias, mult, shift) -> np.nd
         )  # fmt: skip
         buf[c::chans][:n_out] = out.reshape(-1)  # writes channel c's bytes only
     return buf[: n_out * chans].reshape(1, p.out_h, p.out_w, chans).copy()
+
+
+def matmul_s8(p: MatMulParams, a, b) -> np.ndarray:
+    """TFLM int8 BATCH_MATMUL of two activations: ``[batches][rows][cols]`` with
+    ``sum_k (a + a_offset) * (b + b_offset)`` requantized by one multiplier
+    (MultiplyByQuantizedMultiplier) and clamped."""
+    fa = np.ascontiguousarray(a).astype(np.int64).reshape(-1)
+    fb = np.ascontiguousarray(b).astype(np.int64).reshape(-1)
+    out = np.empty((p.batches, p.rows, p.cols), dtype=np.int64)
+    for i in range(p.batches):
+        ma = fa[i * p.a_batch_stride:][:p.rows * p.depth].reshape(p.rows, p.depth) + p.a_offset
+        mb = fb[i * p.b_batch_stride:][:p.depth * p.cols].reshape(p.depth, p.cols) + p.b_offset
+        acc = wrap_int32(ma @ mb)
+        out[i] = multiply_by_quantized_multiplier(acc, p.out_mult, p.out_shift) + p.out_offset
+    return np.ascontiguousarray(np.clip(out, p.act_min, p.act_max).astype(np.int8))

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyc.kernels.params import PadParams, ResizeParams, TransposeParams
+from tinyc.kernels.params import PadParams, ResizeBilinearParams, ResizeParams, StridedCopyParams
+from tinyc.quant import fixedpoint as fx
 
-__all__ = ["concat_s8", "pad_s8", "resize_nearest_s8", "copy_s8"]
+__all__ = ["concat_s8", "pad_s8", "resize_nearest_s8", "resize_bilinear_s8", "copy_s8", "strided_copy_s8"]
 
 
 def _flat8(x) -> np.ndarray:
@@ -67,14 +68,32 @@ def resize_nearest_s8(p: ResizeParams, x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(src[ys[:, None], xs[None, :], :])
 
 
+def resize_bilinear_s8(p: ResizeBilinearParams, x: np.ndarray) -> np.ndarray:
+    """TFLite's integer bilinear resize (``ResizeBilinearInteger``) of an
+    ``[in_h][in_w][channels]`` tensor; input and output share scale and zero point."""
+    src = _flat8(x).reshape(1, p.in_h, p.in_w, p.channels)
+    out = fx.resize_bilinear_int8(src, p.out_h, p.out_w, p.scale_h_10, p.scale_w_10, bool(p.half_pixel))
+    return np.ascontiguousarray(out[0])
+
+
 def copy_s8(x: np.ndarray) -> np.ndarray:
     """A byte copy of ``x`` (same shape)."""
     return np.array(x, dtype=np.int8, order="C", copy=True)
 
 
-def transpose_s8(p: TransposeParams, x: np.ndarray) -> np.ndarray:
-    """Output dimension d is input dimension p.perm[d] (numpy.transpose semantics)."""
-    return np.ascontiguousarray(_flat8(x).reshape(p.in_shape).transpose(p.perm))
+def strided_copy_s8(p: StridedCopyParams, x: np.ndarray) -> np.ndarray:
+    """Output element ``[i0][i1][i2][i3]`` of ``out_shape`` reads input element
+    ``in_start + sum(i_d * in_strides[d])`` of the flat input: a Transpose, Slice,
+    Expand (stride 0) or Gather of evenly spaced indices, as numpy views express them."""
+    src = _flat8(x)
+    index = np.full(tuple(p.out_shape), p.in_start, dtype=np.int64)
+    for d in range(4):
+        axis = [1, 1, 1, 1]
+        axis[d] = p.out_shape[d]
+        index += np.arange(p.out_shape[d], dtype=np.int64).reshape(axis) * p.in_strides[d]
+    if index.size and (index.min() < 0 or index.max() >= src.size):
+        raise ValueError(f"strided copy reads outside its input of {src.size} elements")
+    return np.ascontiguousarray(src[index])
 
 
 def fill_s8(size: int, value: int) -> np.ndarray:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyc.kernels.params import AddParams, MulParams
+from tinyc.kernels.params import AddParams, MinMaxParams, MulParams
 from tinyc.quant import fixedpoint as fx
 
-__all__ = ["broadcast_view", "add_s8", "mul_s8"]
+__all__ = ["broadcast_view", "add_s8", "mul_s8", "minmax_s8"]
 
 
 def broadcast_view(x: np.ndarray, out_shape, strides) -> np.ndarray:
@@ -60,3 +60,11 @@ def mul_s8(p: MulParams, x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
     prod = (a + p.in1_offset) * (b + p.in2_offset)
     out = fx._mbqm(prod, p.out_mult, p.out_shift) + p.out_offset
     return np.ascontiguousarray(np.clip(out, p.act_min, p.act_max).astype(np.int8))
+
+
+def minmax_s8(p: MinMaxParams, x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
+    """TFLM int8 MAXIMUM (``maximum == 1``) / MINIMUM (0) with 4-D stride broadcasting:
+    the larger / smaller raw int8 value (inputs and output share scale and zero point)."""
+    a = broadcast_view(x1, p.out_shape, p.in1_strides)
+    b = broadcast_view(x2, p.out_shape, p.in2_strides)
+    return np.ascontiguousarray(np.maximum(a, b) if p.maximum else np.minimum(a, b), dtype=np.int8)

@@ -114,6 +114,8 @@ class PoolParams(KernelParams):
     pad_value: int = 0
     act_min: int = -128
     act_max: int = 127
+    dil_h: int = 1  # window taps dil_h rows apart (ONNX MaxPool dilations; TFLite pools have none)
+    dil_w: int = 1
 
 
 @dataclass
@@ -228,7 +230,78 @@ class ResizeParams(KernelParams):
 
 
 @dataclass
-class TransposeParams(KernelParams):
-    c_type = "tinyc_transpose_params"
-    in_shape: tuple[int, int, int, int] = field(default_factory=_four)
-    perm: tuple[int, int, int, int] = field(default_factory=_four)
+class StridedCopyParams(KernelParams):
+    c_type = "tinyc_strided_copy_params"
+    out_shape: tuple[int, int, int, int] = field(default_factory=_four)
+    in_strides: tuple[int, int, int, int] = field(default_factory=_four)  # elements; 0 repeats, < 0 reverses
+    in_start: int = 0
+
+
+@dataclass
+class LutParams(KernelParams):
+    c_type = "tinyc_lut_params"
+    size: int
+
+
+@dataclass
+class LeakyReluParams(KernelParams):
+    c_type = "tinyc_leaky_relu_params"
+    size: int
+    in_zero_point: int
+    out_zero_point: int
+    identity_mult: int
+    identity_shift: int
+    alpha_mult: int
+    alpha_shift: int
+
+
+@dataclass
+class MinMaxParams(KernelParams):
+    c_type = "tinyc_minmax_params"
+    out_shape: tuple[int, int, int, int] = field(default_factory=_four)
+    in1_strides: tuple[int, int, int, int] = field(default_factory=_four)
+    in2_strides: tuple[int, int, int, int] = field(default_factory=_four)
+    maximum: int = 1
+
+
+@dataclass
+class LayerNormParams(KernelParams):
+    c_type = "tinyc_layer_norm_params"
+    rows: int
+    depth: int
+    in_zero_point: int
+    out_zero_point: int
+    eps_hi: int  # the epsilon term, an int64 as (hi << 31) | lo, lo in [0, 2^31)
+    eps_lo: int
+    out_shift: int
+
+
+@dataclass
+class MatMulParams(KernelParams):
+    c_type = "tinyc_matmul_params"
+    batches: int
+    rows: int      # M
+    depth: int     # K
+    cols: int      # N
+    a_batch_stride: int  # elements between batches of A ([M][K]); 0 repeats one matrix
+    b_batch_stride: int  # ... of B ([K][N])
+    a_offset: int = 0
+    b_offset: int = 0
+    out_offset: int = 0
+    out_mult: int = 0
+    out_shift: int = 0
+    act_min: int = -128
+    act_max: int = 127
+
+
+@dataclass
+class ResizeBilinearParams(KernelParams):
+    c_type = "tinyc_resize_bilinear_params"
+    in_h: int
+    in_w: int
+    channels: int
+    out_h: int
+    out_w: int
+    scale_h_10: int  # input / output size in Q10 (TFLite's height_scale_10)
+    scale_w_10: int
+    half_pixel: int  # 1: sample at pixel centres (half_pixel_centers)

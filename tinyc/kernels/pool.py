@@ -24,28 +24,30 @@ def _input(p: PoolParams, x) -> np.ndarray:
         raise TypeError(f"expected integers, got dtype {x.dtype}")
     if x.size != p.in_h * p.in_w * p.channels:
         raise ValueError(f"{x.size} elements do not fit input {p.in_h}x{p.in_w}x{p.channels}")
-    if min(p.k_h, p.k_w, p.stride_h, p.stride_w, p.out_h, p.out_w) < 1 or p.pad_t < 0 or p.pad_l < 0:
+    if min(p.k_h, p.k_w, p.stride_h, p.stride_w, p.out_h, p.out_w, p.dil_h, p.dil_w) < 1 or p.pad_t < 0 or p.pad_l < 0:
         raise ValueError("pool sizes and strides must be positive and padding >= 0")
     return x.reshape(p.in_h, p.in_w, p.channels).astype(np.int32)
 
 
 def _windows(p: PoolParams, x: np.ndarray, pad_value: int) -> np.ndarray:
-    """(out_h, out_w, channels, k_h, k_w) view of ``x`` padded with ``pad_value``.
+    """(out_h, out_w, channels, k_h, k_w) view of ``x`` padded with ``pad_value``,
+    window taps ``dil_h`` / ``dil_w`` apart.
 
     Top / left padding is ``p.pad_t`` / ``p.pad_l``; bottom / right padding is
     whatever the last window needs.
     """
-    pad_b = max(0, (p.out_h - 1) * p.stride_h + p.k_h - p.pad_t - p.in_h)
-    pad_r = max(0, (p.out_w - 1) * p.stride_w + p.k_w - p.pad_l - p.in_w)
+    span_h, span_w = (p.k_h - 1) * p.dil_h + 1, (p.k_w - 1) * p.dil_w + 1
+    pad_b = max(0, (p.out_h - 1) * p.stride_h + span_h - p.pad_t - p.in_h)
+    pad_r = max(0, (p.out_w - 1) * p.stride_w + span_w - p.pad_l - p.in_w)
     xp = np.pad(x, ((p.pad_t, pad_b), (p.pad_l, pad_r), (0, 0)), constant_values=pad_value)
-    win = sliding_window_view(xp, (p.k_h, p.k_w), axis=(0, 1))
+    win = sliding_window_view(xp, (span_h, span_w), axis=(0, 1))[..., :: p.dil_h, :: p.dil_w]
     return win[:: p.stride_h, :: p.stride_w][: p.out_h, : p.out_w]
 
 
-def _valid_taps(size: int, pad: int, k: int, stride: int, out: int) -> np.ndarray:
+def _valid_taps(size: int, pad: int, k: int, stride: int, out: int, dil: int = 1) -> np.ndarray:
     """Per output position, the number of window taps inside [0, size)."""
-    start = np.arange(out) * stride - pad
-    return np.minimum(start + k, size) - np.maximum(start, 0)
+    start = np.arange(out)[:, None] * stride - pad + np.arange(k)[None, :] * dil
+    return ((start >= 0) & (start < size)).sum(axis=1)
 
 
 def max_pool_s8(p: PoolParams, x) -> np.ndarray:
@@ -77,8 +79,8 @@ def avg_pool_s8(p: PoolParams, x) -> np.ndarray:
         count = np.full((p.out_h, p.out_w, 1), p.k_h * p.k_w, dtype=np.int64)
     else:
         acc = _windows(p, xi, 0).sum(axis=(-2, -1), dtype=np.int64)
-        rows = np.maximum(_valid_taps(p.in_h, p.pad_t, p.k_h, p.stride_h, p.out_h), 0)
-        cols = np.maximum(_valid_taps(p.in_w, p.pad_l, p.k_w, p.stride_w, p.out_w), 0)
+        rows = _valid_taps(p.in_h, p.pad_t, p.k_h, p.stride_h, p.out_h, p.dil_h)
+        cols = _valid_taps(p.in_w, p.pad_l, p.k_w, p.stride_w, p.out_w, p.dil_w)
         count = (rows[:, None] * cols[None, :])[:, :, None].astype(np.int64)
     count = np.maximum(count, 1)  # acc is 0 there: the result is 0
     half = count // 2

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ..errors import TinycError
 from ..ir.program import KernelCall
-from ..kernels.params import ConvParams, FCParams
+from ..kernels.params import ConvParams, FCParams, MatMulParams
 from ..quant import fixedpoint as fp
 from . import lowering as lw
 from .base import NO_CLAMP, Clamp, OpDef, register, shape_of
@@ -220,6 +221,34 @@ class MatMul(OpDef):
         a = shape_of(graph, node.inputs[0])
         out = graph.tensors[node.outputs[0]].shape
         return int(np.prod(out)) * a[-1]
+
+    def lower(self, node, graph):
+        """TFLM int8 BATCH_MATMUL: one multiplier s_a * s_b / s_out (the product in
+        float32, as GetQuantizedConvolutionMultipler takes it)."""
+        a, b = node.inputs
+        sa, sb, out = shape_of(graph, a), shape_of(graph, b), node.outputs[0]
+        if len(sa) < 2 or len(sb) < 2:
+            raise TinycError(f"node {node.name!r} (MatMul): int8 MatMul of a vector; reshape it to a matrix")
+        out_batch = shape_of(graph, out)[:-2]
+        strides = []
+        for shape in (sa, sb):
+            batch = (1,) * (len(out_batch) - len(shape[:-2])) + tuple(shape[:-2])
+            if batch == tuple(out_batch):
+                strides.append(shape[-2] * shape[-1])
+            elif all(d == 1 for d in batch):
+                strides.append(0)
+            else:
+                raise TinycError(f"node {node.name!r} (MatMul): batch dimensions {list(shape[:-2])} broadcast "
+                                 f"partly to {list(out_batch)}; tinyc's int8 MatMul takes equal or unit batches")
+        for name in (a, b):
+            if graph.tensors[name].is_const and graph.tensors[name].dtype is not np.int8:
+                raise TinycError(f"node {node.name!r} (MatMul): constant operand {name!r} is not int8; quantize "
+                                 "it (QDQ) or give --calib")
+        (s1, z1), (s2, z2), (so, zo) = (lw.activation(graph, n, node) for n in (a, b, out))
+        mult, shift = fp.quantize_multiplier(float(np.float32(np.float32(s1) * np.float32(s2))) / float(np.float32(so)))
+        p = MatMulParams(int(np.prod(out_batch)), sa[-2], sa[-1], sb[-1], strides[0], strides[1], -z1, -z2, zo,
+                         mult, shift)
+        return [KernelCall("matmul_s8", p, [a, b], [out], node.name)]
 
 
 def matmul_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:

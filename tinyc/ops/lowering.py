@@ -13,9 +13,9 @@ from ..errors import TinycError
 from ..ir import Graph, Node
 from ..ir.program import KernelCall
 from ..ir.tensor import QuantParams, Tensor
-from ..kernels.params import RequantizeParams
+from ..kernels.params import RequantizeParams, StridedCopyParams
 from ..quant import fixedpoint as fp
-from .base import Clamp
+from .base import Clamp, shape_of
 
 INT8_MIN, INT8_MAX = -128, 127
 
@@ -123,6 +123,13 @@ def requantize_call(graph: Graph, node: Node, src: str, dst: str, act: Clamp | N
     return KernelCall("requantize_s8", p, [src], [dst], node.name)
 
 
+def requantized_copy(graph: Graph, node: Node, src: str, quant: QuantParams) -> tuple[str, KernelCall]:
+    """A new int8 tensor holding ``src`` in the parameters ``quant``, and the call that fills it."""
+    tmp = graph.unique_name(f"{src}:requantized")
+    graph.add_tensor(Tensor(tmp, graph.tensors[src].shape, np.int8, quant=quant))
+    return tmp, requantize_call(graph, node, src, tmp)
+
+
 def _written_in(graph: Graph, node: Node, quant: QuantParams, why: str) -> tuple[str, list[KernelCall]]:
     """The tensor a kernel whose output parameters are ``quant`` should write, and
     the requantize to the model's output when the model gave it other parameters."""
@@ -155,6 +162,38 @@ def strides4(shape: tuple[int, ...], out_shape: tuple[int, ...], node: Node) -> 
             strides[d] = 0
         step *= shape[d]
     return tuple(strides)
+
+
+def strided_copy(graph: Graph, node: Node, view) -> list[KernelCall]:
+    """A data-movement node as one ``strided_copy_s8`` call: ``view`` maps the
+    input's array of flat element indices to a numpy view of it (a transpose, a
+    basic slice, broadcast_to, an integer index, ...), and the view's own shape,
+    strides and first element are the kernel's parameters. Unit axes are dropped
+    and axes that walk memory contiguously merged, so views of up to 4 such
+    axes fit the 4-D kernel (a 5-D channel shuffle is 3-D)."""
+    x = node.inputs[0]
+    in_shape = shape_of(graph, x)
+    index = np.arange(int(np.prod(in_shape)), dtype=np.int64).reshape(in_shape)
+    v = view(index)
+    if not np.shares_memory(v, index):  # pragma: no cover - the callers pass views
+        raise AssertionError(f"node {node.name}: not a view")
+    start = int(v[(0,) * v.ndim]) if v.size else 0
+    axes: list[list[int]] = []
+    for n, st in zip(v.shape, v.strides):
+        if n == 1:
+            continue
+        st //= index.itemsize
+        if axes and axes[-1][1] == st * n:
+            axes[-1] = [axes[-1][0] * n, st]
+        else:
+            axes.append([n, st])
+    if len(axes) > 4:
+        raise TinycError(f"node {node.name!r} ({node.op}): the int8 copy would need {len(axes)} axes after merging "
+                         "contiguous ones; tinyc handles up to 4")
+    axes = [[1, 0]] * (4 - len(axes)) + axes
+    p = StridedCopyParams(tuple(n for n, _ in axes), tuple(st for _, st in axes), start)
+    out, extra = output_in_input_params(graph, node, x)
+    return [KernelCall("strided_copy_s8", p, [x], [out], node.name)] + extra
 
 
 def shape4(shape: tuple[int, ...]) -> tuple[int, int, int, int]:

@@ -43,8 +43,6 @@ class _Pool(OpDef):
         """TFLite's int8 pools keep the input's scale and zero point."""
         x = node.inputs[0]
         a = node.attrs
-        if a.dilations != (1, 1):
-            raise TinycError(f"node {node.name!r} ({self.name}): dilated pooling has no int8 kernel in tinyc")
         _, h, w, c = shape_of(graph, x)
         s_in, z_in = lw.activation(graph, x, node)
         out, extra = lw.output_in_input_params(graph, node, x)
@@ -52,7 +50,7 @@ class _Pool(OpDef):
         lo, hi = lw.act_range(a.act, s_in, z_in)
         include_pad = int(a.count_include_pad and any(a.pads) and self.name == "AvgPool2D")
         p = PoolParams(h, w, c, oh, ow, a.kernel[0], a.kernel[1], a.strides[0], a.strides[1],
-                       a.pads[0], a.pads[1], include_pad, z_in, lo, hi)
+                       a.pads[0], a.pads[1], include_pad, z_in, lo, hi, *a.dilations)
         return [KernelCall(self.kernel, p, [x], [out], node.name)] + extra
 
 
@@ -70,6 +68,8 @@ class MaxPool2D(_Pool):
         from .grad import PoolGradAttrs
 
         x = node.inputs[0]
+        if node.attrs.dilations != (1, 1):
+            super().backward(node, graph, b)  # no rule for dilated pooling: the default error
         if b.needs(x):
             dz = b.pre_activation(node)
             b.add(x, b.emit("MaxPool2DGrad", [dz, x], PoolGradAttrs(node.attrs, shape_of(graph, x)), node))
@@ -96,6 +96,8 @@ class AvgPool2D(_Pool):
         from .grad import PoolGradAttrs
 
         x = node.inputs[0]
+        if node.attrs.dilations != (1, 1):
+            super().backward(node, graph, b)  # no rule for dilated pooling: the default error
         if b.needs(x):
             dz = b.pre_activation(node)
             b.add(x, b.emit("AvgPool2DGrad", [dz], PoolGradAttrs(node.attrs, shape_of(graph, x)), node))

@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import TinycError
 from ..ir import QuantParams
 from ..ir.program import KernelCall
-from ..kernels.params import PadParams, ResizeParams, TransposeParams
+from ..kernels.params import PadParams, ResizeBilinearParams, ResizeParams
 from ..quant import fixedpoint as fp
 from . import lowering as lw
 from .base import OpDef, dtype_of, register, shape_of
@@ -71,14 +71,7 @@ class Transpose(OpDef):
         return [np.ascontiguousarray(inputs[0].transpose(node.attrs.perm))]
 
     def lower(self, node, graph):
-        x = node.inputs[0]
-        shape, perm = shape_of(graph, x), tuple(node.attrs.perm)
-        if len(shape) > 4:
-            raise TinycError(f"node {node.name!r} (Transpose): tinyc's int8 Transpose handles up to 4 axes")
-        extra = 4 - len(shape)
-        p = TransposeParams(lw.shape4(shape), tuple(range(extra)) + tuple(a + extra for a in perm))
-        out, requant = lw.output_in_input_params(graph, node, x)
-        return [KernelCall("transpose_s8", p, [x], [out], node.name)] + requant
+        return lw.strided_copy(graph, node, lambda index: index.transpose(node.attrs.perm))
 
 
 @dataclass
@@ -228,28 +221,75 @@ class Slice(OpDef):
         inv = tuple(int(i) for i in np.argsort(perm))
         return SliceAttrs(*(tuple(v[k] for k in inv) for v in (a.starts, a.ends, a.steps)))
 
+    def lower(self, node, graph):
+        return lw.strided_copy(graph, node, lambda index: index[self._index(node.attrs)])
+
 
 @dataclass
 class GatherAttrs:
     axis: int
+    indices: tuple[int, ...]  # constant indices, flat, already in [0, axis size)
+    shape: tuple[int, ...] = ()  # the indices' shape (() for one index)
+
+
+def _progression(flat: np.ndarray) -> tuple[int, list[tuple[int, int]]] | None:
+    """``flat`` as ``start + k1 * s1 (+ k2 * s2)``: (start, [(n1, s1), (n2, s2)]) with one
+    or two levels, e.g. one token, every other channel, a reversed axis, or a channel
+    shuffle's (i % c) * g + i // c; None for other index lists."""
+    n = flat.size
+    start = int(flat[0])
+    for n2 in [n] + [d for d in range(2, n) if n % d == 0]:
+        m = flat.reshape(n // n2, n2)
+        s2 = int(m[0, 1] - m[0, 0]) if n2 > 1 else 1
+        s1 = int(m[1, 0] - m[0, 0]) if n // n2 > 1 else 1
+        expect = start + s1 * np.arange(n // n2)[:, None] + s2 * np.arange(n2)[None, :]
+        if np.array_equal(m, expect):
+            return start, ([(n2, s2)] if n2 == n else [(n // n2, s1), (n2, s2)])
+    return None
 
 
 @register
 class Gather(OpDef):
+    """ONNX Gather with constant indices (the importer requires them)."""
+
     name = "Gather"
     int8_output = "input"
     attrs_type = GatherAttrs
 
+    def _indices(self, attrs) -> np.ndarray:
+        return np.asarray(attrs.indices, dtype=np.int64).reshape(attrs.shape)
+
     def infer(self, node, graph):
         data = shape_of(graph, node.inputs[0])
-        idx = shape_of(graph, node.inputs[1])
         ax = node.attrs.axis
-        return [(data[:ax] + idx + data[ax + 1:], dtype_of(graph, node.inputs[0]))]
+        return [(data[:ax] + tuple(node.attrs.shape) + data[ax + 1:], dtype_of(graph, node.inputs[0]))]
 
     def ref(self, node, inputs):
-        data, idx = inputs
-        idx = np.where(idx < 0, idx + data.shape[node.attrs.axis], idx)
-        return [np.take(data, idx, axis=node.attrs.axis)]
+        return [np.array(np.take(inputs[0], self._indices(node.attrs), axis=node.attrs.axis))]  # 0-d stays 0-d
+
+    def permuted(self, node, graph, perm):
+        # a 1-D index list keeps the rank and the axis' place: gather along the moved axis
+        return replace(node.attrs, axis=perm[node.attrs.axis]) if len(node.attrs.shape) == 1 else None
+
+    def lower(self, node, graph):
+        """Indices that form a progression of one or two levels are a strided copy:
+        the axis becomes one or two axes with the progression's steps."""
+        axis = node.attrs.axis
+        flat = np.asarray(node.attrs.indices, dtype=np.int64)
+        found = _progression(flat)
+        if found is None:
+            raise TinycError(f"node {node.name!r} (Gather): its indices are not a regular progression; tinyc's int8 "
+                             "Gather copies strided ranges (gather in float, or reorder the weights before export)")
+        start, levels = found
+
+        def view(index):
+            base = index[(slice(None),) * axis + (start,)]  # its data pointer is the first element read
+            step = index.strides[axis]
+            shape = index.shape[:axis] + tuple(n for n, _ in levels) + index.shape[axis + 1:]
+            strides = index.strides[:axis] + tuple(s * step for _, s in levels) + index.strides[axis + 1:]
+            return np.lib.stride_tricks.as_strided(base, shape, strides, writeable=False)
+
+        return lw.strided_copy(graph, node, view)
 
 
 @dataclass
@@ -331,3 +371,85 @@ class Dequantize(OpDef):
 
     def ref(self, node, inputs):
         return [node.attrs.quant.dequantize(inputs[0])]
+
+
+@dataclass
+class ExpandAttrs:
+    shape: tuple[int, ...]  # the output shape (the input broadcast to it)
+
+
+@register
+class Expand(OpDef):
+    name = "Expand"
+    int8_output = "input"
+    attrs_type = ExpandAttrs
+
+    def infer(self, node, graph):
+        return [(tuple(node.attrs.shape), dtype_of(graph, node.inputs[0]))]
+
+    def ref(self, node, inputs):
+        return [np.ascontiguousarray(np.broadcast_to(inputs[0], node.attrs.shape))]
+
+    def permuted(self, node, graph, perm):
+        return ExpandAttrs(tuple(node.attrs.shape[p] for p in perm))
+
+    def lower(self, node, graph):
+        return lw.strided_copy(graph, node, lambda index: np.broadcast_to(index, node.attrs.shape))
+
+
+@dataclass
+class ResizeBilinearAttrs:
+    size: tuple[int, int]  # output H, W (NHWC)
+    mode: str  # ONNX coordinate transformation: half_pixel | align_corners | asymmetric
+    scale: tuple[float, float]  # ONNX's scale factors (output / input), for the float reference
+
+
+def _linear_sources(mode: str, n_in: int, n_out: int, scale: float):
+    """ONNX Resize (mode linear) along one axis: the two source indices and the
+    weight of the second, the source coordinate clamped to the input."""
+    x = np.arange(n_out, dtype=np.float64)
+    if mode == "half_pixel":
+        src = (x + 0.5) / scale - 0.5
+    elif mode == "align_corners":  # ONNX divides by the unrounded output length, n_in * scale - 1
+        src = x * (n_in - 1) / (n_in * scale - 1) if n_in * scale > 1 else np.zeros_like(x)
+    else:  # asymmetric
+        src = x / scale
+    src = np.clip(src, 0, n_in - 1)
+    lo = np.floor(src).astype(np.int64)
+    return lo, np.minimum(lo + 1, n_in - 1), src - lo
+
+
+@register
+class ResizeBilinear(OpDef):
+    """Bilinear resize of H and W (ONNX Resize, mode linear)."""
+
+    name = "ResizeBilinear"
+    int8_output = "input"
+    attrs_type = ResizeBilinearAttrs
+
+    def infer(self, node, graph):
+        n, _, _, c = shape_of(graph, node.inputs[0])
+        return [((n, *node.attrs.size, c), dtype_of(graph, node.inputs[0]))]
+
+    def ref(self, node, inputs):
+        x = inputs[0].astype(np.float64)
+        a = node.attrs
+        y0, y1, fy = _linear_sources(a.mode, x.shape[1], a.size[0], a.scale[0])
+        x0, x1, fx = _linear_sources(a.mode, x.shape[2], a.size[1], a.scale[1])
+        fy, fx = fy[None, :, None, None], fx[None, None, :, None]
+        top = x[:, y0][:, :, x0] * (1 - fx) + x[:, y0][:, :, x1] * fx
+        bottom = x[:, y1][:, :, x0] * (1 - fx) + x[:, y1][:, :, x1] * fx
+        return [(top * (1 - fy) + bottom * fy).astype(np.float32)]
+
+    def lower(self, node, graph):
+        """TFLite's integer RESIZE_BILINEAR: its Q10 size ratio stands for ONNX's
+        scale, so sizes that are not a whole ratio sample a little differently from
+        the float model (the ratio rounded to 1/1024)."""
+        x = node.inputs[0]
+        _, h, w, c = shape_of(graph, x)
+        oh, ow = node.attrs.size
+        corners = node.attrs.mode == "align_corners"
+        p = ResizeBilinearParams(h, w, c, oh, ow, fp.resize_bilinear_scale_10(h, oh, corners),
+                                 fp.resize_bilinear_scale_10(w, ow, corners), int(node.attrs.mode == "half_pixel"))
+        out, extra = lw.output_in_input_params(graph, node, x)
+        return [KernelCall("resize_bilinear_s8", p, [x], [out], node.name)] + extra

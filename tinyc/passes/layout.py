@@ -65,7 +65,8 @@ def _rewrite_once(g: Graph) -> bool:
                 return True
         elif len(node.outputs) == 1 and _sink_through(g, node, prod):
             return True
-        elif node.op == "Reshape" and (_fold_into_fc(g, node, prod, cons) or _swap_with_transpose(g, node, prod, cons)):
+        elif node.op == "Reshape" and (_fold_into_fc(g, node, prod, cons) or _swap_with_transpose(g, node, prod, cons)
+                                       or _swap_split_or_merge(g, node, prod, cons)):
             return True
     # Rule 2 only when nothing else applies: a Transpose turned into a Reshape early
     # can no longer cancel its inverse or let ops sink (e.g. one-channel Conv -> BN).
@@ -234,6 +235,68 @@ def _swap_with_transpose(g: Graph, reshape: Node, prod, cons) -> bool:
     reshape.inputs, reshape.outputs = [out], [y]
     reshape.attrs = ReshapeAttrs(g.tensors[y].shape)
     return True
+
+
+def _axis_groups(long: tuple[int, ...], short: tuple[int, ...]) -> list[list[int]] | None:
+    """For a Reshape between ``long`` and ``short`` in which each axis of ``short``
+    is a run of consecutive axes of ``long`` (a split, read one way, or a merge, read
+    the other): those runs, in order; None for any other Reshape."""
+    groups, i = [], 0
+    for target in short:
+        group, size = [], 1
+        while i < len(long) and (not group or size < target):
+            group.append(i)
+            size *= long[i]
+            i += 1
+        if size != target or not group:
+            return None
+        groups.append(group)
+    while groups and i < len(long) and long[i] == 1:  # trailing unit axes join the last run
+        groups[-1].append(i)
+        i += 1
+    return groups if i == len(long) else None
+
+
+def _swap_split_or_merge(g: Graph, reshape: Node, prod, cons) -> bool:
+    """Rule 7 (each swap leaves two Transposes next to each other, which rule 1
+    composes, so the rewrites terminate)."""
+    src, out = reshape.inputs[0], reshape.outputs[0]
+    up = prod.get(src)
+    readers = cons.get(out, [])
+    src_shape, out_shape = g.tensors[src].shape, g.tensors[out].shape
+    if src in g.outputs or out in g.outputs or len(cons.get(src, [])) != 1 or len(readers) != 1:
+        return False
+    down = readers[0]
+    if up is None or up.op != "Transpose" or down.op != "Transpose" or up.inputs[0] in g.inputs:
+        return False
+    split = _axis_groups(out_shape, src_shape)
+    if split is not None and len(out_shape) > len(src_shape):
+        # Transpose(P) -> split: split the Transpose's input axes instead, then permute
+        perm = tuple(up.attrs.perm)
+        inv = _inverse(perm)
+        x = up.inputs[0]
+        sizes = [[out_shape[a] for a in split[inv[i]]] for i in range(len(perm))]
+        offsets = np.cumsum([0] + [len(s) for s in sizes])
+        new_perm = tuple(int(offsets[perm[j]]) + m for j in range(len(perm)) for m in range(len(split[j])))
+        g.tensors[src].shape = tuple(d for s in sizes for d in s)
+        reshape.inputs, reshape.outputs = [x], [src]
+        reshape.attrs = ReshapeAttrs(g.tensors[src].shape)
+        up.inputs, up.outputs = [src], [out]
+        up.attrs = TransposeAttrs(new_perm)
+        return True
+    merge = _axis_groups(src_shape, out_shape)
+    if merge is not None and len(src_shape) > len(out_shape):
+        # merge -> Transpose(P): permute the runs before merging them
+        perm = tuple(down.attrs.perm)
+        new_perm = tuple(a for k in perm for a in merge[k])
+        y = down.outputs[0]
+        g.tensors[out].shape = tuple(src_shape[a] for a in new_perm)
+        down.inputs, down.outputs = [src], [out]
+        down.attrs = TransposeAttrs(new_perm)
+        reshape.inputs, reshape.outputs = [out], [y]
+        reshape.attrs = ReshapeAttrs(g.tensors[y].shape)
+        return True
+    return False
 
 
 def _absorb_interface_transposes(g: Graph) -> None:

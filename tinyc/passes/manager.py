@@ -38,16 +38,20 @@ class PassManager:
 
 def canonicalize(graph: Graph, dump: Callable[[str], None] | None = None) -> Graph:
     """The standard pipeline every model goes through after import."""
-    from . import fold, layout, qdq
+    from . import fold, layout, patterns, qdq
 
     passes = [
         Pass("fold-qdq", qdq.fold_qdq),
+        Pass("fuse-layer-norm", patterns.fuse_layer_norm),  # before layout moves its axis
+        Pass("axis-permutations", patterns.axis_permutations),
         Pass("eliminate-transposes", layout.eliminate_transposes),
         Pass("fold-constants", fold.fold_constants),
+        Pass("divide-by-constants", patterns.divide_by_constants),
         Pass("simplify-reshapes", fold.simplify_reshapes),
         Pass("fold-pad", fold.fold_pad),
         Pass("fold-scale-shift", fold.fold_scale_shift),
         Pass("fuse-activations", fold.fuse_activations),
+        Pass("fuse-elementwise-functions", patterns.fuse_elementwise_functions),
         Pass("eliminate-transposes", layout.eliminate_transposes),
         Pass("simplify-reshapes", fold.simplify_reshapes),
     ]

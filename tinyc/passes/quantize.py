@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import TinycError
 from ..ir import Graph, QuantParams
-from ..ops import all_ops
+from ..ops import all_ops, get_op
 from ..reference import run_float
 
 METHODS = ("minmax", "percentile", "mse")
@@ -30,8 +30,9 @@ _INT32_MAX = 2**31 - 1
 # TFLite's output-parameter rules, from the ops (OpDef.int8_output).
 SAME_PARAMS = tuple(name for name, op in all_ops().items() if op.int8_output == "input")
 FIXED_OUTPUT = {name: op.int8_output for name, op in all_ops().items() if isinstance(op.int8_output, tuple)}
-INT8_OPS = set(SAME_PARAMS) | set(FIXED_OUTPUT) | {
-    "Conv2D", "FullyConnected", "Add", "Mul", "ReduceMean", "Clamp", "HardSwish"}
+# ops whose constant operands are int8 data like an activation's (per-tensor,
+# asymmetric): a positional embedding added, a scale multiplied, a bound compared
+CONST_OPERAND_OPS = ("Add", "Sub", "Mul", "Max", "Min", "MatMul", "Concat")
 
 
 def calibrate(graph: Graph, samples: list[dict[str, np.ndarray]], method: str = "minmax") -> dict[str, tuple[float, float]]:
@@ -166,7 +167,7 @@ def _covers(params: tuple[float, int], lo: float, hi: float) -> bool:
 def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]]) -> None:
     """Attach int8 parameters to every activation and quantize weights and biases."""
     for node in graph.nodes:
-        if node.op not in INT8_OPS:
+        if not get_op(node.op).has_int8_kernel:
             raise TinycError(f"node {node.name!r} ({node.op}) has no int8 kernel in tinyc; it cannot be quantized")
     # activations from calibration
     for name, (lo, hi) in ranges.items():
@@ -196,6 +197,17 @@ def quantize_graph(graph: Graph, ranges: dict[str, tuple[float, float]]) -> None
             continue
         for n in group:
             graph.tensors[n].quant = params
+    # constant operands of elementwise ops and MatMul
+    for node in graph.nodes:
+        if node.op not in CONST_OPERAND_OPS:
+            continue
+        for k, name in enumerate(node.inputs):
+            t = graph.tensors[name]
+            if t.is_const and t.quant is None and np.issubdtype(t.dtype, np.floating):
+                v = t.float_value()
+                q = activation_params(float(min(v.min(), 0.0)), float(max(v.max(), 0.0)))
+                data = np.clip(np.round(v / np.float32(q.scale)) + int(q.zero_point), -128, 127).astype(np.int8)
+                node.inputs[k] = graph.add_const(name + "_q", data, q)
     # weights (per output channel) and biases
     for node in graph.nodes:
         if node.op not in ("Conv2D", "FullyConnected"):

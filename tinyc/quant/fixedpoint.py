@@ -1005,12 +1005,18 @@ def logistic_int8(x, input_scale: float, input_zero_point: int) -> np.ndarray:
     table, so ai-edge-litert is not an oracle for this op.
     """
     p = logistic_int8_params(input_scale, input_zero_point)
-    d = _i64(x) - p.input_zero_point
-    q4 = _mbqm(np.clip(d, -p.input_range_radius, p.input_range_radius), p.input_multiplier, p.input_left_shift)
-    y = _logistic(q4, LOGISTIC_INPUT_INTEGER_BITS)
-    mid = np.clip(_rdbp(y, 31 - 8) + INT8_MIN, INT8_MIN, INT8_MAX)
-    out = np.where(d <= -p.input_range_radius, INT8_MIN, np.where(d >= p.input_range_radius, INT8_MAX, mid))
-    return out.astype(np.int8)
+    return saturating_activation(_i64(x) - p.input_zero_point, p, _logistic, 31 - 8, INT8_MIN)
+
+
+def saturating_activation(d: np.ndarray, p, function, shift: int, offset: int) -> np.ndarray:
+    """The body TFLM's int8 Logistic and Tanh share: ``d = x - zp`` at or beyond
+    the input radius saturates; inside it ``q4 = MultiplyByQuantizedMultiplier(d,
+    m, left_shift)`` (Q4.27) goes through the gemmlowp ``function`` (Q0.31 out),
+    then ``clamp(RoundingDivideByPOT(y, shift) + offset)``."""
+    r = p.input_range_radius
+    q4 = _mbqm(np.clip(d, -r, r), p.input_multiplier, p.input_left_shift)
+    mid = np.clip(_rdbp(function(q4, 4), shift) + offset, INT8_MIN, INT8_MAX)
+    return np.where(d <= -r, INT8_MIN, np.where(d >= r, INT8_MAX, mid)).astype(np.int8)
 
 
 # ----------------------------------------------------------------------------
@@ -1120,3 +1126,129 @@ def hard_swish_int8(
     pre_shift = _sdhm16(r, pre_out)
     out = _wrap16(_rdbp16(pre_shift, -p.output_multiplier_exponent) + p.output_zero_point)
     return np.clip(out, INT8_MIN, INT8_MAX).astype(np.int8)
+
+
+# ----------------------------------------------------------------------------
+# Tanh (micro/kernels/tanh_common.cc; reference_integer_ops/tanh.h)
+# ----------------------------------------------------------------------------
+
+def tanh_int8_params(input_scale: float, input_zero_point: int) -> LogisticParams:
+    """Mirror of TFLM ``CalculateArithmeticOpDataTanh`` (int8): the same frexp
+    multiplier and radius as Logistic's, with 4 integer bits."""
+    return logistic_int8_params(input_scale, input_zero_point)
+
+
+def tanh_int8(x, input_scale: float, input_zero_point: int) -> np.ndarray:
+    """Mirror of ``reference_integer_ops::Tanh`` (int8) as run by TFLM.
+
+    ``d = x - zp``; ``d <= -radius`` -> -128, ``d >= radius`` -> 127; otherwise
+    ``q4 = MultiplyByQuantizedMultiplier(d, m, left_shift)`` (Q4.27),
+    ``y = gemmlowp::tanh(q4)`` (Q0.31), output ``clamp(RoundingDivideByPOT(y, 24))``:
+    scale 1/128, zero point 0.
+    """
+    p = tanh_int8_params(input_scale, input_zero_point)
+    return saturating_activation(_i64(x) - p.input_zero_point, p, _tanh, 31 - 7, 0)
+
+
+# ----------------------------------------------------------------------------
+# LeakyRelu (micro/kernels/leaky_relu_common.cc; reference_ops::QuantizeLeakyRelu)
+# ----------------------------------------------------------------------------
+
+
+class LeakyReluParams(NamedTuple):
+    identity_multiplier: int
+    identity_shift: int
+    alpha_multiplier: int
+    alpha_shift: int
+
+
+def leaky_relu_int8_params(input_scale: float, alpha: float, output_scale: float) -> LeakyReluParams:
+    """Mirror of TFLM ``CalculateOpDataLeakyRelu``: the products and quotients in
+    float32 (``input->params.scale * params->alpha / output->params.scale``), then
+    widened to double for QuantizeMultiplier."""
+    si, a, so = np.float32(input_scale), np.float32(alpha), np.float32(output_scale)
+    alpha_mult = quantize_multiplier(float(np.float32(np.float32(si * a) / so)))
+    identity_mult = quantize_multiplier(float(np.float32(si / so)))
+    return LeakyReluParams(*identity_mult, *alpha_mult)
+
+
+def leaky_relu_int8(x, input_scale: float, input_zero_point: int, alpha: float, output_scale: float,
+                    output_zero_point: int) -> np.ndarray:
+    """Mirror of ``reference_ops::QuantizeLeakyRelu`` (int8): ``x - zp_in`` times the
+    identity multiplier where it is >= 0, the alpha multiplier below, plus ``zp_out``."""
+    p = leaky_relu_int8_params(input_scale, alpha, output_scale)
+    d = _i64(x) - int(input_zero_point)
+    pos = _mbqm(d, p.identity_multiplier, p.identity_shift)
+    neg = _mbqm(d, p.alpha_multiplier, p.alpha_shift)
+    out = np.where(d >= 0, pos, neg) + int(output_zero_point)
+    return np.clip(out, INT8_MIN, INT8_MAX).astype(np.int8)
+
+
+# ----------------------------------------------------------------------------
+# Lookup tables (TFLite's PopulateLookupTable, kernels/internal/common.h)
+# ----------------------------------------------------------------------------
+
+
+def lookup_table_int8(fn, input_scale: float, input_zero_point: int, output_scale: float,
+                      output_zero_point: int) -> np.ndarray:
+    """The 256-entry int8 table of a float function, as TFLite's ``LUTPopulate``
+    builds the tables of its int8 ELU / GELU / (optimized) Tanh and Logistic
+    kernels, all in float32: ``dequantized = s_in * (q - zp_in)``,
+    ``y = fn(dequantized)``, ``q_out = round(y * (1 / s_out)) + zp_out`` (round
+    half away from zero) clamped to int8.  Entry ``i`` is the output for the
+    input value ``i - 128``.
+
+    ``fn`` takes and returns a float32 array; non-finite results clamp to the
+    int8 range (a NaN to the zero point), so any table is defined."""
+    q = np.arange(INT8_MIN, INT8_MAX + 1, dtype=np.int64)
+    f32 = np.float32
+    dequantized = (f32(input_scale) * (q - int(input_zero_point)).astype(f32)).astype(f32)
+    inverse_scale = f32(1) / f32(output_scale)
+    with np.errstate(all="ignore"):
+        y = np.asarray(fn(dequantized), dtype=f32)
+        scaled = (y * inverse_scale).astype(f32)
+    scaled = np.where(np.isnan(scaled), f32(0), np.clip(scaled, f32(-1e6), f32(1e6))).astype(f32)
+    # roundf: exact in double for a float32 value (floor(x + 0.5) in float32 is not)
+    out = round_half_away(scaled.astype(np.float64)).astype(np.int64) + int(output_zero_point)
+    return np.clip(out, INT8_MIN, INT8_MAX).astype(np.int8)
+
+
+# ----------------------------------------------------------------------------
+# ResizeBilinear (reference_ops::ResizeBilinearInteger)
+# ----------------------------------------------------------------------------
+
+
+def resize_bilinear_scale_10(in_size: int, out_size: int, align_corners: bool) -> int:
+    """TFLite's Q10 ratio of input to output size (rounded), (in - 1) / (out - 1) with align_corners."""
+    if align_corners and out_size > 1:
+        return ((1 << 10) * (in_size - 1) + (out_size - 1) // 2) // (out_size - 1)
+    return ((1 << 10) * in_size + out_size // 2) // out_size
+
+
+def _interpolation_values(n_out: int, scale_10: int, half_pixel: bool, in_size: int):
+    v = np.arange(n_out, dtype=np.int64) * scale_10
+    if half_pixel:
+        v = v + scale_10 // 2 - (1 << 9)
+    lower = np.maximum(_trunc_div(v, 1 << 10), 0)
+    upper = np.minimum(_trunc_div(v + (1 << 10) - 1, 1 << 10), in_size - 1)
+    return v, lower, upper
+
+
+def resize_bilinear_int8(x, out_h: int, out_w: int, scale_h_10: int, scale_w_10: int, half_pixel: bool):
+    """Mirror of ``ResizeBilinearInteger`` (int8) on an NHWC array: Q10 source
+    coordinates, four Q20 products, ``(sum +- 2^19) / 2^20`` truncating (a rounding
+    half away from zero), input and output in one scale."""
+    x = _i64(x)
+    n, h, w, c = x.shape
+    iy, y0, y1 = _interpolation_values(out_h, scale_h_10, half_pixel, h)
+    ix, x0, x1 = _interpolation_values(out_w, scale_w_10, half_pixel, w)
+    wy1 = (iy - (y0 << 10))[:, None, None]  # weight of row y1, Q10
+    wx1 = (ix - (x0 << 10))[None, :, None]
+    wy0, wx0 = (1 << 10) - wy1, (1 << 10) - wx1
+    out = np.empty((n, out_h, out_w, c), dtype=np.int64)
+    for b in range(n):
+        img = x[b]
+        acc = (img[y0][:, x0] * wy0 * wx0 + img[y1][:, x0] * wy1 * wx0
+               + img[y0][:, x1] * wy0 * wx1 + img[y1][:, x1] * wy1 * wx1)
+        out[b] = _trunc_div(acc + np.where(acc > 0, 1 << 19, -(1 << 19)), 1 << 20)
+    return out.astype(np.int8)

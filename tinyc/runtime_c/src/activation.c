@@ -106,20 +106,25 @@ static int32_t exp_on_negative_values(int32_t a, int32_t integer_bits)
     return a == 0 ? INT32_MAX : result;
 }
 
-/* 1 / (1 + a) for a in [0, 1): Q0 in, Q0 out.  Three Newton-Raphson steps in
- * Q2 from the initial guess 48/17 - 32/17 * d, d = (1 + a) / 2. */
-static int32_t one_over_one_plus_x_for_x_in_0_1(int32_t a)
+/* The Newton-Raphson step shared by 1 / (1 + a) and (1 - a) / (1 + a), a in
+ * [0, 1): returns 1 / d in Q2 for d = (1 + a) / 2 (half_denominator, Q0), from
+ * the initial guess 48/17 - 32/17 * d and three iterations. */
+static int32_t half_denominator_of(int32_t a)
 {
-    const int32_t constant_48_over_17 = 1515870810;
-    const int32_t constant_neg_32_over_17 = -1010580540;
-    const int32_t f2_one = (int32_t)1 << 29;
     /* RoundingHalfSum(a, One()): (a + b +- 1) / 2 truncating, done in 64 bits
      * with an arithmetic shift (adding 1 to a negative value first turns the
      * floor of >> into C's truncation) rather than an int64 division, which
      * 32-bit targets would implement with a libgcc call. */
     const int64_t sum = (int64_t)a + (int64_t)INT32_MAX;
     const int64_t v = sum + (sum >= 0 ? 1 : -1);
-    const int32_t half_denominator = (int32_t)((v + (v < 0 ? 1 : 0)) >> 1);
+    return (int32_t)((v + (v < 0 ? 1 : 0)) >> 1);
+}
+
+static int32_t newton_reciprocal_f2(int32_t half_denominator)
+{
+    const int32_t constant_48_over_17 = 1515870810;
+    const int32_t constant_neg_32_over_17 = -1010580540;
+    const int32_t f2_one = (int32_t)1 << 29;
     int32_t x = add32(constant_48_over_17, tinyc_srdhm(half_denominator, constant_neg_32_over_17));
     int32_t i;
     for (i = 0; i < 3; ++i) {
@@ -127,8 +132,21 @@ static int32_t one_over_one_plus_x_for_x_in_0_1(int32_t a)
         const int32_t one_minus = sub32(f2_one, half_denominator_times_x);            /* Q2 */
         x = add32(x, srmbpot(tinyc_srdhm(x, one_minus), 2));                          /* Q4 -> Q2 */
     }
+    return x;
+}
+
+/* 1 / (1 + a) for a in [0, 1): Q0 in, Q0 out. */
+static int32_t one_over_one_plus_x_for_x_in_0_1(int32_t a)
+{
     /* ExactMulByPot<-1> (same raw, Q1), then Rescale<0>. */
-    return srmbpot(x, 1);
+    return srmbpot(newton_reciprocal_f2(half_denominator_of(a)), 1);
+}
+
+/* (1 - a) / (1 + a) for a in [0, 1): Q0 in, Q0 out. */
+static int32_t one_minus_x_over_one_plus_x_for_x_in_0_1(int32_t a)
+{
+    /* 1 / d - 1 in Q2, then Rescale<0> */
+    return srmbpot(sub32(newton_reciprocal_f2(half_denominator_of(a)), (int32_t)1 << 29), 2);
 }
 
 /* gemmlowp logistic(a), a in Q(integer_bits); result Q0. */
@@ -232,11 +250,30 @@ void tinyc_softmax_s8(const tinyc_softmax_params *p, const int8_t *in, int8_t *o
     }
 }
 
-/* ---- logistic ------------------------------------------------------------- */
+/* gemmlowp tanh(a), a in Q(integer_bits); result Q0:
+ * (1 - exp(-2|a|)) / (1 + exp(-2|a|)), the sign restored. */
+static int32_t fixed_point_tanh(int32_t a, int32_t integer_bits)
+{
+    int32_t n, t;
+    if (a == 0) {
+        return 0;
+    }
+    n = a < 0 ? a : sub32(0, a);
+    /* exp(2n) = exp of n read with one more integer bit (ExactMulByPot<1>) */
+    t = one_minus_x_over_one_plus_x_for_x_in_0_1(exp_on_negative_values(n, integer_bits + 1));
+    return a < 0 ? sub32(0, t) : t;
+}
 
-void tinyc_logistic_s8(const tinyc_logistic_params *p, const int8_t *in, int8_t *out)
+/* ---- logistic, tanh ------------------------------------------------------- */
+
+/* TFLM's int8 Logistic and Tanh share this body: d = x - zp at or beyond the
+ * input radius saturates; inside it, q4 = mbqm(d) (Q4.27) goes through the
+ * gemmlowp function (Q0.31 out), then clamp(rdbp(y, shift) + offset). */
+static void saturating_activation(const tinyc_logistic_params *p, const int8_t *in, int8_t *out, int32_t is_tanh)
 {
     const int32_t radius = p->input_range_radius;
+    const int32_t shift = is_tanh ? 31 - 7 : 31 - 8;
+    const int32_t offset = is_tanh ? 0 : TINYC_INT8_MIN;
     int32_t i;
     for (i = 0; i < p->size; ++i) {
         const int32_t d = (int32_t)in[i] - p->input_zero_point;
@@ -248,10 +285,41 @@ void tinyc_logistic_s8(const tinyc_logistic_params *p, const int8_t *in, int8_t 
         } else {
             /* |d| < radius keeps d * 2^input_left_shift inside int32. */
             const int32_t q4 = tinyc_mbqm(d, p->input_multiplier, p->input_left_shift);
-            const int32_t q0 = fixed_point_logistic(q4, 4);
-            v = tinyc_clamp32(tinyc_rdbp(q0, 31 - 8) + TINYC_INT8_MIN, TINYC_INT8_MIN, TINYC_INT8_MAX);
+            const int32_t q0 = is_tanh ? fixed_point_tanh(q4, 4) : fixed_point_logistic(q4, 4);
+            v = tinyc_clamp32(tinyc_rdbp(q0, shift) + offset, TINYC_INT8_MIN, TINYC_INT8_MAX);
         }
         out[i] = (int8_t)v;
+    }
+}
+
+void tinyc_logistic_s8(const tinyc_logistic_params *p, const int8_t *in, int8_t *out)
+{
+    saturating_activation(p, in, out, 0);
+}
+
+void tinyc_tanh_s8(const tinyc_logistic_params *p, const int8_t *in, int8_t *out)
+{
+    saturating_activation(p, in, out, 1);
+}
+
+/* ---- leaky relu, lookup table --------------------------------------------- */
+
+void tinyc_leaky_relu_s8(const tinyc_leaky_relu_params *p, const int8_t *in, int8_t *out)
+{
+    int32_t i;
+    for (i = 0; i < p->size; ++i) {
+        const int32_t d = (int32_t)in[i] - p->in_zero_point;
+        const int32_t v = d >= 0 ? tinyc_mbqm(d, p->identity_mult, p->identity_shift)
+                                 : tinyc_mbqm(d, p->alpha_mult, p->alpha_shift);
+        out[i] = (int8_t)tinyc_clamp32(v + p->out_zero_point, TINYC_INT8_MIN, TINYC_INT8_MAX);
+    }
+}
+
+void tinyc_lut_s8(const tinyc_lut_params *p, const int8_t *in, const int8_t *table, int8_t *out)
+{
+    int32_t i;
+    for (i = 0; i < p->size; ++i) {
+        out[i] = table[(int32_t)in[i] + 128];
     }
 }
 

@@ -90,26 +90,25 @@ void tinyc_copy_s8(int32_t size, const int8_t *in, int8_t *out)
     }
 }
 
-void tinyc_transpose_s8(const tinyc_transpose_params *p, const int8_t *in, int8_t *out)
+void tinyc_strided_copy_s8(const tinyc_strided_copy_params *p, const int8_t *in, int8_t *out)
 {
-    int32_t in_stride[4], stride[4], size[4];
-    int32_t d, i0, i1, i2, i3;
-    in_stride[3] = 1;
-    for (d = 2; d >= 0; --d) {
-        in_stride[d] = in_stride[d + 1] * p->in_shape[d + 1];
-    }
-    /* walk the output in order; stride[d] steps the input along output dim d */
-    for (d = 0; d < 4; ++d) {
-        size[d] = p->in_shape[p->perm[d]];
-        stride[d] = in_stride[p->perm[d]];
-    }
-    for (i0 = 0; i0 < size[0]; ++i0) {
-        for (i1 = 0; i1 < size[1]; ++i1) {
-            for (i2 = 0; i2 < size[2]; ++i2) {
-                const int8_t *src = in + i0 * stride[0] + i1 * stride[1] + i2 * stride[2];
-                for (i3 = 0; i3 < size[3]; ++i3) {
-                    *out++ = src[i3 * stride[3]];
+    const int32_t *n = p->out_shape;
+    const int32_t *st = p->in_strides;
+    int32_t i0, i1, i2, i3;
+    for (i0 = 0; i0 < n[0]; ++i0) {
+        for (i1 = 0; i1 < n[1]; ++i1) {
+            for (i2 = 0; i2 < n[2]; ++i2) {
+                const int8_t *src = in + p->in_start + i0 * st[0] + i1 * st[1] + i2 * st[2];
+                if (st[3] == 1) {
+                    for (i3 = 0; i3 < n[3]; ++i3) {
+                        out[i3] = src[i3];
+                    }
+                } else {
+                    for (i3 = 0; i3 < n[3]; ++i3) {
+                        out[i3] = src[i3 * st[3]];
+                    }
                 }
+                out += n[3];
             }
         }
     }
@@ -122,5 +121,49 @@ void tinyc_fill_s8(int32_t size, int32_t value, int8_t *out)
     int32_t i;
     for (i = 0; i < size; ++i) {
         out[i] = v;
+    }
+}
+
+/* the Q10 source coordinate of output index i, and its two neighbours */
+static void interpolation_values(int32_t i, int32_t scale_10, int32_t half_pixel, int32_t in_size,
+                                 int32_t *scaled, int32_t *lower, int32_t *upper)
+{
+    int32_t v = i * scale_10;
+    int32_t lo, hi;
+    if (half_pixel) {
+        v += scale_10 / 2 - (1 << 9);
+    }
+    lo = v / (1 << 10); /* C division truncates, as TFLite's does */
+    hi = (v + (1 << 10) - 1) / (1 << 10);
+    *scaled = v;
+    *lower = lo > 0 ? lo : 0;
+    *upper = hi < in_size - 1 ? hi : in_size - 1;
+}
+
+void tinyc_resize_bilinear_s8(const tinyc_resize_bilinear_params *p, const int8_t *in, int8_t *out)
+{
+    const int32_t c_n = p->channels;
+    int32_t y, x, c;
+    for (y = 0; y < p->out_h; ++y) {
+        int32_t iy, y0, y1, wy0, wy1;
+        interpolation_values(y, p->scale_h_10, p->half_pixel, p->in_h, &iy, &y0, &y1);
+        wy1 = iy - (y0 << 10);
+        wy0 = (1 << 10) - wy1;
+        for (x = 0; x < p->out_w; ++x) {
+            int32_t ix, x0, x1, wx0, wx1;
+            const int8_t *r0, *r1;
+            interpolation_values(x, p->scale_w_10, p->half_pixel, p->in_w, &ix, &x0, &x1);
+            wx1 = ix - (x0 << 10);
+            wx0 = (1 << 10) - wx1;
+            r0 = in + y0 * p->in_w * c_n;
+            r1 = in + y1 * p->in_w * c_n;
+            for (c = 0; c < c_n; ++c) {
+                /* |value| <= 128 and the weights' products stay below 2^21 in
+                 * magnitude, so the sum fits int32 */
+                const int32_t acc = r0[x0 * c_n + c] * wy0 * wx0 + r1[x0 * c_n + c] * wy1 * wx0 +
+                                    r0[x1 * c_n + c] * wy0 * wx1 + r1[x1 * c_n + c] * wy1 * wx1;
+                *out++ = (int8_t)((acc + (acc > 0 ? (1 << 19) : -(1 << 19))) / (1 << 20));
+            }
+        }
     }
 }

@@ -76,3 +76,23 @@ void tinyc_mul_s8(const tinyc_mul_params *p, const int8_t *in1, const int8_t *in
         }
     }
 }
+
+void tinyc_minmax_s8(const tinyc_minmax_params *p, const int8_t *in1, const int8_t *in2, int8_t *out)
+{
+    const int32_t *n = p->out_shape;
+    const int32_t *a = p->in1_strides;
+    const int32_t *b = p->in2_strides;
+    int32_t i0, i1, i2, i3;
+    for (i0 = 0; i0 < n[0]; ++i0) {
+        for (i1 = 0; i1 < n[1]; ++i1) {
+            for (i2 = 0; i2 < n[2]; ++i2) {
+                const int8_t *x1 = in1 + i0 * a[0] + i1 * a[1] + i2 * a[2];
+                const int8_t *x2 = in2 + i0 * b[0] + i1 * b[1] + i2 * b[2];
+                for (i3 = 0; i3 < n[3]; ++i3) {
+                    const int8_t u = x1[i3 * a[3]], v = x2[i3 * b[3]];
+                    *out++ = p->maximum ? (u > v ? u : v) : (u < v ? u : v);
+                }
+            }
+        }
+    }
+}

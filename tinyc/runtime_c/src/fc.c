@@ -116,3 +116,22 @@ void tinyc_fully_connected_s8(const tinyc_fc_params *p, const int8_t *in, const 
 #endif
     fc_portable(p, in, w, bias, mult, shift, out);
 }
+
+void tinyc_matmul_s8(const tinyc_matmul_params *p, const int8_t *a, const int8_t *b, int8_t *out)
+{
+    int32_t batch, r, c, k;
+    for (batch = 0; batch < p->batches; ++batch) {
+        const int8_t *ma = a + batch * p->a_batch_stride;
+        const int8_t *mb = b + batch * p->b_batch_stride;
+        for (r = 0; r < p->rows; ++r) {
+            for (c = 0; c < p->cols; ++c) {
+                int32_t acc = 0;
+                for (k = 0; k < p->depth; ++k) {
+                    acc += ((int32_t)ma[r * p->depth + k] + p->a_offset) * ((int32_t)mb[k * p->cols + c] + p->b_offset);
+                }
+                acc = tinyc_mbqm(acc, p->out_mult, p->out_shift) + p->out_offset;
+                *out++ = (int8_t)tinyc_clamp32(acc, p->act_min, p->act_max);
+            }
+        }
+    }
+}

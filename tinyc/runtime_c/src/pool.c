@@ -61,11 +61,14 @@ static inline void sum4_add(sum4 *a, const int8_t *x)
 }
 #endif
 
-/* Window taps f in [*first, *end) satisfy 0 <= origin + f < size. */
-static void tap_range(int32_t origin, int32_t k, int32_t size, int32_t *first, int32_t *end)
+/* Window taps f in [*first, *end) satisfy 0 <= origin + f * dil < size. */
+static void tap_range(int32_t origin, int32_t k, int32_t dil, int32_t size, int32_t *first, int32_t *end)
 {
-    int32_t f0 = origin < 0 ? -origin : 0;
-    int32_t f1 = size - origin < k ? size - origin : k;
+    int32_t f0 = origin < 0 ? (-origin + dil - 1) / dil : 0;
+    int32_t f1 = size - origin > 0 ? (size - origin + dil - 1) / dil : 0;
+    if (f1 > k) {
+        f1 = k;
+    }
     if (f1 < f0) {
         f1 = f0;                                  /* window wholly in the padding */
     }
@@ -81,20 +84,21 @@ void tinyc_max_pool_s8(const tinyc_pool_params *p, const int8_t *in, int8_t *out
     const int clamp_ok = p->act_min >= -128 && p->act_max <= 127 && p->act_min <= p->act_max;
 #endif
     const int32_t ch = p->channels;
-    const int32_t row_step = p->in_w * ch;
+    const int32_t row_step = p->in_w * ch * p->dil_h;
+    const int32_t tap_step = ch * p->dil_w;
     int32_t oy, ox, c, ky, kx;
 
     for (oy = 0; oy < p->out_h; ++oy) {
         const int32_t iy0 = oy * p->stride_h - p->pad_t;
         int32_t ky0, ky1;
-        tap_range(iy0, p->k_h, p->in_h, &ky0, &ky1);
+        tap_range(iy0, p->k_h, p->dil_h, p->in_h, &ky0, &ky1);
         for (ox = 0; ox < p->out_w; ++ox) {
             const int32_t ix0 = ox * p->stride_w - p->pad_l;
             int32_t kx0, kx1, win;
-            tap_range(ix0, p->k_w, p->in_w, &kx0, &kx1);
+            tap_range(ix0, p->k_w, p->dil_w, p->in_w, &kx0, &kx1);
             /* Index of the first in-bounds tap (channel 0); read only when
              * the window is not empty. */
-            win = ((iy0 + ky0) * p->in_w + (ix0 + kx0)) * ch;
+            win = ((iy0 + ky0 * p->dil_h) * p->in_w + (ix0 + kx0 * p->dil_w)) * ch;
             c = 0;
 #if TINYC_DSP
             for (; clamp_ok && c + 4 <= ch; c += 4) {
@@ -105,7 +109,7 @@ void tinyc_max_pool_s8(const tinyc_pool_params *p, const int8_t *in, int8_t *out
                     int32_t at = row;
                     for (kx = kx0; kx < kx1; ++kx) {
                         mx = max_s8x4(tinyc_ld4(in + at), mx);
-                        at += ch;
+                        at += tap_step;
                     }
                     row += row_step;
                 }
@@ -123,7 +127,7 @@ void tinyc_max_pool_s8(const tinyc_pool_params *p, const int8_t *in, int8_t *out
                     for (kx = kx0; kx < kx1; ++kx) {
                         const int32_t v = in[at];
                         mx = v > mx ? v : mx;
-                        at += ch;
+                        at += tap_step;
                     }
                     row += row_step;
                 }
@@ -136,19 +140,20 @@ void tinyc_max_pool_s8(const tinyc_pool_params *p, const int8_t *in, int8_t *out
 void tinyc_avg_pool_s8(const tinyc_pool_params *p, const int8_t *in, int8_t *out)
 {
     const int32_t ch = p->channels;
-    const int32_t row_step = p->in_w * ch;
+    const int32_t row_step = p->in_w * ch * p->dil_h;
+    const int32_t tap_step = ch * p->dil_w;
     const int32_t window = p->k_h * p->k_w;
     int32_t oy, ox, c, ky, kx;
 
     for (oy = 0; oy < p->out_h; ++oy) {
         const int32_t iy0 = oy * p->stride_h - p->pad_t;
         int32_t ky0, ky1;
-        tap_range(iy0, p->k_h, p->in_h, &ky0, &ky1);
+        tap_range(iy0, p->k_h, p->dil_h, p->in_h, &ky0, &ky1);
         for (ox = 0; ox < p->out_w; ++ox) {
             const int32_t ix0 = ox * p->stride_w - p->pad_l;
             int32_t kx0, kx1, win, valid, count, pad_sum;
-            tap_range(ix0, p->k_w, p->in_w, &kx0, &kx1);
-            win = ((iy0 + ky0) * p->in_w + (ix0 + kx0)) * ch;
+            tap_range(ix0, p->k_w, p->dil_w, p->in_w, &kx0, &kx1);
+            win = ((iy0 + ky0 * p->dil_h) * p->in_w + (ix0 + kx0 * p->dil_w)) * ch;
             valid = (ky1 - ky0) * (kx1 - kx0);
             if (p->count_include_pad) {
                 /* A folded zero-point Pad: every tap counts, padded ones add pad_value. */
@@ -176,7 +181,7 @@ void tinyc_avg_pool_s8(const tinyc_pool_params *p, const int8_t *in, int8_t *out
                     int32_t at = row;
                     for (kx = kx0; kx < kx1; ++kx) {
                         sum4_add(&a, in + at);
-                        at += ch;
+                        at += tap_step;
                     }
                     row += row_step;
                 }
@@ -198,7 +203,7 @@ void tinyc_avg_pool_s8(const tinyc_pool_params *p, const int8_t *in, int8_t *out
                     int32_t at = row;
                     for (kx = kx0; kx < kx1; ++kx) {
                         acc += in[at];
-                        at += ch;
+                        at += tap_step;
                     }
                     row += row_step;
                 }

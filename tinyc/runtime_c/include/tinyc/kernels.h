@@ -111,6 +111,7 @@ typedef struct {
     int32_t count_include_pad;     /* avg: padded taps count, with value pad_value */
     int32_t pad_value;             /* the input zero point */
     int32_t act_min, act_max;
+    int32_t dil_h, dil_w;          /* taps dil apart (1: TFLite's pools) */
 } tinyc_pool_params;
 
 /* Max over the valid (unpadded) taps, then clamp.  Input and output share
@@ -188,6 +189,16 @@ void tinyc_requantize_s8(const tinyc_requantize_params *p, const int8_t *in, int
 void tinyc_clamp_s8(int32_t size, int32_t lo, int32_t hi, const int8_t *in, int8_t *out);
 
 typedef struct {
+    int32_t out_shape[4];
+    int32_t in1_strides[4], in2_strides[4];
+    int32_t maximum;               /* 1: MAXIMUM, 0: MINIMUM */
+} tinyc_minmax_params;
+
+/* TFLM int8 MAXIMUM / MINIMUM with stride broadcasting (inputs and output share
+ * scale and zero point). */
+void tinyc_minmax_s8(const tinyc_minmax_params *p, const int8_t *in1, const int8_t *in2, int8_t *out);
+
+typedef struct {
     int32_t rows, depth;           /* softmax over the last dimension (depth) */
     int32_t input_multiplier, input_left_shift, diff_min;
 } tinyc_softmax_params;
@@ -213,6 +224,53 @@ typedef struct {
 
 /* TFLite reference int8 HARD_SWISH (int16 fixed point). */
 void tinyc_hard_swish_s8(const tinyc_hard_swish_params *p, const int8_t *in, int8_t *out);
+
+/* TFLM int8 TANH (gemmlowp fixed point, the logistic's parameters); output
+ * scale 1/128, zero point 0.  May run in place. */
+void tinyc_tanh_s8(const tinyc_logistic_params *p, const int8_t *in, int8_t *out);
+
+typedef struct {
+    int32_t size;
+    int32_t in_zero_point, out_zero_point;
+    int32_t identity_mult, identity_shift;
+    int32_t alpha_mult, alpha_shift;
+} tinyc_leaky_relu_params;
+
+/* TFLM int8 LEAKY_RELU: one multiplier at or above the input zero point, one
+ * (alpha's) below.  May run in place. */
+void tinyc_leaky_relu_s8(const tinyc_leaky_relu_params *p, const int8_t *in, int8_t *out);
+
+typedef struct {
+    int32_t size;
+} tinyc_lut_params;
+
+/* out[i] = table[in[i] + 128]: an int8 function tabulated at compile time
+ * (HardSigmoid, GELU, SiLU, ...).  May run in place. */
+void tinyc_lut_s8(const tinyc_lut_params *p, const int8_t *in, const int8_t *table, int8_t *out);
+
+typedef struct {
+    int32_t rows, depth;           /* normalize each row of depth values */
+    int32_t in_zero_point, out_zero_point;
+    int32_t eps_hi, eps_lo;        /* epsilon * depth^3 / s_in^2 as (hi << 31) | lo */
+    int32_t out_shift;
+} tinyc_layer_norm_params;
+
+/* tinyc's integer layer normalization (spec: tinyc/kernels/norm.py); gamma_q
+ * and beta_q are per-position int32 vectors in the output's scale.  May run in
+ * place. */
+void tinyc_layer_norm_s8(const tinyc_layer_norm_params *p, const int8_t *in, const int32_t *gamma_q,
+                         const int32_t *beta_q, int8_t *out);
+
+typedef struct {
+    int32_t batches, rows, depth, cols;       /* [batches][rows][depth] x [batches][depth][cols] */
+    int32_t a_batch_stride, b_batch_stride;   /* 0: one matrix for every batch */
+    int32_t a_offset, b_offset, out_offset;
+    int32_t out_mult, out_shift;
+    int32_t act_min, act_max;
+} tinyc_matmul_params;
+
+/* TFLM int8 BATCH_MATMUL of two activations (attention scores and context). */
+void tinyc_matmul_s8(const tinyc_matmul_params *p, const int8_t *a, const int8_t *b, int8_t *out);
 
 /* ---- data movement ------------------------------------------------------ */
 
@@ -240,12 +298,26 @@ typedef struct {
 void tinyc_resize_nearest_s8(const tinyc_resize_params *p, const int8_t *in, int8_t *out);
 
 typedef struct {
-    int32_t in_shape[4];
-    int32_t perm[4];               /* output dimension d is input dimension perm[d] */
-} tinyc_transpose_params;
+    int32_t in_h, in_w, channels;
+    int32_t out_h, out_w;
+    int32_t scale_h_10, scale_w_10; /* input / output size in Q10 */
+    int32_t half_pixel;
+} tinyc_resize_bilinear_params;
 
-/* A 4-D permutation of the axes (a layout Transpose the compiler could not remove). */
-void tinyc_transpose_s8(const tinyc_transpose_params *p, const int8_t *in, int8_t *out);
+/* TFLite's integer RESIZE_BILINEAR (reference ResizeBilinearInteger): Q10
+ * source coordinates, the four neighbours weighted in Q20, rounded half away
+ * from zero. */
+void tinyc_resize_bilinear_s8(const tinyc_resize_bilinear_params *p, const int8_t *in, int8_t *out);
+
+typedef struct {
+    int32_t out_shape[4];
+    int32_t in_strides[4];         /* in elements; 0 repeats an axis, < 0 walks it backwards */
+    int32_t in_start;
+} tinyc_strided_copy_params;
+
+/* out[i0][i1][i2][i3] = in[in_start + sum(i_d * in_strides[d])]: a Transpose,
+ * Slice, Expand or Gather of evenly spaced indices. */
+void tinyc_strided_copy_s8(const tinyc_strided_copy_params *p, const int8_t *in, int8_t *out);
 
 /* Byte copy (a Reshape whose output the planner could not alias). */
 void tinyc_copy_s8(int32_t size, const int8_t *in, int8_t *out);
