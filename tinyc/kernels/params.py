@@ -52,7 +52,7 @@ def _ctypes_struct(cls: type):
     if cls not in _CTYPES_CACHE:
         layout = []
         for f in fields(cls):
-            n = 4 if f.type in ("tuple[int, int, int, int]",) else 0
+            n = f.type.count("int") if str(f.type).startswith("tuple[") else 0  # int32 arrays: their length
             layout.append((f.name, ctypes.c_int32 * n if n else ctypes.c_int32))
         _CTYPES_CACHE[cls] = type(cls.__name__ + "_C", (ctypes.Structure,), {"_fields_": layout})
     return _CTYPES_CACHE[cls]
@@ -229,11 +229,15 @@ class ResizeParams(KernelParams):
     out_w: int
 
 
+def _six() -> tuple[int, int, int, int, int, int]:
+    return (1, 1, 1, 1, 1, 1)
+
+
 @dataclass
 class StridedCopyParams(KernelParams):
     c_type = "tinyc_strided_copy_params"
-    out_shape: tuple[int, int, int, int] = field(default_factory=_four)
-    in_strides: tuple[int, int, int, int] = field(default_factory=_four)  # elements; 0 repeats, < 0 reverses
+    out_shape: tuple[int, int, int, int, int, int] = field(default_factory=_six)
+    in_strides: tuple[int, int, int, int, int, int] = field(default_factory=_six)  # elements; 0 repeats, < 0 reverses
     in_start: int = 0
 
 

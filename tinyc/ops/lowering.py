@@ -164,13 +164,16 @@ def strides4(shape: tuple[int, ...], out_shape: tuple[int, ...], node: Node) -> 
     return tuple(strides)
 
 
+STRIDED_COPY_AXES = 6  # tinyc_strided_copy_params' arrays
+
+
 def strided_copy(graph: Graph, node: Node, view) -> list[KernelCall]:
     """A data-movement node as one ``strided_copy_s8`` call: ``view`` maps the
     input's array of flat element indices to a numpy view of it (a transpose, a
     basic slice, broadcast_to, an integer index, ...), and the view's own shape,
     strides and first element are the kernel's parameters. Unit axes are dropped
-    and axes that walk memory contiguously merged, so views of up to 4 such
-    axes fit the 4-D kernel (a 5-D channel shuffle is 3-D)."""
+    and axes that walk memory contiguously merged; the kernel takes up to
+    ``STRIDED_COPY_AXES`` of what remains."""
     x = node.inputs[0]
     in_shape = shape_of(graph, x)
     index = np.arange(int(np.prod(in_shape)), dtype=np.int64).reshape(in_shape)
@@ -187,10 +190,10 @@ def strided_copy(graph: Graph, node: Node, view) -> list[KernelCall]:
             axes[-1] = [axes[-1][0] * n, st]
         else:
             axes.append([n, st])
-    if len(axes) > 4:
+    if len(axes) > STRIDED_COPY_AXES:
         raise TinycError(f"node {node.name!r} ({node.op}): the int8 copy would need {len(axes)} axes after merging "
-                         "contiguous ones; tinyc handles up to 4")
-    axes = [[1, 0]] * (4 - len(axes)) + axes
+                         f"contiguous ones; tinyc handles up to {STRIDED_COPY_AXES}")
+    axes = [[1, 0]] * (STRIDED_COPY_AXES - len(axes)) + axes
     p = StridedCopyParams(tuple(n for n, _ in axes), tuple(st for _, st in axes), start)
     out, extra = output_in_input_params(graph, node, x)
     return [KernelCall("strided_copy_s8", p, [x], [out], node.name)] + extra

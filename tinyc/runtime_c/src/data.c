@@ -94,21 +94,26 @@ void tinyc_strided_copy_s8(const tinyc_strided_copy_params *p, const int8_t *in,
 {
     const int32_t *n = p->out_shape;
     const int32_t *st = p->in_strides;
-    int32_t i0, i1, i2, i3;
+    int32_t i0, i1, i2, i3, i4, i5;
     for (i0 = 0; i0 < n[0]; ++i0) {
         for (i1 = 0; i1 < n[1]; ++i1) {
             for (i2 = 0; i2 < n[2]; ++i2) {
-                const int8_t *src = in + p->in_start + i0 * st[0] + i1 * st[1] + i2 * st[2];
-                if (st[3] == 1) {
-                    for (i3 = 0; i3 < n[3]; ++i3) {
-                        out[i3] = src[i3];
-                    }
-                } else {
-                    for (i3 = 0; i3 < n[3]; ++i3) {
-                        out[i3] = src[i3 * st[3]];
+                for (i3 = 0; i3 < n[3]; ++i3) {
+                    for (i4 = 0; i4 < n[4]; ++i4) {
+                        const int8_t *src = in + p->in_start + i0 * st[0] + i1 * st[1] + i2 * st[2] + i3 * st[3] +
+                                            i4 * st[4];
+                        if (st[5] == 1) {
+                            for (i5 = 0; i5 < n[5]; ++i5) {
+                                out[i5] = src[i5];
+                            }
+                        } else {
+                            for (i5 = 0; i5 < n[5]; ++i5) {
+                                out[i5] = src[i5 * st[5]];
+                            }
+                        }
+                        out += n[5];
                     }
                 }
-                out += n[3];
             }
         }
     }

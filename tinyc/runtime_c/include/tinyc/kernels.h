@@ -310,13 +310,13 @@ typedef struct {
 void tinyc_resize_bilinear_s8(const tinyc_resize_bilinear_params *p, const int8_t *in, int8_t *out);
 
 typedef struct {
-    int32_t out_shape[4];
-    int32_t in_strides[4];         /* in elements; 0 repeats an axis, < 0 walks it backwards */
+    int32_t out_shape[6];
+    int32_t in_strides[6];         /* in elements; 0 repeats an axis, < 0 walks it backwards */
     int32_t in_start;
 } tinyc_strided_copy_params;
 
-/* out[i0][i1][i2][i3] = in[in_start + sum(i_d * in_strides[d])]: a Transpose,
- * Slice, Expand or Gather of evenly spaced indices. */
+/* out[i0]..[i5] = in[in_start + sum(i_d * in_strides[d])]: a Transpose, Slice,
+ * Expand or Gather of evenly spaced indices. */
 void tinyc_strided_copy_s8(const tinyc_strided_copy_params *p, const int8_t *in, int8_t *out);
 
 /* Byte copy (a Reshape whose output the planner could not alias). */
