@@ -766,12 +766,14 @@ def test_build_unknown_board(tmp_path):
 
 def test_op_without_int8_kernel_names_node(tmp_path):
     """A float op tinyc runs in float but has no int8 kernel for: named, with the fix."""
+    split = numpy_helper.from_array(np.array([1, 1], np.int64), "split")
     g = helper.make_graph(
-        [helper.make_node("MaxPool", ["x"], ["y"], name="dilated_pool", kernel_shape=[2, 2], dilations=[2, 2])],
+        [helper.make_node("Split", ["x", "split"], ["a", "b"], axis=1),
+         helper.make_node("Div", ["a", "b"], ["y"], name="ratio")],  # of two activations: no int8 kernel
         "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 6, 6])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])])
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 6, 6])], [split])
     m = save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "d.onnx")
-    np.save(tmp_path / "cal.npy", np.random.default_rng(0).random((3, 1, 2, 6, 6), dtype=np.float32))
+    np.save(tmp_path / "cal.npy", np.random.default_rng(0).random((3, 1, 2, 6, 6), dtype=np.float32) + 0.5)
     r = tinyc(tmp_path, "build", m, "--calib", "cal.npy", "-o", "proj")
-    assert_user_error(r, "dilated_pool", "dilated")
+    assert_user_error(r, "ratio", "no int8 kernel")
     assert not (tmp_path / "proj").exists()

@@ -272,12 +272,16 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
         onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
     except Exception as e:  # pragma: no cover - guarded by _check_external_data
         raise TinycError(f"{path}: cannot load external data ({e}); keep it beside the model") from None
-    try:
-        model = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise TinycError(f"{path}: ONNX shape inference failed: {first}; check the model with onnx.checker") from None
-    _check_inferred_sizes(model, path)
+    # Data propagation computes shape arithmetic's values (a constant Range of 10^9
+    # numbers is 8 GB), so shapes inferred without it are checked first.
+    for data_prop in (False, True):
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model, data_prop=data_prop)
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise TinycError(f"{path}: ONNX shape inference failed: {first}; check the model with onnx.checker") from None
+        _check_inferred_sizes(inferred, path)
+    model = inferred
     return _Importer(model, path, opset).run()
 
 
