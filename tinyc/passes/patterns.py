@@ -1,6 +1,6 @@
 """Pattern rewrites: one op where exporters spell it in many.
 
-- ``fuse_layer_norm``: ReduceMean / Sub / Pow (or Mul) / ReduceMean / Add eps /
+- ``fuse_layer_norm``: ReduceMean / Sub / Pow 2 (a Mul) / ReduceMean / Add eps /
   Sqrt / Div [/ Mul gamma / Add beta] over the last axis (PyTorch's LayerNorm
   below opset 17) becomes one LayerNorm.
 - ``axis_permutations``: Reshape -> Transpose -> Reshape back to the input's
@@ -63,10 +63,8 @@ def fuse_layer_norm(g: Graph) -> None:
         var = prod.get(var_name) if var_name else None
         if eps is None or not _last_axis_mean(g, var):
             continue
-        square = prod.get(var.inputs[0])
-        if square is None or not ((square.op == "Mul" and square.inputs == [d, d])
-                                  or (square.op == "PowConst" and square.attrs.exponent == 2.0
-                                      and square.inputs[0] == d)):
+        square = prod.get(var.inputs[0])  # the importer makes Pow(d, 2) a Mul(d, d)
+        if square is None or square.op != "Mul" or square.inputs != [d, d]:
             continue
         if not (only(mean, sub) and only(d, square, div) and only(square.outputs[0], var)
                 and only(var.outputs[0], add_eps) and only(add_eps.outputs[0], sqrt) and only(sd, div)):
