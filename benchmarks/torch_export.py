@@ -83,41 +83,17 @@ def _transformer_blocks(torch, width, depth, heads, mlp):
     return nn.Sequential(*[Block() for _ in range(depth)])
 
 
-def _vit(torch):
+def _token_transformer(torch, embed, tokens, classes, width, depth, heads):
+    """``embed`` (input -> [batch, tokens, width]), a class token, learned positions,
+    the blocks, a final LayerNorm and a linear head on the class token."""
     nn = torch.nn
 
-    class ViT(nn.Module):
-        """Patch 8 on 32x32x3: 16 tokens and a class token, width 64."""
-
-        def __init__(self, classes=10, width=64, depth=3, heads=4):
+    class TokenTransformer(nn.Module):
+        def __init__(self):
             super().__init__()
-            self.patch = nn.Conv2d(3, width, 8, stride=8)
+            self.embed = embed
             self.cls = nn.Parameter(torch.randn(1, 1, width) * 0.02)
-            self.pos = nn.Parameter(torch.randn(1, 17, width) * 0.02)
-            self.blocks = _transformer_blocks(torch, width, depth, heads, 2 * width)
-            self.norm = nn.LayerNorm(width)
-            self.head = nn.Linear(width, classes)
-
-        def forward(self, x):
-            x = self.patch(x).flatten(2).transpose(1, 2)
-            x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
-            x = self.norm(self.blocks(x))
-            return self.head(x[:, 0])
-
-    return ViT(), (1, 3, 32, 32)
-
-
-def _kwt(torch):
-    nn = torch.nn
-
-    class KWT(nn.Module):
-        """Keyword transformer: each of 49 MFCC frames (10 coefficients) is a token."""
-
-        def __init__(self, classes=12, width=64, depth=2, heads=2):
-            super().__init__()
-            self.embed = nn.Linear(10, width)
-            self.cls = nn.Parameter(torch.randn(1, 1, width) * 0.02)
-            self.pos = nn.Parameter(torch.randn(1, 50, width) * 0.02)
+            self.pos = nn.Parameter(torch.randn(1, tokens + 1, width) * 0.02)
             self.blocks = _transformer_blocks(torch, width, depth, heads, 2 * width)
             self.norm = nn.LayerNorm(width)
             self.head = nn.Linear(width, classes)
@@ -128,7 +104,28 @@ def _kwt(torch):
             x = self.norm(self.blocks(x))
             return self.head(x[:, 0])
 
-    return KWT(), (1, 49, 10)
+    return TokenTransformer()
+
+
+def _vit(torch):
+    """Patch 8 on 32x32x3: 16 tokens and a class token, width 64, 3 blocks of 4 heads."""
+    nn = torch.nn
+
+    class PatchEmbed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 64, 8, stride=8)
+
+        def forward(self, x):
+            return self.conv(x).flatten(2).transpose(1, 2)
+
+    return _token_transformer(torch, PatchEmbed(), 16, 10, 64, 3, 4), (1, 3, 32, 32)
+
+
+def _kwt(torch):
+    """Keyword transformer: each of 49 MFCC frames (10 coefficients) is a token;
+    width 64, 2 blocks of 2 heads."""
+    return _token_transformer(torch, torch.nn.Linear(10, 64), 49, 12, 64, 2, 2), (1, 49, 10)
 
 
 def _torchvision(name):
