@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tinyc.kernels.elementwise import broadcast_view
 from tinyc.kernels.params import PadParams, ResizeBilinearParams, ResizeParams, StridedCopyParams
 from tinyc.quant import fixedpoint as fx
 
@@ -85,16 +86,7 @@ def strided_copy_s8(p: StridedCopyParams, x: np.ndarray) -> np.ndarray:
     """Output element ``[i0]..[i5]`` of ``out_shape`` reads input element
     ``in_start + sum(i_d * in_strides[d])`` of the flat input: a Transpose, Slice,
     Expand (stride 0) or Gather of evenly spaced indices, as numpy views express them."""
-    src = _flat8(x)
-    rank = len(p.out_shape)
-    index = np.full(tuple(p.out_shape), p.in_start, dtype=np.int64)
-    for d in range(rank):
-        axis = [1] * rank
-        axis[d] = p.out_shape[d]
-        index += np.arange(p.out_shape[d], dtype=np.int64).reshape(axis) * p.in_strides[d]
-    if index.size and (index.min() < 0 or index.max() >= src.size):
-        raise ValueError(f"strided copy reads outside its input of {src.size} elements")
-    return np.ascontiguousarray(src[index])
+    return np.ascontiguousarray(broadcast_view(_flat8(x), p.out_shape, p.in_strides, p.in_start))
 
 
 def fill_s8(size: int, value: int) -> np.ndarray:

@@ -16,19 +16,21 @@ from tinyc.quant import fixedpoint as fx
 __all__ = ["broadcast_view", "add_s8", "mul_s8", "minmax_s8"]
 
 
-def broadcast_view(x: np.ndarray, out_shape, strides) -> np.ndarray:
-    """Gather ``x`` (any shape, read flat) into ``out_shape``: element (i0..i3) is ``flat[sum(i_d * strides[d])]``.
+def broadcast_view(x: np.ndarray, out_shape, strides, start: int = 0) -> np.ndarray:
+    """Gather ``x`` (any shape, read flat) into ``out_shape``: element (i0, i1, ...) is
+    ``flat[start + sum(i_d * strides[d])]``.
 
     This is exactly how the C kernels address their inputs; a stride of 0
-    broadcasts along that dimension.  Raises if an index falls outside ``x``.
+    broadcasts along that dimension, a negative one walks it backwards.
+    Raises if an index falls outside ``x``.
     """
     flat = np.ascontiguousarray(x).reshape(-1)
     shape = tuple(int(d) for d in out_shape)
-    if len(shape) != 4 or len(strides) != 4:
-        raise ValueError("out_shape and strides must have 4 entries")
-    index = np.zeros(shape, dtype=np.int64)
-    for d in range(4):
-        axis = [1, 1, 1, 1]
+    if len(shape) != len(strides):
+        raise ValueError("out_shape and strides must have one entry per dimension")
+    index = np.full(shape, int(start), dtype=np.int64)
+    for d in range(len(shape)):
+        axis = [1] * len(shape)
         axis[d] = shape[d]
         index = index + np.arange(shape[d], dtype=np.int64).reshape(axis) * int(strides[d])
     if index.size and (index.min() < 0 or index.max() >= flat.size):

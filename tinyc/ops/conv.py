@@ -240,10 +240,7 @@ class MatMul(OpDef):
             else:
                 raise TinycError(f"node {node.name!r} (MatMul): batch dimensions {list(shape[:-2])} broadcast "
                                  f"partly to {list(out_batch)}; tinyc's int8 MatMul takes equal or unit batches")
-        for name in (a, b):
-            if graph.tensors[name].is_const and graph.tensors[name].dtype is not np.int8:
-                raise TinycError(f"node {node.name!r} (MatMul): constant operand {name!r} is not int8; quantize "
-                                 "it (QDQ) or give --calib")
+        lw.require_int8_constants(graph, node)
         (s1, z1), (s2, z2), (so, zo) = (lw.activation(graph, n, node) for n in (a, b, out))
         mult, shift = fp.quantize_multiplier(float(np.float32(np.float32(s1) * np.float32(s2))) / float(np.float32(so)))
         p = MatMulParams(int(np.prod(out_batch)), sa[-2], sa[-1], sb[-1], strides[0], strides[1], -z1, -z2, zo,

@@ -44,13 +44,7 @@ class _Binary(OpDef):
 
     def _operands(self, node, graph):
         """((scale, zp) of input 1, input 2, output), the 4-D output shape and input strides."""
-        for name in node.inputs:
-            t = graph.tensors[name]
-            if t.is_const and t.dtype is not np.int8:
-                raise TinycError(
-                    f"node {node.name!r} ({self.name}): constant operand {name!r} is {np.dtype(t.dtype).name}, "
-                    "not int8; quantize it (QDQ) or give --calib"
-                )
+        lw.require_int8_constants(graph, node)
         q = [lw.activation(graph, name, node) for name in (*node.inputs, node.outputs[0])]
         out_shape = shape_of(graph, node.outputs[0])
         strides = [lw.strides4(shape_of(graph, name), out_shape, node) for name in node.inputs]
@@ -133,11 +127,8 @@ class _MinMax(_Binary):
         out = node.outputs[0]
         q_out = lw.activation(graph, out, node)
         calls, ins = [], []
+        lw.require_int8_constants(graph, node)
         for name in node.inputs:
-            t = graph.tensors[name]
-            if t.is_const and t.dtype is not np.int8:
-                raise TinycError(f"node {node.name!r} ({self.name}): constant operand {name!r} is "
-                                 f"{np.dtype(t.dtype).name}, not int8; quantize it (QDQ) or give --calib")
             if lw.same_params(lw.activation(graph, name, node), q_out):
                 ins.append(name)
                 continue

@@ -46,6 +46,18 @@ def activation(graph: Graph, name: str, node: Node) -> tuple[float, int]:
     return float(np.float32(np.asarray(q.scale).reshape(-1)[0])), zp
 
 
+def require_int8_constants(graph: Graph, node: Node) -> None:
+    """A constant operand of an arithmetic kernel must be int8 data with a scale
+    (a QDQ model's, or one PTQ gave it)."""
+    for name in node.inputs:
+        t = graph.tensors[name] if name else None
+        if t is not None and t.is_const and t.dtype is not np.int8:
+            raise TinycError(
+                f"node {node.name!r} ({node.op}): constant operand {name!r} is {np.dtype(t.dtype).name}, "
+                "not int8; quantize it (QDQ) or give --calib"
+            )
+
+
 def same_params(a: tuple[float, int], b: tuple[float, int]) -> bool:
     return np.float32(a[0]) == np.float32(b[0]) and a[1] == b[1]
 

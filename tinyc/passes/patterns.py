@@ -58,8 +58,9 @@ def fuse_layer_norm(g: Graph) -> None:
         if add_eps is None or add_eps.op != "Add" or not _last_axis_mean(g, prod.get(mean)) \
                 or prod[mean].inputs[0] != x:
             continue
-        var_name = next((i for i in add_eps.inputs if _scalar(g, i) is None), None)
-        eps = next((_scalar(g, i) for i in add_eps.inputs if _scalar(g, i) is not None), None)
+        scalars = [_scalar(g, i) for i in add_eps.inputs]
+        var_name = next((i for i, v in zip(add_eps.inputs, scalars) if v is None), None)
+        eps = next((v for v in scalars if v is not None), None)
         var = prod.get(var_name) if var_name else None
         if eps is None or not _last_axis_mean(g, var):
             continue
@@ -177,12 +178,10 @@ def _function_group(g: Graph, root: str, cons, position, taken) -> tuple[list[No
         seen.add(key)
         refs = []
         for i in node.inputs:
-            if i in available:
-                refs.append(available[i])
-            elif _scalar(g, i) is not None:
-                refs.append(("c", _scalar(g, i)))
-            else:
+            value = None if i in available else _scalar(g, i)
+            if i not in available and value is None:
                 break
+            refs.append(available[i] if i in available else ("c", value))
         else:
             out = g.tensors[node.outputs[0]]
             if out.shape != t.shape or out.quant is not None:
