@@ -64,8 +64,9 @@ static inline void sum4_add(sum4 *a, const int8_t *x)
 /* Window taps f in [*first, *end) satisfy 0 <= origin + f * dil < size. */
 static void tap_range(int32_t origin, int32_t k, int32_t dil, int32_t size, int32_t *first, int32_t *end)
 {
-    int32_t f0 = origin < 0 ? (-origin + dil - 1) / dil : 0;
-    int32_t f1 = size - origin > 0 ? (size - origin + dil - 1) / dil : 0;
+    /* ceil(n / dil) for n >= 0; TFLite's pools (dil 1) take no division */
+    int32_t f0 = origin >= 0 ? 0 : (dil == 1 ? -origin : (-origin + dil - 1) / dil);
+    int32_t f1 = size - origin <= 0 ? 0 : (dil == 1 ? size - origin : (size - origin + dil - 1) / dil);
     if (f1 > k) {
         f1 = k;
     }
