@@ -2,11 +2,15 @@
 """Speed: instructions executed in NAME_invoke on emulated Cortex-M cores.
 
 For every model in ../shared/models/models.json this builds tinyc's firmware for
-the QEMU machines standing in for a Cortex-M4 (mps2-an386), M7 (mps2-an500) and
-M55 (mps3-an547), runs the first golden sample twice (the counts must agree: the
-QEMU TCG plugin counts exactly), checks the output against TFLM's golden, and
-compares with the TFLM counts measured the same way on a Cortex-M4
-(models.json: TFLM with CMSIS-NN kernels, and TFLM's reference kernels).
+each QEMU machine standing in for a core, as `tinyc build --board MACHINE` does
+(so with the core's kernels: the DSP paths and wide weights on the Cortex-M4
+(mps2-an386), M7 (mps2-an500) and M55 (mps3-an547), the portable C on the
+Cortex-M3 (mps2-an385)), runs the first golden sample twice (the counts must
+agree: the QEMU TCG plugin counts exactly), checks the output against TFLM's
+golden, and compares with the TFLM counts measured the same way on a Cortex-M4
+(models.json: TFLM with CMSIS-NN kernels, and TFLM's reference kernels).  On the
+M4 it also links the model alone (model, runtime, startup: no harness) and
+reports its code: that flash less the weights and other constants.
 Rewrites the "speed" section of BENCHMARKS.md.
 
     python benchmarks/qemu.py [--shared ../shared/models] [--out BENCHMARKS.md]
@@ -28,18 +32,19 @@ sys.path.insert(0, str(REPO))
 from benchmarks.markdown import run  # noqa: E402
 from tinyc import api  # noqa: E402
 from tinyc.boards import get_board  # noqa: E402
-from tinyc.codegen.firmware import build_elf  # noqa: E402
+from tinyc.codegen.c import weight_bytes  # noqa: E402
+from tinyc.codegen.firmware import build_elf, compile_project, link_project  # noqa: E402
 from tinyc.errors import TinycError  # noqa: E402
 from tinyc.sim import qemu  # noqa: E402
 
-CORES = {"M4": "mps2-an386", "M7": "mps2-an500", "M55": "mps3-an547"}
+CORES = {"M4": "mps2-an386", "M7": "mps2-an500", "M55": "mps3-an547", "M3": "mps2-an385"}
 BEGIN, END = "<!-- speed:begin -->", "<!-- speed:end -->"
 
 
 def count(shared: Path, name: str, info: dict, machine: str) -> dict:
     gold = np.load(shared / "goldens" / f"{name}.npz")
     graph = api.load(shared / info["onnx_int8"])
-    build = api.compile_c(graph, info["onnx_int8"], patch="off")
+    build = api.compile_c(graph, info["onnx_int8"], patch="off", board=machine)
     board = get_board(machine)
     batch = api.to_batch(graph, {graph.inputs[0]: gold["inputs"][:1]})
     feeds = api.program_feeds(build.program, batch)
@@ -50,8 +55,14 @@ def count(shared: Path, name: str, info: dict, machine: str) -> dict:
         except TinycError as e:
             return {"fits": False, "why": str(e)}
         (root / "in.bin").write_bytes(b"".join(feeds[n].tobytes() for n in build.program.inputs))
-        runs = [qemu.run_qemu(fw.elf, machine, root, timeout=900) for _ in range(2)]
+        runs = [qemu.run_qemu(fw.elf, machine, root, timeout=1800) for _ in range(2)]
         raw = np.frombuffer((root / "out.bin").read_bytes(), dtype=np.int8)
+        code = None
+        if machine == CORES["M4"]:
+            alone = root / "alone"
+            alone.mkdir()
+            objects = compile_project(alone, build, board, "model")
+            code = link_project(alone, build, objects, board, board).flash_bytes - weight_bytes(build.program)
     first, second = runs[0].instructions, runs[1].instructions
     out = raw[: build.program.graph.tensors[build.program.outputs[0]].size]
     results = api.program_results(build.program, {build.program.outputs[0]: out[None].reshape(
@@ -60,7 +71,9 @@ def count(shared: Path, name: str, info: dict, machine: str) -> dict:
     if results is not None:
         exact = bool(np.array_equal(results[graph.outputs[0]].reshape(gold["outputs"][:1].shape), gold["outputs"][:1]))
     return {"fits": True, "instructions": first[0], "repeatable": first == second, "exact": exact,
-            "flash": fw.flash_bytes, "ram": fw.ram_bytes + fw.stack_bytes}
+            "flash": fw.flash_bytes, "ram": fw.ram_bytes + fw.stack_bytes, "arena": build.plan.arena_size,
+            "weights": weight_bytes(build.program), "code": code,
+            "wide_calls": sum(c.kernel.endswith("_wide_s8") for c in build.program.calls)}
 
 
 def measure(shared: Path) -> list[dict]:
@@ -83,6 +96,12 @@ def _cell(r: dict) -> str:
     return f"{r['instructions']:,}" if r["fits"] else "does not fit"
 
 
+def _ratio(a: dict, b: int | dict | None) -> str:
+    if isinstance(b, dict):
+        b = b["instructions"] if b["fits"] else None
+    return f"{a['instructions'] / b:.2f}" if a["fits"] and b else "-"
+
+
 def table(rows: list[dict]) -> str:
     lines = [
         BEGIN,
@@ -90,27 +109,33 @@ def table(rows: list[dict]) -> str:
         "",
         "Written by `python benchmarks/qemu.py`. Instructions executed inside `NAME_invoke` for one",
         "sample, layer by layer (`--patch off`, as TFLM runs; the default `--patch auto` adds the",
-        "extra MACs the patches table gives), counted by tinyc's QEMU TCG plugin (`-icount shift=0`; two runs of the same ELF",
-        "and input give the same count, checked for every cell). M4: mps2-an386, M7: mps2-an500,",
-        "M55: mps3-an547 (512 KB ITCM + 512 KB DTCM, so the big models do not fit). TFLM columns:",
-        "the Cortex-M4 counts in `../shared/models/models.json`, measured the same way with",
-        "TFLite Micro (CMSIS-NN kernels, and reference kernels). *exact*: the M4 output equals",
-        "TFLM's golden.",
+        "extra MACs the patches table gives), counted by tinyc's QEMU TCG plugin (`-icount shift=0`; two runs of",
+        "the same ELF and input give the same count, checked for every cell). Each model is built for each",
+        "machine as `tinyc build --board MACHINE` builds it: M4 mps2-an386, M7 mps2-an500 and M55 mps3-an547",
+        "(512 KB ITCM + 512 KB DTCM: the big models do not fit) take the DSP kernels with wide weights",
+        "(passes/widen.py); M3 mps2-an385 (no DSP extension) runs the portable C. TFLM columns: the Cortex-M4",
+        "counts in `../shared/models/models.json`, measured the same way with TFLite Micro (CMSIS-NN kernels,",
+        "and reference kernels). *code*: the M4 firmware of the model alone (model, runtime, startup; no",
+        "harness) less its weights and other constants. *exact*: the M4 output equals TFLM's golden.",
         "",
-        "| model | MACs | M4 | per MAC | M7 | M55 | TFLM+CMSIS-NN M4 | tinyc / CMSIS-NN | TFLM ref M4 | tinyc / TFLM ref | exact |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| model | MACs | M4 | per MAC | M7 | M55 | M3 | TFLM+CMSIS-NN M4 | M4 / CMSIS-NN | TFLM ref M4 "
+        "| M3 / TFLM ref | M55 / M4 | code (M4) | weights (M4) | exact |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         m4 = r["M4"]
         per_mac = f"{m4['instructions'] / r['macs']:.2f}" if m4["fits"] else "-"
         cm = f"{r['tflm_cmsisnn_m4']:,}" if r["tflm_cmsisnn_m4"] else "-"
-        cm_ratio = f"{m4['instructions'] / r['tflm_cmsisnn_m4']:.2f}" if m4["fits"] and r["tflm_cmsisnn_m4"] else "-"
         ref = f"{r['tflm_reference_m4']:,}" if r["tflm_reference_m4"] else "-"
-        ref_ratio = f"{m4['instructions'] / r['tflm_reference_m4']:.2f}" if m4["fits"] and r["tflm_reference_m4"] else "-"
         exact = {True: "yes", False: "no", None: "-"}[m4.get("exact")]
+        code = f"{m4['code']:,}" if m4["fits"] and m4.get("code") is not None else "-"
+        weights = f"{m4['weights']:,}" if m4["fits"] else "-"
         lines.append(f"| {r['model']} | {r['macs']:,} | {_cell(m4)} | {per_mac} | {_cell(r['M7'])} | {_cell(r['M55'])} "
-                     f"| {cm} | {cm_ratio} | {ref} | {ref_ratio} | {exact} |")
+                     f"| {_cell(r['M3'])} | {cm} | {_ratio(m4, r['tflm_cmsisnn_m4'])} | {ref} "
+                     f"| {_ratio(r['M3'], r['tflm_reference_m4'])} | {_ratio(r['M55'], m4)} | {code} | {weights} "
+                     f"| {exact} |")
     assert all(r[c]["repeatable"] for r in rows for c in CORES if r[c]["fits"]), "instruction counts differ run to run"
+    assert all(r[c]["exact"] is not False for r in rows for c in CORES if r[c]["fits"]), "an output differs from TFLM"
     lines.append(END)
     return "\n".join(lines)
 

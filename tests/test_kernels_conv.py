@@ -22,7 +22,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinyc.kernels.conv import conv2d_1x1_s8, conv2d_s8, depthwise_conv2d_s8, fully_connected_s8
+from tinyc.kernels.conv import (
+    conv2d_1x1_s8,
+    conv2d_s8,
+    conv2d_wide_s8,
+    depthwise_conv2d_s8,
+    fold_bias,
+    fully_connected_s8,
+    fully_connected_wide_s8,
+    unwiden,
+    widen,
+)
 from tinyc.kernels.params import ConvParams, FCParams, MeanParams, PoolParams
 from tinyc.kernels.pool import avg_pool_s8, max_pool_s8, mean_s8
 from tinyc.quant import fixedpoint as fx
@@ -48,6 +58,9 @@ def lib(runtime_lib):
         getattr(dll, name + "_scratch_bytes").restype = ctypes.c_int32
     dll.tinyc_fully_connected_s8.argtypes = [ctypes.c_void_p] * 7
     dll.tinyc_fully_connected_s8.restype = None
+    for name in ("tinyc_conv2d_wide_s8", "tinyc_fully_connected_wide_s8"):  # ..., scratch, bytes
+        getattr(dll, name).argtypes = [ctypes.c_void_p] * 8 + [ctypes.c_int32]
+        getattr(dll, name).restype = None
     for name in ("tinyc_max_pool_s8", "tinyc_avg_pool_s8", "tinyc_mean_s8"):
         getattr(dll, name).argtypes = [ctypes.c_void_p] * 3
         getattr(dll, name).restype = None
@@ -427,6 +440,83 @@ def test_fully_connected_c_matches_spec(lib):
         np.testing.assert_array_equal(got, want, err_msg=f"case {i}: {p}")
 
 
+def run_c_wide(lib, name: str, p, x, words, folded, mult, shift, out_shape) -> np.ndarray:
+    """Call a wide kernel (portable C on the host: no scratch)."""
+    arrays = [np.ascontiguousarray(x, dtype=np.int8), np.ascontiguousarray(words, dtype=np.int32),
+              np.ascontiguousarray(folded, dtype=np.int32), np.ascontiguousarray(mult, dtype=np.int32),
+              np.ascontiguousarray(shift, dtype=np.int32)]
+    out = np.full(out_shape, 99, dtype=np.int8)
+    getattr(lib, name)(ctypes.byref(p.to_ctypes()), *map(_ptr, arrays), _ptr(out), None, 0)
+    return out
+
+
+def test_wide_layout_round_trips_and_lanes():
+    """widen / unwiden are inverse for odd shapes, and the words hold the values
+    where tinyc/wide.h says: channel pair, group, channel, even / odd, half."""
+    rng = np.random.default_rng(40)
+    for n, k in [(1, 1), (2, 4), (3, 5), (16, 27), (7, 8), (64, 576)]:
+        w = rng.integers(-128, 128, (n, k), dtype=np.int8)
+        words = widen(w)
+        assert words.dtype == np.int32 and words.size == -(-n // 2) * -(-k // 4) * 4
+        np.testing.assert_array_equal(unwiden(words, n, k), w)
+        u = words.view(np.uint32).astype(np.int64)
+        groups = -(-k // 4)
+        for o in range(n):
+            for i in range(k):
+                word = u[((o // 2) * groups + i // 4) * 4 + 2 * (o % 2) + (i % 2)]
+                half = (word >> 16) if i & 2 else word & 0xFFFF
+                assert ((half ^ 0x8000) - 0x8000) == w[o, i]
+
+
+def test_wide_specs_are_the_narrow_kernels():
+    """The folded bias carries the input offset: the wide specs give conv2d_s8's and
+    fully_connected_s8's values, padding included."""
+    rng = np.random.default_rng(41)
+    for _ in range(40):
+        p = random_conv_params(rng)
+        if p.groups > 1:
+            continue
+        x, w, bias, mult, shift = random_weighted_inputs(rng, p, (p.out_c, p.k_h, p.k_w, p.in_c))
+        w2d = w.reshape(p.out_c, -1)
+        got = conv2d_wide_s8(p, x, widen(w2d), fold_bias(w2d, bias, p.in_offset), mult, shift)
+        np.testing.assert_array_equal(got, conv2d_s8(p, x, w, bias, mult, shift))
+
+
+def test_conv2d_wide_c_matches_spec(lib):
+    rng = np.random.default_rng(42)
+    for i in range(200):
+        p = random_conv_params(rng, pointwise=i % 3 == 0)
+        if p.groups > 1:
+            continue
+        x, w, bias, mult, shift = random_weighted_inputs(rng, p, (p.out_c, p.k_h, p.k_w, p.in_c))
+        w2d = w.reshape(p.out_c, -1)
+        words, folded = widen(w2d), fold_bias(w2d, bias, p.in_offset)
+        want = conv2d_wide_s8(p, x, words, folded, mult, shift)
+        got = run_c_wide(lib, "tinyc_conv2d_wide_s8", p, x, words, folded, mult, shift, want.shape)
+        np.testing.assert_array_equal(got, want, err_msg=f"case {i}: {p}")
+
+
+def test_fully_connected_wide_c_matches_spec(lib):
+    rng = np.random.default_rng(43)
+    for i in range(150):
+        out_offset = int(rng.integers(-128, 128))
+        lo, hi = random_act(rng, out_offset)
+        p = FCParams(
+            batches=int(rng.integers(1, 4)), in_features=int(rng.choice([1, 3, 5, 7, 17, 64, 250])),
+            out_features=int(rng.choice([1, 2, 5, 10, 17])), in_offset=int(rng.integers(-127, 129)),
+            out_offset=out_offset, act_min=lo, act_max=hi, per_channel=int(rng.random() < 0.5),
+        )  # fmt: skip
+        x = rng.integers(-128, 128, (p.batches, p.in_features), dtype=np.int8)
+        w = rng.integers(-128, 128, (p.out_features, p.in_features), dtype=np.int8)
+        bias = None if rng.random() < 0.25 else rng.integers(-(1 << 14), 1 << 14, p.out_features).astype(np.int32)
+        mult, shift = random_requant(rng, p.out_features if p.per_channel else 1, p.in_features)
+        words, folded = widen(w), fold_bias(w, bias, p.in_offset)
+        want = fully_connected_wide_s8(p, x, words, folded, mult, shift)
+        np.testing.assert_array_equal(want, fully_connected_s8(p, x, w, bias, mult, shift))
+        got = run_c_wide(lib, "tinyc_fully_connected_wide_s8", p, x, words, folded, mult, shift, want.shape)
+        np.testing.assert_array_equal(got, want, err_msg=f"case {i}: {p}")
+
+
 @pytest.mark.parametrize("kind", ["max", "avg"])
 def test_pool_c_matches_spec(lib, kind):
     spec = {"max": max_pool_s8, "avg": avg_pool_s8}[kind]
@@ -475,5 +565,7 @@ def test_kernels_build_for_cortex_m4_without_undefined_symbols(tmp_path):
         assert res.returncode == 0, res.stderr
         objects.append(str(obj))
     res = subprocess.run(["arm-none-eabi-nm", "-u", *objects], capture_output=True, text=True, check=True)
-    undefined = [line.split()[-1] for line in res.stdout.splitlines() if line.strip() and not line.endswith(":")]
-    assert undefined == []
+    undefined = {line.split()[-1] for line in res.stdout.splitlines() if line.strip() and not line.endswith(":")}
+    res = subprocess.run(["arm-none-eabi-nm", "--defined-only", *objects], capture_output=True, text=True, check=True)
+    undefined -= {line.split()[-1] for line in res.stdout.splitlines() if len(line.split()) == 3}  # between sources
+    assert undefined == set()

@@ -153,6 +153,15 @@ def _binary(lib, name, p, x1, x2):
     return out
 
 
+def _add(lib, p, x1, x2, table):
+    """tinyc_add_s8 with the compile-time table or without (NULL)."""
+    out = np.empty(p.out_shape, dtype=np.int8)
+    t = None if table is None else np.ascontiguousarray(table, dtype=np.int32)
+    lib.tinyc_add_s8(ctypes.byref(p.to_ctypes()), _p(x1), _p(x2),
+                     None if t is None else t.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)), _p(out))
+    return out
+
+
 @pytest.mark.parametrize("subtract", [0, 1])
 def test_add_sub_c_matches_spec_and_fixedpoint(lib, subtract):
     rng = np.random.default_rng(100 + subtract)
@@ -168,18 +177,33 @@ def test_add_sub_c_matches_spec_and_fixedpoint(lib, subtract):
                 q["so"], q["zo"], lo, hi,
             )  # fmt: skip
             np.testing.assert_array_equal(spec, ref)
-            np.testing.assert_array_equal(_binary(lib, "tinyc_add_s8", p, x1, x2), spec)
+            table = elementwise.add_table(p)
+            np.testing.assert_array_equal(elementwise.add_s8(p, x1, x2, table), spec)
+            np.testing.assert_array_equal(_add(lib, p, x1, x2, None), spec)
+            np.testing.assert_array_equal(_add(lib, p, x1, x2, table), spec)
 
 
 def test_add_all_value_pairs(lib):
-    """Every (x1, x2) int8 pair: a [1, 256, 256, 1] outer sum via broadcasting."""
+    """Every (x1, x2) int8 pair: a [1, 256, 256, 1] outer sum via broadcasting, with
+    and without the table."""
     rng = np.random.default_rng(7)
     for subtract in (0, 1):
         for _ in range(3):
             q = dict(s1=_scale(rng), z1=_zp(rng), s2=_scale(rng), z2=_zp(rng), so=_scale(rng), zo=_zp(rng))
             p = _add_params((1, 256, 256, 1), (1, 256, 1, 1), (1, 1, 256, 1), q, -128, 127, subtract)
             spec = elementwise.add_s8(p, ALL_INT8, ALL_INT8)
-            np.testing.assert_array_equal(_binary(lib, "tinyc_add_s8", p, ALL_INT8, ALL_INT8), spec)
+            np.testing.assert_array_equal(_add(lib, p, ALL_INT8, ALL_INT8, None), spec)
+            np.testing.assert_array_equal(_add(lib, p, ALL_INT8, ALL_INT8, elementwise.add_table(p)), spec)
+
+
+def test_add_table_is_checked():
+    """The spec refuses a table that is not the one its parameters give."""
+    p = _add_params((1, 1, 1, 4), (1, 1, 1, 4), (1, 1, 1, 4),
+                    dict(s1=0.1, z1=3, s2=0.05, z2=-7, so=0.2, zo=1), -128, 127, 0)
+    bad = elementwise.add_table(p)
+    bad[5] += 1
+    with pytest.raises(ValueError, match="not add_table"):
+        elementwise.add_s8(p, ALL_INT8[:4], ALL_INT8[:4], bad)
 
 
 def test_mul_c_matches_spec_and_fixedpoint(lib):

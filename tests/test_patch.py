@@ -16,7 +16,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from tinyc import api
-from tinyc.build import compile_c
+from tinyc.boards import get_board
+from tinyc.build import compile_c, specialize_for
 from tinyc.engines import compile_int8
 from tinyc.passes import patch as P
 from tinyc.passes.memory import arena_size, plan_memory, validate_plan
@@ -208,6 +209,8 @@ def test_report_gives_the_patch_choice_and_the_best_plans():
     assert plans and all(p["arena_bytes"] < rep["totals"]["arena_bytes"] for p in plans)
     assert rep["patch"] is None
     program = compile_int8(api.load(model))
+    program.dsp = True
+    specialize_for(program, get_board("stm32f412"))  # as the report's build for the board
     best = plans[0]
     patched = P.patch_program(program, best["split_call"], best["rows"])
     assert arena_size(patched, P.QUICK_STRATEGY) == best["arena_bytes"]

@@ -91,10 +91,12 @@ def test_board_all_splits_as_memory_says():
     kws = {row["board"]: row for row in report_json(KWS, "--board", "all")["boards"]}
     large = {row["board"]: row for row in report_json(V2_LARGE, "--board", "all", "--patch", "off")["boards"]}
     patched = {row["board"]: row for row in report_json(V2_LARGE, "--board", "all")["boards"]}
-    assert all(row["fits"] for row in kws.values()), [b for b, r in kws.items() if not r["fits"]]
-    assert {b for b, r in large.items() if r["fits"]} == {"mps2-an386", "mps2-an500"}
+    # kws (16 KB arena) fits every board but the micro:bit (16 KB of SRAM in all)
+    assert {b for b, r in kws.items() if not r["fits"]} == {"microbit"}
+    assert {b for b, r in large.items() if r["fits"]} == {"mps2-an385", "mps2-an386", "mps2-an500"}
     # by patches (the default) its 1.4 MB arena falls to 0.32 MB: the 2 MB-flash boards with 512 KB+ of SRAM
-    assert {b for b, r in patched.items() if r["fits"]} == {"mps2-an386", "mps2-an500", "stm32h743", "stm32l4r5"}
+    assert {b for b, r in patched.items() if r["fits"]} == {"mps2-an385", "mps2-an386", "mps2-an500", "stm32h743",
+                                                             "stm32l4r5"}
     for rows in (kws, large, patched):
         for row in rows.values():
             assert row["fits"] == (row["ram_margin_bytes"] >= 0 and row["flash_margin_bytes"] >= 0)

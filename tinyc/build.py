@@ -67,15 +67,39 @@ def target_has_dsp(board: str) -> bool:
     return board in ("host", "all") or get_board(board).dsp
 
 
+def specialize_for(program, board, plan_strategy: str | None = None, in_place: bool = True) -> None:
+    """Wide weights and Add tables (passes/widen.py) within the board's flash,
+    unless the wide kernels' scratch would push an arena that fits the board's
+    RAM out of it (then the program stays as it was)."""
+    from .passes import patch as patching
+    from .passes.widen import CODE_RESERVE, RAM_RESERVE, specialize
+
+    narrow = [(c.kernel, list(c.inputs)) for c in program.calls]
+    if not specialize(program, board.main_flash.length - CODE_RESERVE):
+        return
+    room = board.main_ram.length - RAM_RESERVE
+    strategy = plan_strategy or patching.QUICK_STRATEGY
+    if arena_size(program, strategy, in_place=in_place) > room:
+        wide = [(c.kernel, list(c.inputs)) for c in program.calls]
+        for call, (kernel, inputs) in zip(program.calls, narrow):
+            call.kernel, call.inputs = kernel, inputs
+        if arena_size(program, strategy, in_place=in_place) > room:  # fits neither way: keep the speed
+            for call, (kernel, inputs) in zip(program.calls, wide):
+                call.kernel, call.inputs = kernel, inputs
+
+
 def compile_c(graph: Graph, model_path, name: str | None = None, board: str = "host",
               plan_strategy: str | None = None, in_place: bool = True, poison: bool = False,
-              patch: str = "auto", max_overhead: float = 0.2) -> Build:
+              patch: str = "auto", max_overhead: float = 0.2, widen: bool = True) -> Build:
     """Quantized graph -> int8 program -> memory plan -> generated C files.
 
     ``plan_strategy`` forces one placement strategy (default: the best of all);
     ``in_place`` allows in-place kernels; ``poison`` makes a debug build that
     overwrites dead arena bytes between steps; ``patch``: "off", "auto" or
-    "SPLIT:RxC", patch-based execution of the first stage (passes/patch.py)."""
+    "SPLIT:RxC", patch-based execution of the first stage (passes/patch.py);
+    ``widen``: for a board with the DSP extension, store the weights of layers
+    the dual-MAC kernels run pre-extended to int16 while they fit its flash
+    (passes/widen.py)."""
     from .passes import patch as patching
 
     if plan_strategy is not None and plan_strategy not in STRATEGIES:
@@ -87,6 +111,8 @@ def compile_c(graph: Graph, model_path, name: str | None = None, board: str = "h
     name = check_name(name) if name else default_name(model_path)
     program = compile_int8(graph, model_path)
     program.dsp = target_has_dsp(board)
+    if widen and program.dsp and board not in ("host", "all"):
+        specialize_for(program, get_board(board), plan_strategy, in_place)
     program, plan, patched = patching.apply(
         program, choice, max_overhead, lambda p: plan_memory(p, plan_strategy, in_place=in_place),
         lambda p: arena_size(p, plan_strategy or patching.QUICK_STRATEGY, in_place=in_place))

@@ -18,6 +18,7 @@ import numpy as np
 from .. import __version__
 from ..ir.program import Program
 from ..passes.memory import MemoryPlan, kernel_of
+from .variants import config_header
 
 TEMPLATES = Path(__file__).parent / "templates"
 RUNTIME = Path(__file__).parent.parent / "runtime_c"
@@ -293,7 +294,10 @@ def generate(program: Program, plan: MemoryPlan, name: str, source: str = "model
                 if kern.form == "weights":
                     args.append(ptr(call.outputs[0], plan=plan))
             elif kern.form in ("unary", "binary", "ternary", "scalars"):
-                args += ([str(v) for v in call.scalars] + [ptr(i, plan=plan) for i in ins]
+                if kern.form == "ternary":  # add_s8 without its table
+                    ins += [None] * (3 - len(ins))
+                # an absent input (add_s8's table) is a null pointer of the parameter's type
+                args += ([str(v) for v in call.scalars] + [ptr(i, plan=plan) if i else "0" for i in ins]
                          + [ptr(call.outputs[0], plan=plan)])
             elif kern.form == "concat":
                 outer, n = call.scalars[:2]
@@ -381,6 +385,8 @@ def generate(program: Program, plan: MemoryPlan, name: str, source: str = "model
     }
     if train is not None:
         files["train_main.c"] = env.get_template("main_train_host.c.j2").render(ctx)
+    runs = [(program, set(plan.in_place))] + ([(train.step, set(train_plan.in_place))] if train is not None else [])
+    files["tinyc_config.h"] = config_header(*runs)
     return files
 
 

@@ -118,7 +118,8 @@ def common_files(build, board: Board, mode: str, defines: tuple[str, ...] = ()) 
     name = build.name
     ctx = {"name": name, "NAME": name.upper(), "version": __version__, "board": board,
            "cpu_flags": " ".join([*board.cflags(), *defines]), "cflags": " ".join(ARM_CFLAGS), "mode": mode}
-    files: dict[str, str | Path] = {f: t for f, t in build.files.items() if f in (f"{name}.h", f"{name}.c")}
+    files: dict[str, str | Path] = {f: t for f, t in build.files.items()
+                                    if f in (f"{name}.h", f"{name}.c", "tinyc_config.h")}
     files.update(runtime_files())
     for src in sorted(FIRMWARE.glob("*.[ch]")):
         files[f"firmware/{src.name}"] = src

@@ -26,7 +26,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ..quant.fixedpoint import multiply_by_quantized_multiplier, wrap_int32
 from .params import ConvParams, FCParams, MatMulParams
 
-__all__ = ["conv2d_s8", "conv2d_1x1_s8", "depthwise_conv2d_s8", "fully_connected_s8"]
+__all__ = ["conv2d_s8", "conv2d_1x1_s8", "depthwise_conv2d_s8", "fully_connected_s8", "widen", "unwiden",
+           "fold_bias", "conv2d_wide_s8", "fully_connected_wide_s8"]
 
 # Rows of output handled per im2col chunk are chosen so that one chunk of the
 # window matrix holds about this many float64 values (~16 MB).
@@ -174,6 +175,81 @@ def fully_connected_s8(p: FCParams, x, w, bias, mult, shift) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------
+# Wide weights (C: conv.c tinyc_conv2d_wide_s8, fc.c tinyc_fully_connected_wide_s8)
+#
+# On cores with SMLAD the compiler may store a layer's weights pre-extended to
+# int16 (twice the flash) in the order the dual-MAC loops read them, and fold
+# the input offset into the bias, so that neither operand is sign-extended in
+# the inner loop: one LDM of 4 weight words and one of 4 window words feed 8
+# SMLADs (2 pixels x 2 output channels x 4 values).
+# ----------------------------------------------------------------------------
+
+
+def widen(w2d) -> np.ndarray:
+    """Weights [N, K] int8 -> the wide layout, int32 words: per pair of output
+    channels (2j, 2j + 1), per group of 4 K values (4g .. 4g + 3), 4 words:
+    channel 2j's values 4g and 4g + 2 as int16 (low half, high half), its 4g + 1
+    and 4g + 3, then channel 2j + 1's two words.  K is padded to a multiple of 4
+    and N to a multiple of 2 with zero weights."""
+    w = np.asarray(w2d, dtype=np.int64)
+    n, k = w.shape
+    kp, np_ = -(-k // 4) * 4, -(-n // 2) * 2
+    full = np.zeros((np_, kp), dtype=np.int64)
+    full[:n, :k] = w
+    g = full.reshape(np_ // 2, 2, kp // 4, 4)  # (pair, channel, group, value)
+    lo = g[..., [0, 1]] & 0xFFFF  # values 0 and 1: the low halves of the even / odd words
+    hi = g[..., [2, 3]] & 0xFFFF
+    words = (lo | (hi << 16)).transpose(0, 2, 1, 3)  # (pair, group, channel, even/odd)
+    return words.reshape(-1).astype(np.uint32).view(np.int32)
+
+
+def unwiden(words, n: int, k: int) -> np.ndarray:
+    """The int8 [n, k] weights of :func:`widen`'s words."""
+    kp, np_ = -(-k // 4) * 4, -(-n // 2) * 2
+    w = np.asarray(words, dtype=np.int32).reshape(-1)
+    if w.size != np_ // 2 * kp:
+        raise ValueError(f"wide weights: {w.size} words do not hold {n} x {k} values")
+    u = w.view(np.uint32).astype(np.int64).reshape(np_ // 2, kp // 4, 2, 2)  # (pair, group, channel, even/odd)
+    lo = ((u & 0xFFFF) ^ 0x8000) - 0x8000
+    hi = ((u >> 16) ^ 0x8000) - 0x8000
+    g = np.stack([lo[..., 0], lo[..., 1], hi[..., 0], hi[..., 1]], axis=-1)  # (pair, group, channel, value)
+    full = g.transpose(0, 2, 1, 3).reshape(np_, kp)
+    return full[:n, :k].astype(np.int8)
+
+
+def fold_bias(w2d, bias, in_offset: int) -> np.ndarray:
+    """``bias + in_offset * sum(w)`` per output channel, wrapped to int32 as the C
+    sums wrap (the wide kernels then multiply the raw input; a padded tap holds
+    the zero point, ``-in_offset``, and adds ``(zp + in_offset) * w = 0`` as before)."""
+    w = np.asarray(w2d, dtype=np.int64)
+    b = np.zeros(w.shape[0], dtype=np.int64) if bias is None else np.asarray(bias, dtype=np.int64).reshape(-1)
+    return wrap_int32(b + int(in_offset) * w.sum(axis=1)).astype(np.int32)
+
+
+def _unfold_bias(w2d: np.ndarray, folded, in_offset: int) -> np.ndarray:
+    return wrap_int32(np.asarray(folded, dtype=np.int64).reshape(-1)
+                      - int(in_offset) * w2d.astype(np.int64).sum(axis=1)).astype(np.int32)
+
+
+def conv2d_wide_s8(p: ConvParams, x, words, folded_bias, mult, shift) -> np.ndarray:
+    """:func:`conv2d_s8` (one group) with the weights in the wide layout
+    (``widen`` of [out_c, k_h * k_w * in_c]) and the bias folded with the input
+    offset (``fold_bias``): the same values."""
+    if p.groups > 1:
+        raise ValueError("conv2d_wide_s8 takes one group")
+    w = unwiden(words, p.out_c, p.k_h * p.k_w * p.in_c)
+    bias = _unfold_bias(w, folded_bias, p.in_offset)
+    return conv2d_s8(p, x, w.reshape(p.out_c, p.k_h, p.k_w, p.in_c), bias, mult, shift)
+
+
+def fully_connected_wide_s8(p: FCParams, x, words, folded_bias, mult, shift) -> np.ndarray:
+    """:func:`fully_connected_s8` with wide weights and the folded bias."""
+    w = unwiden(words, p.out_features, p.in_features)
+    bias = _unfold_bias(w, folded_bias, p.in_offset)
+    return fully_connected_s8(p, x, w, bias, mult, shift)
+
+
+# ----------------------------------------------------------------------------
 # In-place depthwise convolution (C: runtime_c/src/dw_inplace.c)
 # ----------------------------------------------------------------------------
 
@@ -197,7 +273,16 @@ def depthwise_inplace_scratch_bytes(p: ConvParams, dsp: bool = False) -> int:
         return 0
     plane_h, plane_w = _inplace_plane(p)
     words = _inplace_table_words(p) if dsp else 0
-    return (plane_h * plane_w + 3) // 4 * 4 + 4 * words if words else plane_h * plane_w
+    n = (plane_h * plane_w + 3) // 4 * 4 + 4 * words if words else plane_h * plane_w
+    if dsp and _dw_column(p) and p.pad_t == 0 and p.pad_l == 0:
+        n = max(n, 8 * p.k_h)  # the column kernel runs forward over the buffer with its table
+    return n
+
+
+def _dw_column(p: ConvParams) -> bool:
+    """matmul_dsp.h tinyc_dw_column_ok: a depthwise down one column, 4 channels per word."""
+    return (p.in_w == 1 and p.out_w == 1 and p.k_w == 1 and p.depth_multiplier <= 1 and p.in_c >= 4
+            and p.out_h > 0 and 1 <= p.k_h <= DW_TAPS_MAX)
 
 
 def _inplace_table_words(p: ConvParams) -> int:
@@ -242,6 +327,32 @@ def conv2d_scratch_bytes(p: ConvParams, dsp: bool) -> int:
     if dsp and p.groups <= 1 and p.out_h > 0 and p.out_w > 0 and 0 < 4 * groups <= IM2COL_WORDS:
         return 16 * groups * (IM2COL_WORDS // (4 * groups)) + IM2COL_WORDS
     return 0
+
+
+WIDE_WORDS = 288  # conv.c: the wide kernel's window words (more pixel pairs per block when they fit)
+
+
+def conv2d_wide_scratch_bytes(p: ConvParams, dsp: bool) -> int:
+    """The wide convolution's windows: 4 words per group of 4 K values per pixel
+    pair, as many pairs as fit in WIDE_WORDS words (at least one), then one int8
+    window (4 * groups bytes).  The portable code needs none."""
+    groups = (p.k_h * p.k_w * p.in_c + 3) >> 2
+    if not dsp or p.out_h < 1 or p.out_w < 1 or groups < 1:
+        return 0
+    pairs = max(1, WIDE_WORDS // (4 * groups))
+    return 16 * groups * pairs + 4 * groups
+
+
+FCW_GROUPS = 128  # fc.c: groups of 4 features per chunk of a long row
+
+
+def fc_wide_scratch_bytes(p: FCParams, dsp: bool) -> int:
+    """One input row as int16 pairs (2 words per group of 4 features); a row of more
+    than FCW_GROUPS groups in chunks of that many, then one int32 sum per output."""
+    groups = (p.in_features + 3) >> 2
+    if not dsp or p.batches < 1 or groups < 1:
+        return 0
+    return 8 * groups if groups <= FCW_GROUPS else 8 * FCW_GROUPS + 4 * p.out_features
 
 
 def depthwise_scratch_bytes(p: ConvParams, dsp: bool) -> int:

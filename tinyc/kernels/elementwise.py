@@ -13,7 +13,7 @@ import numpy as np
 from tinyc.kernels.params import AddParams, MinMaxParams, MulParams
 from tinyc.quant import fixedpoint as fx
 
-__all__ = ["broadcast_view", "add_s8", "mul_s8", "minmax_s8"]
+__all__ = ["broadcast_view", "add_table", "add_s8", "mul_s8", "minmax_s8"]
 
 
 def broadcast_view(x: np.ndarray, out_shape, strides, start: int = 0) -> np.ndarray:
@@ -38,11 +38,28 @@ def broadcast_view(x: np.ndarray, out_shape, strides, start: int = 0) -> np.ndar
     return flat[index]
 
 
-def add_s8(p: AddParams, x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
+def add_table(p: AddParams) -> np.ndarray:
+    """The 512 int32 values ``tinyc_add_s8`` may take instead of computing them:
+    each input's rescaled value ``MBQMSmallerThanOneExp((x + offset) << left_shift)``
+    for x = -128..127, input 1's then input 2's (what TFLM's AddFunc computes per
+    element; it depends on one int8 value, so tinyc tabulates it at compile time)."""
+    x = np.arange(-128, 128, dtype=np.int64)
+    rows = []
+    for offset, mult, shift in ((p.in1_offset, p.in1_mult, p.in1_shift), (p.in2_offset, p.in2_mult, p.in2_shift)):
+        v = fx.wrap_int32((x + offset) * (1 << p.left_shift))
+        rows.append(fx._rdbp(fx._srdhm(v, mult), -shift))
+    return np.concatenate(rows).astype(np.int32)
+
+
+def add_s8(p: AddParams, x1: np.ndarray, x2: np.ndarray, table: np.ndarray | None = None) -> np.ndarray:
     """TFLM int8 ADD (``subtract == 0``) or SUB (``subtract == 1``) with 4-D stride broadcasting.
 
-    Returns an int8 array of shape ``p.out_shape``.
+    Returns an int8 array of shape ``p.out_shape``.  ``table`` (``add_table(p)``,
+    or None) changes nothing in the result: the C kernel reads it instead of
+    rescaling each input value.
     """
+    if table is not None and not np.array_equal(table, add_table(p)):
+        raise ValueError("add_s8: the table is not add_table(params)")
     a = broadcast_view(x1, p.out_shape, p.in1_strides)
     b = broadcast_view(x2, p.out_shape, p.in2_strides)
     ap = fx.ArithmeticParams(p.left_shift, p.in1_mult, p.in1_shift, p.in2_mult, p.in2_shift, p.out_mult, p.out_shift)

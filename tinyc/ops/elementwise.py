@@ -62,6 +62,7 @@ class _AddSub(_Binary):
         p = AddParams(out4, st1, st2, -z1, -z2, zo, ap.left_shift, ap.input1_multiplier, ap.input1_shift,
                       ap.input2_multiplier, ap.input2_shift, ap.output_multiplier, ap.output_shift,
                       self.subtract, lo, hi)
+        # (passes/widen.py gives it its table where the flash allows)
         return [KernelCall("add_s8", p, list(node.inputs), list(node.outputs), node.name)]
 
 

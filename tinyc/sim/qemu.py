@@ -88,6 +88,17 @@ MACHINES: dict[str, Machine] = {
               "fine for data (same counts and speed), but the core boots from the vector table at 0, so code "
               "stays in ITCM; QSPI 8 MB at 0x28000000 is ROM behind an MPC that -kernel cannot load",
     ),
+    "mps2-an385": Machine(
+        "mps2-an385", "cortex-m3", ("-mfloat-abi=soft",),
+        flash=(0x00000000, 4 * MB), ram=(0x20000000, 4 * MB), more_ram=((0x21000000, 16 * MB),),
+        notes="the AN386 memory map with a Cortex-M3 (ARMv7-M: no DSP extension, no FPU): the stand-in for "
+              "cores that run tinyc's portable kernels",
+    ),
+    "microbit": Machine(
+        "microbit", "cortex-m0", ("-mfloat-abi=soft",),
+        flash=(0x00000000, 256 * KB), ram=(0x20000000, 16 * KB),
+        notes="BBC micro:bit, nRF51822 (Cortex-M0, ARMv6-M): 256 KB flash, 16 KB SRAM",
+    ),
     "netduinoplus2": Machine(
         "netduinoplus2", "cortex-m4", ("-mfpu=fpv4-sp-d16", "-mfloat-abi=hard"),
         flash=(0x08000000, 1 * MB), ram=(0x20000000, 192 * KB),

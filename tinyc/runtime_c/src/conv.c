@@ -30,6 +30,7 @@
 #include "tinyc/fixedpoint.h"
 #include "tinyc/simd.h"
 #include "tinyc/matmul_dsp.h"
+#include "tinyc/wide.h"
 
 /* Kernel taps f in [*first, *end) satisfy 0 <= origin + f * dil < size, for a
  * window starting at `origin` (negative inside the top / left padding). */
@@ -152,6 +153,22 @@ TINYC_FALLBACK static void conv1x1_portable(const tinyc_conv_params *p, const in
 
 #if TINYC_DSP
 /* ---- DSP fast paths (see matmul_dsp.h) ------------------------------------ */
+
+tinyc_rq tinyc_rq_make(int32_t mult, int32_t shift, int32_t out_offset)
+{
+    tinyc_rq q;
+    const int32_t right = shift < 0 ? -shift : 0;
+    q.m2 = (int32_t)((uint32_t)mult << 1);
+    q.c = mult >= (1 << 30) ? 1 : (mult < -(1 << 30) ? -1 : 0);  /* 2 * mult = m2 + c * 2^32 */
+    q.left = shift > 0 ? shift : 0;
+    q.sm = right > 0 ? -1 : 0;
+    q.k = right > 23 ? right - 23 : 0;
+    q.r = right - q.k;
+    q.npo = (int32_t)((right > 0 ? (uint32_t)1 << (q.r - 1) : 0u) + ((uint32_t)out_offset << q.r));
+    q.cls = q.c != 1 || q.left != 0 ? 2 : (right == 0 || q.k != 0 ? 1 : 0);
+    return q;
+}
+
 
 /* Arguments of the pw_* assembly (the offsets are fixed in the assembly). */
 typedef struct {
@@ -648,13 +665,15 @@ __attribute__((noinline)) static void window_bytes(const tinyc_conv_params *p, c
     fill_zp(dst, (p->k_h - ky1) * row_len + kp - p->k_h * row_len, zp);
 }
 
-/* Output pixel q's window as offset-added int16 pairs into the words xw[0],
- * xw[1], xw[4], xw[5], ... (per group of 4 values: even, odd; the other
- * pixel of the pair takes the words between).  Windows wholly inside the
+/* Output pixel q's window as int16 pairs, off2 (the input offset in both
+ * halves, or 0) added, into the words xw[0], xw[1], xw[4], xw[5], ... (per
+ * group of 4 values: even, odd; the other pixel of the pair takes the words
+ * between); padw: a padded row's words (0 with the offset added, the zero
+ * point in both halves without).  Windows wholly inside the
  * input with rows of whole words are read straight from the input, the others
  * through window_bytes into `stage`. */
 static void window_words(const tinyc_conv_params *p, const int8_t *in, int32_t q, int32_t groups, uint32_t off2,
-                         int8_t *stage, uint32_t *xw)
+                         uint32_t padw, int8_t *stage, uint32_t *xw)
 {
     const int32_t oy = q / p->out_w, ox = q - oy * p->out_w;
     const int32_t iy0 = oy * p->stride_h - p->pad_t;
@@ -679,8 +698,8 @@ static void window_words(const tinyc_conv_params *p, const int8_t *in, int32_t q
                 }
             } else {
                 for (g = 0; g < row_len; g += 4) {
-                    xw[0] = 0;
-                    xw[1] = 0;
+                    xw[0] = padw;
+                    xw[1] = padw;
                     xw += 4;
                 }
             }
@@ -781,8 +800,8 @@ TINYC_ALWAYS_INLINE void conv_im2col(const tinyc_conv_params *p, const int8_t *i
             const int32_t q0 = pix + 2 * i;
             const int32_t q1 = lone && i == pairs - 1 ? q0 : q0 + 1;
             uint32_t *xb = xbuf + i * 4 * groups;
-            window_words(p, in, q0, groups, off2, stage, xb);
-            window_words(p, in, q1, groups, off2, stage, xb + 2);
+            window_words(p, in, q0, groups, off2, 0, stage, xb);
+            window_words(p, in, q1, groups, off2, 0, stage, xb + 2);
         }
         for (o = 0; o < out_c; o += 2) {
             const int32_t o1 = o + 1 < out_c ? o + 1 : o;
@@ -1174,6 +1193,92 @@ TINYC_ALWAYS_INLINE int32_t dw_dsp(const tinyc_conv_params *p, const int8_t *in,
 }
 #endif
 
+#if TINYC_DSP
+/* A depthwise column (matmul_dsp.h tinyc_dw_column_ok): 4 channels per input
+ * word down the column, their taps' weights packed in tab (2 words per tap, as
+ * dw_dsp's), the input offset folded into the 4 biases.  Output row oy reads
+ * input rows from oy * stride_h - pad_t on, before it is written; so with
+ * pad_t = 0 it may run over its input (out == in): the row it overwrites is
+ * its own first input row, which no later output reads. */
+int32_t tinyc_dw_column_dsp(const tinyc_conv_params *p, const int8_t *in, const int8_t *w, const int32_t *bias,
+                            const int32_t *mult, const int32_t *shift, int8_t *out, uint32_t *tab)
+{
+    const int32_t chans = p->in_c;
+    const int32_t taps = p->k_h;
+    const int32_t step = p->dil_h * chans;
+    const int32_t lo = p->act_min, hi = p->act_max;
+    /* every window inside the input: the offset goes into the biases and no
+     * output needs its tap range */
+    const int inside = p->pad_t == 0 && (p->out_h - 1) * p->stride_h + (taps - 1) * p->dil_h < p->in_h;
+    const uint32_t off2 = inside ? 0u : tinyc_pack16(p->in_offset, p->in_offset);
+    int32_t c;
+
+    for (c = 0; c + 4 <= chans; c += 4) {
+        tinyc_rq q[4];
+        uint32_t b[4];
+        int32_t j, t, oy;
+        int fast = lo == -128 && hi == 127;
+        for (j = 0; j < 4; ++j) {
+            b[j] = bias != 0 ? (uint32_t)bias[c + j] : 0u;
+        }
+        for (t = 0; t < taps; ++t) {
+            const int32_t w0 = w[c * taps + t], w1 = w[(c + 1) * taps + t];
+            const int32_t w2 = w[(c + 2) * taps + t], w3 = w[(c + 3) * taps + t];
+            tab[2 * t] = tinyc_pack16(w0, w2);
+            tab[2 * t + 1] = tinyc_pack16(w1, w3);
+            if (inside) {
+                b[0] += (uint32_t)(p->in_offset * w0);
+                b[1] += (uint32_t)(p->in_offset * w1);
+                b[2] += (uint32_t)(p->in_offset * w2);
+                b[3] += (uint32_t)(p->in_offset * w3);
+            }
+        }
+        for (j = 0; j < 4; ++j) {
+            q[j] = tinyc_rq_make(mult[c + j], shift[c + j], p->out_offset);
+            fast = fast && q[j].cls == 0;
+        }
+        for (oy = 0; oy < p->out_h; ++oy) {
+            const int32_t iy0 = oy * p->stride_h - p->pad_t;
+            int32_t t0 = 0, t1 = taps;
+            int32_t a0 = (int32_t)b[0], a1 = (int32_t)b[1], a2 = (int32_t)b[2], a3 = (int32_t)b[3];
+            const int8_t *x;
+            const uint32_t *tw;
+            uint32_t v;
+            if (!inside) {
+                tap_range(iy0, p->dil_h, taps, p->in_h, &t0, &t1);
+            }
+            x = in + (iy0 + t0 * p->dil_h) * chans + c;
+            tw = tab + 2 * t0;
+            for (t = t0; t < t1; ++t) {
+                /* padded taps add (zp + in_offset) * w = 0: only the inside ones */
+                const uint32_t u = tinyc_ld4(x);
+                const uint32_t xe = tinyc_sxtab16(off2, u);
+                const uint32_t xo = tinyc_sxtab16_r8(off2, u);
+                a0 = tinyc_smlabb(xe, tw[0], a0);
+                a2 = tinyc_smlatt(xe, tw[0], a2);
+                a1 = tinyc_smlabb(xo, tw[1], a1);
+                a3 = tinyc_smlatt(xo, tw[1], a3);
+                x += step;
+                tw += 2;
+            }
+            if (fast) {
+                v = (uint32_t)(uint8_t)__ssat(tinyc_rq_value0(a0, q[0].m2, q[0].npo, q[0].r), 8) |
+                    (uint32_t)(uint8_t)__ssat(tinyc_rq_value0(a1, q[1].m2, q[1].npo, q[1].r), 8) << 8 |
+                    (uint32_t)(uint8_t)__ssat(tinyc_rq_value0(a2, q[2].m2, q[2].npo, q[2].r), 8) << 16 |
+                    (uint32_t)(uint8_t)__ssat(tinyc_rq_value0(a3, q[3].m2, q[3].npo, q[3].r), 8) << 24;
+            } else {
+                v = (uint32_t)(uint8_t)tinyc_rq_out(a0, &q[0], lo, hi, 0) |
+                    (uint32_t)(uint8_t)tinyc_rq_out(a1, &q[1], lo, hi, 0) << 8 |
+                    (uint32_t)(uint8_t)tinyc_rq_out(a2, &q[2], lo, hi, 0) << 16 |
+                    (uint32_t)(uint8_t)tinyc_rq_out(a3, &q[3], lo, hi, 0) << 24;
+            }
+            tinyc_st4(out + oy * chans + c, v);
+        }
+    }
+    return c;
+}
+#endif
+
 int32_t tinyc_depthwise_conv2d_s8_scratch_bytes(const tinyc_conv_params *p)
 {
 #if TINYC_DSP
@@ -1197,11 +1302,399 @@ void tinyc_depthwise_conv2d_s8(const tinyc_conv_params *p, const int8_t *in, con
     uint32_t *tab = scratch_words(scratch, scratch_bytes, tinyc_depthwise_conv2d_s8_scratch_bytes(p));
     if (tab != 0 && dsp_offset_ok(p->in_offset) &&
         tinyc_rq_layer_ok(mult, shift, p->out_c, p->out_offset, p->act_min, p->act_max)) {
-        done = dw_dsp(p, in, w, bias, mult, shift, out, tab);
+        done = TINYC_USES(DW_COLUMN) && tinyc_dw_column_ok(p) ? tinyc_dw_column_dsp(p, in, w, bias, mult, shift, out, tab)
+                                                              : dw_dsp(p, in, w, bias, mult, shift, out, tab);
     }
 #else
     (void)scratch;
     (void)scratch_bytes;
 #endif
     dw_portable(p, in, w, bias, mult, shift, out, done);
+}
+
+/* ---- wide weights ----------------------------------------------------------
+ *
+ * tinyc_conv2d_wide_s8: a one-group convolution (any kernel, stride, padding,
+ * dilation) whose weights the compiler stored pre-extended to int16 in the
+ * order the 2 x 2 loop reads them (kernels/conv.py widen: per output channel
+ * pair, per group of 4 window values, channel 0's even and odd pairs, then
+ * channel 1's) and whose bias holds the input offset (bias + in_offset *
+ * sum(w)): the window enters raw, padded taps as the zero point.  Per group of
+ * 4 window values of a pixel pair and a channel pair: one LDM of the 4 window
+ * words, one of the 4 weight words, 8 SMLADs. */
+
+/* The wide kernel's window words per block: more pixel pairs per block when
+ * they fit (fewer requantization set-ups per channel pair), at least one. */
+#define WIDE_WORDS 288
+
+TINYC_FALLBACK static void conv_wide_portable(const tinyc_conv_params *p, const int8_t *in, const int32_t *w,
+                                              const int32_t *bias, const int32_t *mult, const int32_t *shift,
+                                              int8_t *out)
+{
+    const int32_t in_c = p->in_c;
+    const int32_t groups = (p->k_h * p->k_w * in_c + 3) >> 2;
+    const int32_t zp = -p->in_offset;
+    int32_t oy, ox, o, ky, kx, c;
+    for (oy = 0; oy < p->out_h; ++oy) {
+        for (ox = 0; ox < p->out_w; ++ox) {
+            for (o = 0; o < p->out_c; ++o) {
+                uint32_t acc = (uint32_t)bias[o];
+                int32_t i = 0;
+                for (ky = 0; ky < p->k_h; ++ky) {
+                    const int32_t iy = oy * p->stride_h - p->pad_t + ky * p->dil_h;
+                    for (kx = 0; kx < p->k_w; ++kx) {
+                        const int32_t ix = ox * p->stride_w - p->pad_l + kx * p->dil_w;
+                        const int inside = iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w;
+                        const int8_t *x = in + (iy * p->in_w + ix) * in_c;
+                        for (c = 0; c < in_c; ++c, ++i) {
+                            const int32_t v = inside ? x[c] : zp;
+                            acc += (uint32_t)(v * tinyc_wide_weight(w, groups, o, i));
+                        }
+                    }
+                }
+                acc = (uint32_t)(tinyc_mbqm((int32_t)acc, mult[o], shift[o]) + p->out_offset);
+                *out++ = (int8_t)tinyc_clamp32((int32_t)acc, p->act_min, p->act_max);
+            }
+        }
+    }
+}
+
+int32_t tinyc_conv2d_wide_s8_scratch_bytes(const tinyc_conv_params *p)
+{
+#if TINYC_DSP
+    /* per pixel pair 4 words per group (at least one pair, more while they fit
+     * in WIDE_WORDS), then one int8 window; kernels/conv.py holds the same rule */
+    const int32_t groups = (p->k_h * p->k_w * p->in_c + 3) >> 2;
+    if (p->out_h > 0 && p->out_w > 0 && groups > 0) {
+        const int32_t pairs = 4 * groups <= WIDE_WORDS ? WIDE_WORDS / (4 * groups) : 1;
+        return 16 * groups * pairs + 4 * groups;
+    }
+#endif
+    (void)p;
+    return 0;
+}
+
+#if TINYC_DSP
+/* Arguments of the cw_* loops (offsets fixed in the assembly). */
+typedef struct {
+    const uint32_t *xb;    /*  0: window words of the first pixel pair (per group: p0 even, p0 odd, p1 even, p1 odd) */
+    const int32_t *w0;     /*  4: the channel pair's wide weights */
+    const int32_t *wend;   /*  8: w0 past its groups */
+    int32_t rem;           /* 12: groups % 4 (the unrolled loop's entry) */
+    int32_t b0, b1;        /* 16: folded biases of channels 0 and 1 */
+    int32_t m2_0, m2_1;    /* 24: requantization constants (simd.h tinyc_rq) of channels 0 and 1 */
+    int32_t npo_0, npo_1;  /* 32 */
+    int32_t r_0, r_1;      /* 40 */
+    int8_t *dst;           /* 48: output of pixel 0, channel 0 */
+    int8_t *dst_end;       /* 52: dst past the last pair */
+    int32_t n;             /* 56: bytes from pixel 0's outputs to pixel 1's (0: a pixel paired with itself) */
+    int32_t dst_step;      /* 60: dst advance per pair */
+    int32_t sm_0, sm_1;    /* 64: (class 1) */
+    int32_t k_0, k_1;      /* 72 */
+    uint32_t lo4, hi4;     /* 80: the clamp range's bounds in each byte */
+} cw_args;
+
+typedef char cw_args_layout[(offsetof(cw_args, b0) == 16 && offsetof(cw_args, dst) == 48 &&
+                             offsetof(cw_args, dst_step) == 60 && offsetof(cw_args, lo4) == 80) ? 1 : -1];
+
+/* 2 pixels x 2 output channels per step over consecutive pixel pairs' window
+ * words.  Registers: r0-r3 window words, r8 / r9 / r11 / r12 weight words,
+ * r4 / r5 channel 0 (pixel 0 / 1), r6 / r7 channel 1, r10 window pointer, lr
+ * weight pointer, the arguments' address at [sp].  The group loop is unrolled
+ * 4 times (groups % 4 = r > 0 enters at copy 5 - r).  Then the 4 sums are
+ * requantized (simd.h: CW_RQ_FAST class 0, CW_RQ_GEN class 0 or 1), saturated
+ * to int8 and stored as two halfwords (CW_CLAMP: packed into one word first
+ * and clamped bytewise, SSUB8 / SEL, to [lo, hi]).  44 bytes of stack. */
+#define CW_GROUP                              \
+    "ldmia r10!, {r0, r1, r2, r3}\n\t"        \
+    "ldmia lr!, {r8, r9, r11, r12}\n\t"       \
+    "smlad r4, r0, r8, r4\n\t"                \
+    "smlad r4, r1, r9, r4\n\t"                \
+    "smlad r5, r2, r8, r5\n\t"                \
+    "smlad r5, r3, r9, r5\n\t"                \
+    "smlad r6, r0, r11, r6\n\t"               \
+    "smlad r6, r1, r12, r6\n\t"               \
+    "smlad r7, r2, r11, r7\n\t"               \
+    "smlad r7, r3, r12, r7\n\t"
+
+#define CW_BEGIN                    \
+    "push {r4-r11, lr}\n\t"         \
+    "sub sp, sp, #8\n\t"            \
+    "str r0, [sp]\n\t"              \
+    "ldr r10, [r0, #0]\n\t"         \
+    "1:\n\t"                        \
+    "ldr r12, [sp]\n\t"             \
+    "ldrd r4, r6, [r12, #16]\n\t"   \
+    "mov r5, r4\n\t"                \
+    "mov r7, r6\n\t"                \
+    "ldr lr, [r12, #4]\n\t"         \
+    "ldr r11, [r12, #12]\n\t"       \
+    "cmp r11, #2\n\t"               \
+    "beq 4f\n\t"                    \
+    "bhi 3f\n\t"                    \
+    "cmp r11, #1\n\t"               \
+    "beq 5f\n\t"                    \
+    "2:\n\t" CW_GROUP               \
+    "3:\n\t" CW_GROUP               \
+    "4:\n\t" CW_GROUP               \
+    "5:\n\t" CW_GROUP               \
+    "ldr r12, [sp]\n\t"             \
+    "ldr r11, [r12, #8]\n\t"        \
+    "cmp lr, r11\n\t"               \
+    "bne 2b\n\t"                    \
+    "ldrd r0, r1, [r12, #24]\n\t"   \
+    "smmlar r4, r4, r0, r4\n\t"     \
+    "smmlar r5, r5, r0, r5\n\t"     \
+    "smmlar r6, r6, r1, r6\n\t"     \
+    "smmlar r7, r7, r1, r7\n\t"
+
+#define CW_RQ_FAST                    \
+    "add r4, r4, r4, asr #31\n\t"     \
+    "add r5, r5, r5, asr #31\n\t"     \
+    "add r6, r6, r6, asr #31\n\t"     \
+    "add r7, r7, r7, asr #31\n\t"
+
+#define CW_RQ_GEN                     \
+    "ldrd r0, r1, [r12, #64]\n\t"     \
+    "and r2, r0, r4, asr #31\n\t"     \
+    "add r4, r4, r2\n\t"              \
+    "and r2, r0, r5, asr #31\n\t"     \
+    "add r5, r5, r2\n\t"              \
+    "and r2, r1, r6, asr #31\n\t"     \
+    "add r6, r6, r2\n\t"              \
+    "and r2, r1, r7, asr #31\n\t"     \
+    "add r7, r7, r2\n\t"              \
+    "ldrd r0, r1, [r12, #72]\n\t"     \
+    "asr r4, r4, r0\n\t"              \
+    "asr r5, r5, r0\n\t"              \
+    "asr r6, r6, r1\n\t"              \
+    "asr r7, r7, r1\n\t"
+
+#define CW_SAT                        \
+    "ldrd r0, r1, [r12, #32]\n\t"     \
+    "qadd r4, r4, r0\n\t"             \
+    "qadd r5, r5, r0\n\t"             \
+    "qadd r6, r6, r1\n\t"             \
+    "qadd r7, r7, r1\n\t"             \
+    "ldrd r0, r1, [r12, #40]\n\t"     \
+    "asr r4, r4, r0\n\t"              \
+    "asr r5, r5, r0\n\t"              \
+    "asr r6, r6, r1\n\t"              \
+    "asr r7, r7, r1\n\t"              \
+    "ssat r4, #8, r4\n\t"             \
+    "ssat r5, #8, r5\n\t"             \
+    "ssat r6, #8, r6\n\t"             \
+    "ssat r7, #8, r7\n\t"             \
+    "bfi r4, r6, #8, #8\n\t"          \
+    "bfi r5, r7, #8, #8\n\t"
+
+#define CW_CLAMP                      \
+    "bfi r4, r5, #16, #16\n\t"        \
+    "ldrd r0, r1, [r12, #80]\n\t"     \
+    "ssub8 r2, r4, r0\n\t"            \
+    "sel r4, r4, r0\n\t"              \
+    "ssub8 r2, r1, r4\n\t"            \
+    "sel r4, r4, r1\n\t"              \
+    "lsr r5, r4, #16\n\t"
+
+#define CW_END                        \
+    "ldr r0, [r12, #48]\n\t"          \
+    "ldr r1, [r12, #56]\n\t"          \
+    "strh r4, [r0]\n\t"               \
+    "strh r5, [r0, r1]\n\t"           \
+    "ldr r1, [r12, #60]\n\t"          \
+    "add r0, r0, r1\n\t"              \
+    "str r0, [r12, #48]\n\t"          \
+    "ldr r1, [r12, #52]\n\t"          \
+    "cmp r0, r1\n\t"                  \
+    "bne 1b\n\t"                      \
+    "add sp, sp, #8\n\t"              \
+    "pop {r4-r11, pc}\n\t"
+
+#define CW_FUNCTION(name, rq, clamp)                                                           \
+    __attribute__((naked, noinline)) static void name(const cw_args *args __attribute__((unused))) \
+    {                                                                                          \
+        __asm__ volatile(CW_BEGIN rq CW_SAT clamp CW_END);                                     \
+    }
+
+/* The common case (class 0 channels, no clamp) and the general one. */
+CW_FUNCTION(cw_pairs_fast, CW_RQ_FAST, "")
+CW_FUNCTION(cw_pairs_gen, CW_RQ_GEN, CW_CLAMP)
+
+/* One of the loops above, called directly (the static call graph, from which
+ * the stack reserve is sized, stays complete). */
+TINYC_ALWAYS_INLINE void cw_pairs(int general, const cw_args *a)
+{
+    /* (the general loop also serves class 0 pairs, the fast one none else) */
+    if (TINYC_USES(CW_GEN) && (general || !TINYC_USES(CW_FAST))) {
+        cw_pairs_gen(a);
+    } else {
+        cw_pairs_fast(a);
+    }
+}
+
+/* One channel (`ch` of the pair whose weights are wp) over a pixel pair's
+ * window words: *a0 / *a1 += pixel 0 / 1. */
+static void wide_dot(const uint32_t *xb, const int32_t *wp, int32_t ch, int32_t groups, int32_t *a0, int32_t *a1)
+{
+    int32_t s0 = *a0, s1 = *a1, g;
+    wp += 2 * ch;
+    for (g = 0; g < groups; ++g) {
+        const uint32_t e = (uint32_t)wp[0], o = (uint32_t)wp[1];
+        s0 = tinyc_smlad(xb[0], e, s0);
+        s0 = tinyc_smlad(xb[1], o, s0);
+        s1 = tinyc_smlad(xb[2], e, s1);
+        s1 = tinyc_smlad(xb[3], o, s1);
+        xb += 4;
+        wp += 4;
+    }
+    *a0 = s0;
+    *a1 = s1;
+}
+
+/* Output pixel q's input pixel, for a 1x1 kernel without padding. */
+static const int8_t *pixel_of(const tinyc_conv_params *p, const int8_t *in, int32_t q)
+{
+    const int32_t oy = q / p->out_w, ox = q - oy * p->out_w;
+    return in + (oy * p->stride_h * p->in_w + ox * p->stride_w) * p->in_c;
+}
+
+static void conv_wide_dsp(const tinyc_conv_params *p, const int8_t *in, const int32_t *w, const int32_t *bias,
+                          const int32_t *mult, const int32_t *shift, int8_t *out, uint32_t *xbuf)
+{
+    const int32_t groups = (p->k_h * p->k_w * p->in_c + 3) >> 2;
+    const int32_t out_c = p->out_c;
+    const int32_t n_pix = p->out_h * p->out_w;
+    const int32_t per_block = 4 * groups <= WIDE_WORDS ? WIDE_WORDS / (4 * groups) : 1;
+    const int full = p->act_min == -128 && p->act_max == 127;
+    const int32_t zp = -p->in_offset;
+    const uint32_t padw = tinyc_pack16(zp, zp);
+    int8_t *const stage = (int8_t *)(xbuf + per_block * 4 * groups);  /* one int8 window */
+    const int pointwise = p->k_h == 1 && p->k_w == 1 && p->pad_t == 0 && p->pad_l == 0 && (p->in_c & 3) == 0;
+    cw_args a;
+    int32_t pix = 0;
+
+    a.rem = groups & 3;
+    a.lo4 = (uint32_t)(uint8_t)p->act_min * 0x01010101u;
+    a.hi4 = (uint32_t)(uint8_t)p->act_max * 0x01010101u;
+    while (pix < n_pix) {
+        /* the block: pairs (pix, pix + 1), ..., a last lone pixel paired with itself */
+        const int32_t left = n_pix - pix;
+        const int32_t pairs = left >= 2 * per_block ? per_block : (left + 1) >> 1;
+        const int lone = 2 * pairs > left;
+        int32_t i, o;
+        for (i = 0; i < pairs; ++i) {
+            const int32_t q0 = pix + 2 * i;
+            const int32_t q1 = lone && i == pairs - 1 ? q0 : q0 + 1;
+            uint32_t *xb = xbuf + i * 4 * groups;
+            if (pointwise) {
+                /* a 1x1 window is its input pixel's K values (K % 4 == 0) */
+                const int8_t *x0 = pixel_of(p, in, q0), *x1 = pixel_of(p, in, q1);
+                int32_t g;
+                for (g = 0; g < groups; ++g) {
+                    const uint32_t v0 = tinyc_ld4(x0 + 4 * g), v1 = tinyc_ld4(x1 + 4 * g);
+                    xb[0] = tinyc_sxtb16(v0);
+                    xb[1] = tinyc_sxtb16_r8(v0);
+                    xb[2] = tinyc_sxtb16(v1);
+                    xb[3] = tinyc_sxtb16_r8(v1);
+                    xb += 4;
+                }
+                continue;
+            }
+            window_words(p, in, q0, groups, 0, padw, stage, xb);
+            window_words(p, in, q1, groups, 0, padw, stage, xb + 2);
+        }
+        for (o = 0; o < out_c; o += 2) {
+            const int32_t o1 = o + 1 < out_c ? o + 1 : o;
+            const int32_t *wp = w + (o >> 1) * groups * 4;
+            int general = !full, asm_ok = o1 != o && (TINYC_USES(CW_FAST) || TINYC_USES(CW_GEN));
+            if (asm_ok) {
+                if (tinyc_rq_fast(mult[o], shift[o], p->out_offset, &a.m2_0, &a.npo_0, &a.r_0) &&
+                    tinyc_rq_fast(mult[o1], shift[o1], p->out_offset, &a.m2_1, &a.npo_1, &a.r_1)) {
+                    a.sm_0 = a.sm_1 = -1;
+                    a.k_0 = a.k_1 = 0;
+                } else {
+                    /* class 1 (no right shift, or one over 23) in the general loop; class 2 in C */
+                    const tinyc_rq q0 = tinyc_rq_make(mult[o], shift[o], p->out_offset);
+                    const tinyc_rq q1 = tinyc_rq_make(mult[o1], shift[o1], p->out_offset);
+                    asm_ok = q0.cls <= 1 && q1.cls <= 1;
+                    general = 1;
+                    a.m2_0 = q0.m2, a.npo_0 = q0.npo, a.r_0 = q0.r, a.sm_0 = q0.sm, a.k_0 = q0.k;
+                    a.m2_1 = q1.m2, a.npo_1 = q1.npo, a.r_1 = q1.r, a.sm_1 = q1.sm, a.k_1 = q1.k;
+                }
+            }
+            asm_ok = asm_ok && (!general || TINYC_USES(CW_GEN));
+            if (asm_ok) {
+                a.w0 = wp;
+                a.wend = wp + 4 * groups;
+                a.b0 = bias[o];
+                a.b1 = bias[o1];
+                a.xb = xbuf;
+                a.dst = out + pix * out_c + o;
+                a.dst_step = 2 * out_c;
+                a.n = out_c;
+                if (lone) {
+                    if (pairs > 1) {
+                        a.dst_end = a.dst + (pairs - 1) * 2 * out_c;
+                        cw_pairs(general, &a);
+                    }
+                    a.xb = xbuf + (pairs - 1) * 4 * groups;
+                    a.dst = out + (pix + 2 * (pairs - 1)) * out_c + o;
+                    a.n = 0;
+                    a.dst_step = 0;
+                    a.dst_end = a.dst;
+                    cw_pairs(general, &a);
+                } else {
+                    a.dst_end = a.dst + pairs * 2 * out_c;
+                    cw_pairs(general, &a);
+                }
+                continue;
+            }
+            {
+                /* in C: an odd last channel, a class 2 channel */
+                const tinyc_rq q0 = tinyc_rq_make(mult[o], shift[o], p->out_offset);
+                const tinyc_rq q1 = tinyc_rq_make(mult[o1], shift[o1], p->out_offset);
+                for (i = 0; i < pairs; ++i) {
+                    const uint32_t *xb = xbuf + i * 4 * groups;
+                    int8_t *d = out + (pix + 2 * i) * out_c;
+                    const int second = !(lone && i == pairs - 1);
+                    int32_t s00 = bias[o], s01 = bias[o], s10 = bias[o1], s11 = bias[o1];
+                    wide_dot(xb, wp, 0, groups, &s00, &s01);
+                    d[o] = tinyc_rq_out(s00, &q0, p->act_min, p->act_max, 0);
+                    if (second) {
+                        d[out_c + o] = tinyc_rq_out(s01, &q0, p->act_min, p->act_max, 0);
+                    }
+                    if (o1 != o) {
+                        wide_dot(xb, wp, 1, groups, &s10, &s11);
+                        d[o1] = tinyc_rq_out(s10, &q1, p->act_min, p->act_max, 0);
+                        if (second) {
+                            d[out_c + o1] = tinyc_rq_out(s11, &q1, p->act_min, p->act_max, 0);
+                        }
+                    }
+                }
+            }
+        }
+        pix += 2 * pairs - lone;
+    }
+}
+#endif /* TINYC_DSP */
+
+void tinyc_conv2d_wide_s8(const tinyc_conv_params *p, const int8_t *in, const int32_t *w,
+                          const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out,
+                          void *scratch, int32_t scratch_bytes)
+{
+#if TINYC_DSP
+    if (p->groups <= 1 && p->out_h > 0 && p->out_w > 0 &&
+        tinyc_rq_layer_ok(mult, shift, p->out_c, p->out_offset, p->act_min, p->act_max)) {
+        uint32_t *xbuf = scratch_words(scratch, scratch_bytes, tinyc_conv2d_wide_s8_scratch_bytes(p));
+        if (xbuf != 0) {
+            conv_wide_dsp(p, in, w, bias, mult, shift, out, xbuf);
+            return;
+        }
+    }
+#else
+    (void)scratch;
+    (void)scratch_bytes;
+#endif
+    conv_wide_portable(p, in, w, bias, mult, shift, out);
 }

@@ -22,6 +22,7 @@
 #include "tinyc/kernels.h"
 #include "tinyc/fixedpoint.h"
 #include "tinyc/simd.h"
+#include "tinyc/matmul_dsp.h"
 
 /* The plane geometry of one call. */
 typedef struct {
@@ -571,15 +572,20 @@ static int8_t wat(const int8_t *row, int32_t kw, int32_t t)
 enum { DW_3S1, DW_3S2, DWT_1, DWT_2, DWT_3, DWT_K5R5, DWT_J2R7, DWT_J3R7 };
 TINYC_ALWAYS_INLINE void dw_loop(int loop, dwk_args *a)
 {
-    switch (loop) {
-    case DW_3S1: dw3s1(a); break;
-    case DW_3S2: dw3s2(a); break;
-    case DWT_1: dwt1(a); break;
-    case DWT_2: dwt2(a); break;
-    case DWT_3: dwt3(a); break;
-    case DWT_K5R5: dwt_k5r5(a); break;
-    case DWT_J2R7: dwt_j2r7(a); break;
-    default: dwt_j3r7(a); break;
+    /* (a loop no layer of the project takes is never called: TINYC_USES) */
+    if (loop == DW_3S1 && TINYC_USES(DW3S1)) {
+        dw3s1(a);
+    } else if (loop == DW_3S2 && TINYC_USES(DW3S2)) {
+        dw3s2(a);
+    } else if (TINYC_USES(DW_TABLES)) {
+        switch (loop) {
+        case DWT_1: dwt1(a); break;
+        case DWT_2: dwt2(a); break;
+        case DWT_3: dwt3(a); break;
+        case DWT_K5R5: dwt_k5r5(a); break;
+        case DWT_J2R7: dwt_j2r7(a); break;
+        default: dwt_j3r7(a); break;
+        }
     }
 }
 
@@ -636,10 +642,13 @@ TINYC_ALWAYS_INLINE int plane_conv_dsp(const tinyc_conv_params *p, const plane_g
         return 1;
     }
     if (kh == 3 && kw == 3 && (sw == 1 || sw == 2)) {
+        if (!(sw == 1 ? TINYC_USES(DW3S1) : TINYC_USES(DW3S2))) {
+            return 0;
+        }
         loop = sw == 1 ? DW_3S1 : DW_3S2;
     } else {
         words = (kw + sw + 3) >> 2;
-        if (tab == 0 || words > 3 || kh * words * 4 > DWT_MAX_WORDS) {
+        if (!TINYC_USES(DW_TABLES) || tab == 0 || words > 3 || kh * words * 4 > DWT_MAX_WORDS) {
             return 0;                                  /* no table in the scratch (table_words) */
         }
         loop = words == 1 ? DWT_1 : words == 2 ? DWT_2 : DWT_3;
@@ -757,6 +766,15 @@ TINYC_ALWAYS_INLINE int plane_conv_dsp(const tinyc_conv_params *p, const plane_g
 }
 #endif /* TINYC_DSP */
 
+#if TINYC_DSP
+/* A depthwise column without top padding runs forward over its own buffer
+ * (conv.c tinyc_dw_column_dsp), its weight table at the scratch's start. */
+static int column_forward(const tinyc_conv_params *p)
+{
+    return tinyc_dw_column_ok(p) && p->pad_t == 0 && p->pad_l == 0;
+}
+#endif
+
 /* The plane's bytes: plane_h * plane_w. */
 static int32_t plane_bytes(const tinyc_conv_params *p)
 {
@@ -772,9 +790,11 @@ int32_t tinyc_depthwise_conv2d_inplace_s8_scratch_bytes(const tinyc_conv_params 
     const int32_t plane = plane_bytes(p);
 #if TINYC_DSP
     const int32_t words = plane > 0 ? table_words(p) : 0;
-    if (words > 0) {
-        return ((plane + 3) & ~3) + 4 * words;         /* the table after the plane, word-aligned */
+    const int32_t n = words > 0 ? ((plane + 3) & ~3) + 4 * words : plane;  /* the table after the plane */
+    if (column_forward(p)) {
+        return n > 8 * p->k_h ? n : 8 * p->k_h;       /* or the column kernel's table */
     }
+    return n;
 #endif
     return plane;
 }
@@ -815,8 +835,15 @@ void tinyc_depthwise_conv2d_inplace_s8(const tinyc_conv_params *p, int8_t *buf, 
     }
     g.src0 = ((g.row_lo - p->pad_t) * p->in_w + (g.col_lo - p->pad_l)) * chans;
     g.zp = (int8_t)(-p->in_offset);
+    c = 0;
+#if TINYC_DSP
+    if (TINYC_USES(DW_COLUMN) && dsp && column_forward(p) && work_bytes >= 8 * p->k_h && ((uintptr_t)work & 3u) == 0 &&
+        p->in_offset >= -32767 + 128 && p->in_offset <= 32767 - 127) {
+        c = tinyc_dw_column_dsp(p, buf, w, bias, mult, shift, buf, (uint32_t *)work);  /* then the plane */
+    }
+#endif
     pad_plane(&g, scratch);
-    for (c = 0; c < chans; ++c) {
+    for (; c < chans; ++c) {
         const int8_t *wf = w + c * w_filter;
         gather_plane(p, &g, buf, c, scratch);
 #if TINYC_DSP

@@ -56,6 +56,15 @@ void tinyc_conv2d_s8(const tinyc_conv_params *p, const int8_t *in, const int8_t 
                      void *scratch, int32_t scratch_bytes);
 int32_t tinyc_conv2d_s8_scratch_bytes(const tinyc_conv_params *p);
 
+/* The same values for one group, with the weights in tinyc's wide layout
+ * (int16 pairs: kernels/conv.py widen) and bias = bias + in_offset * sum(w)
+ * (kernels/conv.py fold_bias; never NULL).  The compiler picks it on cores with
+ * the DSP extension (passes/widen.py). */
+void tinyc_conv2d_wide_s8(const tinyc_conv_params *p, const int8_t *in, const int32_t *w,
+                          const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out,
+                          void *scratch, int32_t scratch_bytes);
+int32_t tinyc_conv2d_wide_s8_scratch_bytes(const tinyc_conv_params *p);
+
 /* The same arithmetic for k_h = k_w = 1, no padding, groups = 1, any stride: a
  * matrix product over channels, the fast path for pointwise convolutions. */
 void tinyc_conv2d_1x1_s8(const tinyc_conv_params *p, const int8_t *in, const int8_t *w,
@@ -99,6 +108,12 @@ typedef struct {
 /* weights [out_features][in_features]; bias int32 [out_features] or NULL. */
 void tinyc_fully_connected_s8(const tinyc_fc_params *p, const int8_t *in, const int8_t *w,
                               const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out);
+
+/* The same values with wide weights and the folded bias (as tinyc_conv2d_wide_s8). */
+void tinyc_fully_connected_wide_s8(const tinyc_fc_params *p, const int8_t *in, const int32_t *w,
+                                   const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out,
+                                   void *scratch, int32_t scratch_bytes);
+int32_t tinyc_fully_connected_wide_s8_scratch_bytes(const tinyc_fc_params *p);
 
 /* ---- pooling and reductions -------------------------------------------- */
 
@@ -157,7 +172,10 @@ typedef struct {
     int32_t act_min, act_max;
 } tinyc_add_params;
 
-void tinyc_add_s8(const tinyc_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *out);
+/* table: NULL, or tinyc's 512 precomputed int32 values (kernels/elementwise.py
+ * add_table): each input's rescaled value, in1's for x1 = -128..127, then in2's. */
+void tinyc_add_s8(const tinyc_add_params *p, const int8_t *in1, const int8_t *in2, const int32_t *table,
+                  int8_t *out);
 
 typedef struct {
     int32_t out_shape[4];

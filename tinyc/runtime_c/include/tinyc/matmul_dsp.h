@@ -329,6 +329,18 @@ __attribute__((noinline, unused)) static int32_t tinyc_sum_s8(const int8_t *w, i
     return s;
 }
 
+/* A depthwise column: in_w = out_w = k_w = 1, depth multiplier 1, at least 4
+ * channels, at most 64 taps (conv.c tinyc_dw_column_dsp; the kernels'
+ * scratch rules, tinyc/kernels/conv.py, give it 2 words per tap). */
+static inline int tinyc_dw_column_ok(const tinyc_conv_params *p)
+{
+    return p->in_w == 1 && p->out_w == 1 && p->k_w == 1 && p->depth_multiplier <= 1 && p->in_c >= 4 &&
+           p->out_h > 0 && p->k_h >= 1 && p->k_h <= 64;
+}
+
+int32_t tinyc_dw_column_dsp(const tinyc_conv_params *p, const int8_t *in, const int8_t *w, const int32_t *bias,
+                            const int32_t *mult, const int32_t *shift, int8_t *out, uint32_t *tab);
+
 #endif /* TINYC_DSP */
 
 #endif /* TINYC_MATMUL_DSP_H */

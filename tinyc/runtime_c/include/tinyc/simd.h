@@ -33,6 +33,21 @@
 #define TINYC_FALLBACK
 #endif
 
+/* The kernel variants a generated project needs: tinyc writes tinyc_config.h
+ * beside the model (tinyc/codegen/variants.py) with TINYC_USES_<VARIANT> 0 or 1,
+ * and the loops no layer takes compile away.  Without it (the runtime on its
+ * own) every variant is compiled. */
+#if defined(__has_include)
+#if __has_include("tinyc_config.h")
+#include "tinyc_config.h"
+#endif
+#endif
+#ifdef TINYC_CONFIG
+#define TINYC_USES(variant) (TINYC_USES_##variant)
+#else
+#define TINYC_USES(variant) 1
+#endif
+
 #if TINYC_DSP
 #include <arm_acle.h>
 
@@ -194,20 +209,8 @@ static inline int tinyc_rq_layer_ok(const int32_t *mult, const int32_t *shift, i
     return 1;
 }
 
-__attribute__((noinline, unused)) static tinyc_rq tinyc_rq_make(int32_t mult, int32_t shift, int32_t out_offset)
-{
-    tinyc_rq q;
-    const int32_t right = shift < 0 ? -shift : 0;
-    q.m2 = (int32_t)((uint32_t)mult << 1);
-    q.c = mult >= (1 << 30) ? 1 : (mult < -(1 << 30) ? -1 : 0);  /* 2 * mult = m2 + c * 2^32 */
-    q.left = shift > 0 ? shift : 0;
-    q.sm = right > 0 ? -1 : 0;
-    q.k = right > 23 ? right - 23 : 0;
-    q.r = right - q.k;
-    q.npo = (int32_t)((right > 0 ? (uint32_t)1 << (q.r - 1) : 0u) + ((uint32_t)out_offset << q.r));
-    q.cls = q.c != 1 || q.left != 0 ? 2 : (right == 0 || q.k != 0 ? 1 : 0);
-    return q;
-}
+/* (defined once, in conv.c) */
+tinyc_rq tinyc_rq_make(int32_t mult, int32_t shift, int32_t out_offset);
 
 /* A class 0 channel's constants (m2, npo, r; c = 1, sm = -1, k = 0, no left
  * shift); 0 when the channel is not of class 0. */

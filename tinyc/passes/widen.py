@@ -1,0 +1,117 @@
+"""Compile-time specialization that trades flash for speed on DSP cores.
+
+Two rewrites, ranked together by the instructions they save per byte of flash
+they cost, applied while the model's constants stay within the flash budget the
+caller gives (the board's flash less a reserve for the code):
+
+* Wide weights.  A convolution (one group) or fully connected layer whose
+  weights are constants runs as ``conv2d_wide_s8`` / ``fully_connected_wide_s8``:
+  its weights stored pre-extended to int16 in the order the SMLAD loops read them
+  (``kernels.conv.widen``: twice the flash) and its bias folded with the input
+  offset (``kernels.conv.fold_bias``), so the inner loops extend neither operand.
+  On QEMU's Cortex-M4 a 3x3 convolution then takes about 0.8 instructions per MAC
+  instead of 1.5, a pointwise one 0.9 instead of 1.2, a fully connected layer 0.9
+  instead of 1.6-2.0 (BENCHMARKS.md).  The wide convolution also plans more
+  scratch (window words of a few pixel pairs, about 1 KB); build.specialize_for
+  keeps the program as it was when that would push an arena that fits the
+  board's RAM out of it.
+* Add tables.  An Add / Sub takes ``kernels.elementwise.add_table(params)``, its
+  inputs' 512 rescaled values (2 KB), instead of rescaling each element: about 15
+  M4 instructions per element instead of 110.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.program import KernelCall, Program
+from ..kernels.conv import fold_bias, widen
+from ..kernels.elementwise import add_table
+
+WIDE_KERNEL = {"conv2d_s8": "conv2d_wide_s8", "conv2d_1x1_s8": "conv2d_wide_s8",
+               "fully_connected_s8": "fully_connected_wide_s8"}
+# flash kept free for the code (kernels, glue, startup, the self-test harness)
+# when specializing against a board's flash
+CODE_RESERVE = 96 * 1024
+# RAM kept free beside the arena (stack, data) when checking that the wide
+# kernels' scratch still lets the arena fit the board
+RAM_RESERVE = 16 * 1024
+# instructions each saves on the Cortex-M4 (BENCHMARKS.md): per MAC of a wide
+# layer, per element of a tabulated Add
+WIDE_SAVING_PER_MAC = 0.4
+TABLE_SAVING_PER_ELEMENT = 90
+
+
+def _eligible(program: Program, call: KernelCall) -> bool:
+    if call.kernel not in WIDE_KERNEL or call.args:
+        return False
+    if call.kernel == "conv2d_s8" and call.params.groups > 1:
+        return False
+    w = program.graph.tensors[call.inputs[1]]
+    return w.is_const and w.kind is None and np.dtype(w.dtype) == np.int8
+
+
+def _macs(call: KernelCall) -> int:
+    p = call.params
+    if call.kernel == "fully_connected_s8":
+        return p.batches * p.in_features * p.out_features
+    return p.out_h * p.out_w * p.out_c * p.k_h * p.k_w * p.in_c
+
+
+def specialize(program: Program, flash_budget: int | None) -> int:
+    """Rewrite calls to the wide kernels and give Adds their tables, most
+    instructions saved per flash byte first, while the program's constant bytes
+    stay within ``flash_budget`` (None: no limit).  Returns the number of calls
+    rewritten.  Calls sharing weights (the bands of a patched stage) share the
+    wide copy."""
+    g = program.graph
+    from ..codegen.c import weight_bytes
+
+    total = weight_bytes(program)
+    candidates = []  # (instructions saved per byte, extra bytes, apply)
+    groups: dict[tuple, list[int]] = {}
+    for k, call in enumerate(program.calls):
+        if _eligible(program, call):
+            groups.setdefault((call.inputs[1], call.inputs[2], call.params.in_offset), []).append(k)
+        elif call.kernel == "add_s8" and len(call.inputs) == 2:
+            table = add_table(call.params)
+            saving = TABLE_SAVING_PER_ELEMENT * int(np.prod(call.params.out_shape))
+            candidates.append((saving / table.nbytes, table.nbytes, _give_table(program, k, table)))
+    for (w_name, b_name, in_offset), ks in groups.items():
+        w = g.tensors[w_name].data
+        w2d = w.reshape(w.shape[0], -1)
+        words = widen(w2d)
+        bias = None if b_name is None else g.tensors[b_name].data
+        folded = fold_bias(w2d, bias, in_offset)
+        # the wide weights and folded bias replace the int8 weights and the bias
+        extra = words.nbytes + folded.nbytes - w.nbytes - (0 if bias is None else bias.nbytes)
+        saving = WIDE_SAVING_PER_MAC * sum(_macs(program.calls[k]) for k in ks)
+        candidates.append((saving / max(extra, 1), extra, _widen(program, ks, w_name, b_name, words, folded)))
+    done = 0
+    for _, extra, apply in sorted(candidates, key=lambda c: -c[0]):
+        if flash_budget is not None and total + extra > flash_budget:
+            continue
+        done += apply()
+        total = weight_bytes(program)
+    return done
+
+
+def _give_table(program: Program, k: int, table: np.ndarray):
+    def apply() -> int:
+        call = program.calls[k]
+        call.inputs = [*call.inputs, program.graph.add_const(call.node + "_add_table", table)]
+        return 1
+    return apply
+
+
+def _widen(program: Program, ks: list[int], w_name: str, b_name: str | None, words, folded):
+    def apply() -> int:
+        g = program.graph
+        ww = g.add_const(w_name + "_wide", words)
+        bf = g.add_const((b_name or w_name) + "_folded", folded)
+        for k in ks:
+            call = program.calls[k]
+            call.kernel = WIDE_KERNEL[call.kernel]
+            call.inputs = [call.inputs[0], ww, bf, *call.inputs[3:]]
+        return len(ks)
+    return apply
