@@ -75,7 +75,7 @@ def specialize_for(program, board, plan_strategy: str | None = None, in_place: b
     from .passes.widen import CODE_RESERVE, RAM_RESERVE, specialize
 
     narrow = [(c.kernel, list(c.inputs)) for c in program.calls]
-    if not specialize(program, board.main_flash.length - CODE_RESERVE):
+    if not specialize(program, board.main_flash.length - CODE_RESERVE, wide=board.dsp):
         return
     room = board.main_ram.length - RAM_RESERVE
     strategy = plan_strategy or patching.QUICK_STRATEGY
@@ -97,9 +97,8 @@ def compile_c(graph: Graph, model_path, name: str | None = None, board: str = "h
     ``in_place`` allows in-place kernels; ``poison`` makes a debug build that
     overwrites dead arena bytes between steps; ``patch``: "off", "auto" or
     "SPLIT:RxC", patch-based execution of the first stage (passes/patch.py);
-    ``widen``: for a board with the DSP extension, store the weights of layers
-    the dual-MAC kernels run pre-extended to int16 while they fit its flash
-    (passes/widen.py)."""
+    ``widen``: for a board, specialize within its flash (passes/widen.py): Add
+    tables, and on cores with the DSP extension wide weights."""
     from .passes import patch as patching
 
     if plan_strategy is not None and plan_strategy not in STRATEGIES:
@@ -111,7 +110,7 @@ def compile_c(graph: Graph, model_path, name: str | None = None, board: str = "h
     name = check_name(name) if name else default_name(model_path)
     program = compile_int8(graph, model_path)
     program.dsp = target_has_dsp(board)
-    if widen and program.dsp and board not in ("host", "all"):
+    if widen and board not in ("host", "all"):
         specialize_for(program, get_board(board), plan_strategy, in_place)
     program, plan, patched = patching.apply(
         program, choice, max_overhead, lambda p: plan_memory(p, plan_strategy, in_place=in_place),

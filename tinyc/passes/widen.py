@@ -58,10 +58,11 @@ def _macs(call: KernelCall) -> int:
     return p.out_h * p.out_w * p.out_c * p.k_h * p.k_w * p.in_c
 
 
-def specialize(program: Program, flash_budget: int | None) -> int:
+def specialize(program: Program, flash_budget: int | None, wide: bool = True) -> int:
     """Rewrite calls to the wide kernels and give Adds their tables, most
     instructions saved per flash byte first, while the program's constant bytes
-    stay within ``flash_budget`` (None: no limit).  Returns the number of calls
+    stay within ``flash_budget`` (None: no limit); ``wide``: the core has the
+    DSP extension (the tables help any core).  Returns the number of calls
     rewritten.  Calls sharing weights (the bands of a patched stage) share the
     wide copy."""
     g = program.graph
@@ -71,7 +72,7 @@ def specialize(program: Program, flash_budget: int | None) -> int:
     candidates = []  # (instructions saved per byte, extra bytes, apply)
     groups: dict[tuple, list[int]] = {}
     for k, call in enumerate(program.calls):
-        if _eligible(program, call):
+        if wide and _eligible(program, call):
             groups.setdefault((call.inputs[1], call.inputs[2], call.params.in_offset), []).append(k)
         elif call.kernel == "add_s8" and len(call.inputs) == 2:
             table = add_table(call.params)

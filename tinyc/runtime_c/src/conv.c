@@ -90,8 +90,31 @@ TINYC_FALLBACK static void conv_portable(const tinyc_conv_params *p, const int8_
             /* Index of the first in-bounds tap of the window (channel 0); only
              * read when the tap ranges are not empty. */
             win = ((iy0 + ky0 * p->dil_h) * p->in_w + (ix0 + kx0 * p->dil_w)) * in_c;
+            j = 0;
+            /* (cores without the DSP extension only: on the others this is the
+             * rarely taken fallback, kept small) */
+            if (!TINYC_DSP && groups == 1 && p->dil_w == 1) {
+                /* one group without column dilation: each kernel row's taps are
+                 * one contiguous run of input and of weights, 4 channels at a time */
+                const int32_t run = (kx1 - kx0) * cg;
+                for (; j + 4 <= og; j += 4) {
+                    int32_t acc[4];
+                    int32_t ky, in_row = win, k;
+                    acc[0] = acc[1] = acc[2] = acc[3] = 0;
+                    if (kx1 > kx0) {
+                        for (ky = ky0; ky < ky1; ++ky) {
+                            tinyc_dot4_s8(in + in_row, w + j * w_filter + ky * w_row + kx0 * cg, w_filter, run,
+                                          in_offset, acc);
+                            in_row += tap_step_y;
+                        }
+                    }
+                    for (k = 0; k < 4; ++k) {
+                        *out++ = requantize(acc[k], bias, j + k, mult, shift, p);
+                    }
+                }
+            }
             for (g = 0; g < groups; ++g) {
-                for (j = 0; j < og; ++j) {
+                for (j = groups == 1 ? j : 0; j < og; ++j) {
                     const int32_t o = g * og + j;
                     const int8_t *wf = w + o * w_filter;
                     int32_t in_row = win + g * cg;
@@ -137,7 +160,16 @@ TINYC_FALLBACK static void conv1x1_portable(const tinyc_conv_params *p, const in
             /* One pixel: out[o] = dot(pixel channels, weight row o). */
             const int8_t *px = in + at;
             const int8_t *w_row = w;
-            for (o = 0; o < p->out_c; ++o) {
+            for (o = 0; !TINYC_DSP && o + 4 <= p->out_c; o += 4) {
+                int32_t acc[4], k;
+                acc[0] = acc[1] = acc[2] = acc[3] = 0;
+                tinyc_dot4_s8(px, w_row, in_c, in_c, in_offset, acc);
+                for (k = 0; k < 4; ++k) {
+                    *out++ = requantize(acc[k], bias, o + k, mult, shift, p);
+                }
+                w_row += 4 * in_c;
+            }
+            for (; o < p->out_c; ++o) {
                 int32_t acc = 0;
                 for (c = 0; c < in_c; ++c) {
                     acc += ((int32_t)px[c] + in_offset) * (int32_t)w_row[c];

@@ -178,27 +178,35 @@ TINYC_FALLBACK static void plane_conv_portable(const tinyc_conv_params *p, const
     const int32_t line_step = p->stride_h * g->plane_w;   /* plane step between output rows */
     int32_t out_at = c;                                    /* buf index of output (0, 0, c) */
     int32_t line = 0;                                      /* plane index of window (oy, 0) */
-    int32_t oy, ox;
+    int32_t oy, ox, i;
+    /* every tap is in the plane (padding as the zero point): the input offset
+     * goes into the start value, sum((x + off) * w) = sum(x * w) + off * sum(w) */
+    uint32_t start = bias != 0 ? (uint32_t)bias[c] : 0u;
+    for (i = 0; i < k_h * k_w; ++i) {
+        start += (uint32_t)(in_offset * wf[i]);
+    }
     for (oy = 0; oy < p->out_h; ++oy) {
         int32_t win = line;
         for (ox = 0; ox < p->out_w; ++ox) {
-            int32_t acc = 0;
-            int32_t row = win;
+            uint32_t acc = start;
+            const int8_t *row = scratch + win;
+            const int8_t *wr = wf;
             int32_t ky, kx;
             for (ky = 0; ky < k_h; ++ky) {
-                const int8_t *wr = wf + ky * k_w;
-                int32_t tap = row;
-                for (kx = 0; kx < k_w; ++kx) {
-                    acc += ((int32_t)scratch[tap] + in_offset) * (int32_t)wr[kx];
-                    tap += dil_w;
+                if (!TINYC_DSP && k_w == 3 && dil_w == 1) {  /* the common kernel row, unrolled */
+                    acc += (uint32_t)(row[0] * wr[0] + row[1] * wr[1] + row[2] * wr[2]);
+                } else if (!TINYC_DSP && k_w == 1) {
+                    acc += (uint32_t)(row[0] * wr[0]);
+                } else {
+                    for (kx = 0; kx < k_w; ++kx) {
+                        acc += (uint32_t)(row[kx * dil_w] * wr[kx]);
+                    }
                 }
                 row += tap_step_y;
+                wr += k_w;
             }
-            if (bias != 0) {
-                acc += bias[c];
-            }
-            acc = tinyc_mbqm(acc, mult[c], shift[c]) + p->out_offset;
-            buf[out_at] = (int8_t)tinyc_clamp32(acc, p->act_min, p->act_max);
+            acc = (uint32_t)(tinyc_mbqm((int32_t)acc, mult[c], shift[c]) + p->out_offset);
+            buf[out_at] = (int8_t)tinyc_clamp32((int32_t)acc, p->act_min, p->act_max);
             out_at += chans;
             win += p->stride_w;
         }

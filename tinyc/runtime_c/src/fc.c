@@ -25,7 +25,22 @@ TINYC_FALLBACK static void fc_portable(const tinyc_fc_params *p, const int8_t *i
     for (b = 0; b < p->batches; ++b) {
         const int8_t *x = in + b * n_in;
         const int8_t *w_row = w;
-        for (o = 0; o < p->out_features; ++o) {
+        for (o = 0; !TINYC_DSP && o + 4 <= p->out_features; o += 4) {  /* (DSP cores: a fallback) */
+            int32_t acc[4], j;
+            acc[0] = acc[1] = acc[2] = acc[3] = 0;
+            tinyc_dot4_s8(x, w_row, n_in, n_in, in_offset, acc);
+            for (j = 0; j < 4; ++j) {
+                const int32_t k = p->per_channel ? o + j : 0;
+                int32_t a = acc[j];
+                if (bias != 0) {
+                    a += bias[o + j];
+                }
+                a = tinyc_mbqm(a, mult[k], shift[k]) + p->out_offset;
+                *out++ = (int8_t)tinyc_clamp32(a, p->act_min, p->act_max);
+            }
+            w_row += 4 * n_in;
+        }
+        for (; o < p->out_features; ++o) {
             const int32_t k = p->per_channel ? o : 0;
             int32_t acc = 0;
             for (i = 0; i < n_in; ++i) {

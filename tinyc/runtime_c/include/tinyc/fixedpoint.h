@@ -59,4 +59,29 @@ static inline int32_t tinyc_mbqm_smaller_than_one(int32_t x, int32_t multiplier,
     return tinyc_rdbp(tinyc_srdhm(x, multiplier), -shift);
 }
 
+/* acc[j] += sum_i (x[i] + offset) * w[j * ws + i], i < n, for the 4 rows j = 0..3:
+ * the portable kernels' inner loop (one input value feeds 4 MACs: about 3
+ * instructions per MAC on a Cortex-M3, against 6 one row at a time).  Wraps like
+ * the int32 sums it stands for (through uint32: no signed overflow). */
+__attribute__((noinline, unused)) static void tinyc_dot4_s8(const int8_t *x, const int8_t *w, int32_t ws,
+                                                           int32_t n, int32_t offset, int32_t *acc)
+{
+    /* out of line: its 13 live values then fit the registers (inlined into a
+     * kernel's loops gcc kept the 4 row pointers on the stack) */
+    const int8_t *w0 = w, *w1 = w + ws, *w2 = w1 + ws, *w3 = w2 + ws;
+    const int8_t *const end = x + n;
+    uint32_t a0 = (uint32_t)acc[0], a1 = (uint32_t)acc[1], a2 = (uint32_t)acc[2], a3 = (uint32_t)acc[3];
+    while (x != end) {
+        const int32_t v = *x++ + offset;
+        a0 += (uint32_t)(v * *w0++);
+        a1 += (uint32_t)(v * *w1++);
+        a2 += (uint32_t)(v * *w2++);
+        a3 += (uint32_t)(v * *w3++);
+    }
+    acc[0] = (int32_t)a0;
+    acc[1] = (int32_t)a1;
+    acc[2] = (int32_t)a2;
+    acc[3] = (int32_t)a3;
+}
+
 #endif /* TINYC_FIXEDPOINT_H */
