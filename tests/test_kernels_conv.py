@@ -420,20 +420,26 @@ def test_conv_c_windows_in_padding(lib):
     np.testing.assert_array_equal(got, want)
 
 
+def random_fc_case(rng):
+    """(params, x, w, bias, mult, shift) of a random fully connected layer."""
+    out_offset = int(rng.integers(-128, 128))
+    lo, hi = random_act(rng, out_offset)
+    p = FCParams(
+        batches=int(rng.integers(1, 4)), in_features=int(rng.choice([1, 3, 5, 7, 17, 64, 250])),
+        out_features=int(rng.choice([1, 2, 5, 10, 17])), in_offset=int(rng.integers(-127, 129)),
+        out_offset=out_offset, act_min=lo, act_max=hi, per_channel=int(rng.random() < 0.5),
+    )  # fmt: skip
+    x = rng.integers(-128, 128, (p.batches, p.in_features), dtype=np.int8)
+    w = rng.integers(-128, 128, (p.out_features, p.in_features), dtype=np.int8)
+    bias = None if rng.random() < 0.25 else rng.integers(-(1 << 14), 1 << 14, p.out_features).astype(np.int32)
+    mult, shift = random_requant(rng, p.out_features if p.per_channel else 1, p.in_features)
+    return p, x, w, bias, mult, shift
+
+
 def test_fully_connected_c_matches_spec(lib):
     rng = np.random.default_rng(14)
     for i in range(200):
-        out_offset = int(rng.integers(-128, 128))
-        lo, hi = random_act(rng, out_offset)
-        p = FCParams(
-            batches=int(rng.integers(1, 4)), in_features=int(rng.choice([1, 3, 5, 7, 17, 64, 250])),
-            out_features=int(rng.choice([1, 2, 5, 10, 17])), in_offset=int(rng.integers(-127, 129)),
-            out_offset=out_offset, act_min=lo, act_max=hi, per_channel=int(rng.random() < 0.5),
-        )  # fmt: skip
-        x = rng.integers(-128, 128, (p.batches, p.in_features), dtype=np.int8)
-        w = rng.integers(-128, 128, (p.out_features, p.in_features), dtype=np.int8)
-        bias = None if rng.random() < 0.25 else rng.integers(-(1 << 14), 1 << 14, p.out_features).astype(np.int32)
-        mult, shift = random_requant(rng, p.out_features if p.per_channel else 1, p.in_features)
+        p, x, w, bias, mult, shift = random_fc_case(rng)
         want = fully_connected_s8(p, x, w, bias, mult, shift)
         assert want.shape == (p.batches, p.out_features)
         got = run_c_weighted(lib, "tinyc_fully_connected_s8", p, x, w, bias, mult, shift, want.shape)
@@ -499,17 +505,7 @@ def test_conv2d_wide_c_matches_spec(lib):
 def test_fully_connected_wide_c_matches_spec(lib):
     rng = np.random.default_rng(43)
     for i in range(150):
-        out_offset = int(rng.integers(-128, 128))
-        lo, hi = random_act(rng, out_offset)
-        p = FCParams(
-            batches=int(rng.integers(1, 4)), in_features=int(rng.choice([1, 3, 5, 7, 17, 64, 250])),
-            out_features=int(rng.choice([1, 2, 5, 10, 17])), in_offset=int(rng.integers(-127, 129)),
-            out_offset=out_offset, act_min=lo, act_max=hi, per_channel=int(rng.random() < 0.5),
-        )  # fmt: skip
-        x = rng.integers(-128, 128, (p.batches, p.in_features), dtype=np.int8)
-        w = rng.integers(-128, 128, (p.out_features, p.in_features), dtype=np.int8)
-        bias = None if rng.random() < 0.25 else rng.integers(-(1 << 14), 1 << 14, p.out_features).astype(np.int32)
-        mult, shift = random_requant(rng, p.out_features if p.per_channel else 1, p.in_features)
+        p, x, w, bias, mult, shift = random_fc_case(rng)
         words, folded = widen(w), fold_bias(w, bias, p.in_offset)
         want = fully_connected_wide_s8(p, x, words, folded, mult, shift)
         np.testing.assert_array_equal(want, fully_connected_s8(p, x, w, bias, mult, shift))

@@ -1140,6 +1140,35 @@ TINYC_FALLBACK static void dw_portable(const tinyc_conv_params *p, const int8_t 
 #if TINYC_DSP
 #define DW_TAPS_MAX 64              /* taps a weight table (scratch) may hold: 2 words each, 512 bytes */
 
+/* The 4 channels c .. c + 3's weights of each tap, packed as (c, c + 2) and
+ * (c + 1, c + 3) int16 lanes, the way SXTAB16 / SXTAB16 ROR 8 lay out one input
+ * word of those channels (weights [C][taps]). */
+static void dw4_table(const int8_t *w, int32_t c, int32_t taps, uint32_t *tab)
+{
+    int32_t t;
+    for (t = 0; t < taps; ++t) {
+        tab[2 * t] = tinyc_pack16(w[c * taps + t], w[(c + 2) * taps + t]);
+        tab[2 * t + 1] = tinyc_pack16(w[(c + 1) * taps + t], w[(c + 3) * taps + t]);
+    }
+}
+
+/* 4 channels' sums requantized (simd.h) into one word of int8 outputs; `fast`:
+ * all 4 of class 0 and the full clamp range. */
+TINYC_ALWAYS_INLINE uint32_t dw4_out(int32_t a0, int32_t a1, int32_t a2, int32_t a3, const tinyc_rq *q, int fast,
+                                     int32_t lo, int32_t hi)
+{
+    if (fast) {
+        return (uint32_t)(uint8_t)__ssat(tinyc_rq_value0(a0, q[0].m2, q[0].npo, q[0].r), 8) |
+               (uint32_t)(uint8_t)__ssat(tinyc_rq_value0(a1, q[1].m2, q[1].npo, q[1].r), 8) << 8 |
+               (uint32_t)(uint8_t)__ssat(tinyc_rq_value0(a2, q[2].m2, q[2].npo, q[2].r), 8) << 16 |
+               (uint32_t)(uint8_t)__ssat(tinyc_rq_value0(a3, q[3].m2, q[3].npo, q[3].r), 8) << 24;
+    }
+    return (uint32_t)(uint8_t)tinyc_rq_out(a0, &q[0], lo, hi, 0) |
+           (uint32_t)(uint8_t)tinyc_rq_out(a1, &q[1], lo, hi, 0) << 8 |
+           (uint32_t)(uint8_t)tinyc_rq_out(a2, &q[2], lo, hi, 0) << 16 |
+           (uint32_t)(uint8_t)tinyc_rq_out(a3, &q[3], lo, hi, 0) << 24;
+}
+
 /* Depthwise with depth multiplier 1 on the DSP: 4 channels at a time, SIMD
  * across channels.  One input word holds channels c .. c + 3 of a tap; SXTAB16
  * adds the offset to (c, c + 2) and (c + 1, c + 3), and the 4 channels' weights
@@ -1162,12 +1191,9 @@ TINYC_ALWAYS_INLINE int32_t dw_dsp(const tinyc_conv_params *p, const int8_t *in,
 
     for (c = 0; c + 4 <= chans; c += 4) {
         tinyc_rq q[4];
-        int32_t b[4], j, t, oy, ox;
+        int32_t b[4], j, oy, ox;
         int fast = lo == -128 && hi == 127;
-        for (t = 0; t < taps; ++t) {
-            tab[2 * t] = tinyc_pack16(w[c * taps + t], w[(c + 2) * taps + t]);
-            tab[2 * t + 1] = tinyc_pack16(w[(c + 1) * taps + t], w[(c + 3) * taps + t]);
-        }
+        dw4_table(w, c, taps, tab);
         for (j = 0; j < 4; ++j) {
             q[j] = tinyc_rq_make(mult[c + j], shift[c + j], p->out_offset);
             b[j] = bias != 0 ? bias[c + j] : 0;
@@ -1202,22 +1228,7 @@ TINYC_ALWAYS_INLINE int32_t dw_dsp(const tinyc_conv_params *p, const int8_t *in,
                     row += tap_step_y;
                     tr += 2 * p->k_w;
                 }
-                {
-                    int8_t *d = out + (oy * p->out_w + ox) * chans + c;
-                    uint32_t v;
-                    if (fast) {
-                        v = (uint32_t)(uint8_t)__ssat(tinyc_rq_value0(a0, q[0].m2, q[0].npo, q[0].r), 8) |
-                            (uint32_t)(uint8_t)__ssat(tinyc_rq_value0(a1, q[1].m2, q[1].npo, q[1].r), 8) << 8 |
-                            (uint32_t)(uint8_t)__ssat(tinyc_rq_value0(a2, q[2].m2, q[2].npo, q[2].r), 8) << 16 |
-                            (uint32_t)(uint8_t)__ssat(tinyc_rq_value0(a3, q[3].m2, q[3].npo, q[3].r), 8) << 24;
-                    } else {
-                        v = (uint32_t)(uint8_t)tinyc_rq_out(a0, &q[0], lo, hi, 0) |
-                            (uint32_t)(uint8_t)tinyc_rq_out(a1, &q[1], lo, hi, 0) << 8 |
-                            (uint32_t)(uint8_t)tinyc_rq_out(a2, &q[2], lo, hi, 0) << 16 |
-                            (uint32_t)(uint8_t)tinyc_rq_out(a3, &q[3], lo, hi, 0) << 24;
-                    }
-                    tinyc_st4(d, v);
-                }
+                tinyc_st4(out + (oy * p->out_w + ox) * chans + c, dw4_out(a0, a1, a2, a3, q, fast, lo, hi));
             }
         }
     }
@@ -1253,17 +1264,12 @@ int32_t tinyc_dw_column_dsp(const tinyc_conv_params *p, const int8_t *in, const 
         for (j = 0; j < 4; ++j) {
             b[j] = bias != 0 ? (uint32_t)bias[c + j] : 0u;
         }
-        for (t = 0; t < taps; ++t) {
-            const int32_t w0 = w[c * taps + t], w1 = w[(c + 1) * taps + t];
-            const int32_t w2 = w[(c + 2) * taps + t], w3 = w[(c + 3) * taps + t];
-            tab[2 * t] = tinyc_pack16(w0, w2);
-            tab[2 * t + 1] = tinyc_pack16(w1, w3);
-            if (inside) {
-                b[0] += (uint32_t)(p->in_offset * w0);
-                b[1] += (uint32_t)(p->in_offset * w1);
-                b[2] += (uint32_t)(p->in_offset * w2);
-                b[3] += (uint32_t)(p->in_offset * w3);
-            }
+        dw4_table(w, c, taps, tab);
+        for (t = 0; inside && t < taps; ++t) {
+            b[0] += (uint32_t)(p->in_offset * w[c * taps + t]);
+            b[1] += (uint32_t)(p->in_offset * w[(c + 1) * taps + t]);
+            b[2] += (uint32_t)(p->in_offset * w[(c + 2) * taps + t]);
+            b[3] += (uint32_t)(p->in_offset * w[(c + 3) * taps + t]);
         }
         for (j = 0; j < 4; ++j) {
             q[j] = tinyc_rq_make(mult[c + j], shift[c + j], p->out_offset);
@@ -1275,7 +1281,6 @@ int32_t tinyc_dw_column_dsp(const tinyc_conv_params *p, const int8_t *in, const 
             int32_t a0 = (int32_t)b[0], a1 = (int32_t)b[1], a2 = (int32_t)b[2], a3 = (int32_t)b[3];
             const int8_t *x;
             const uint32_t *tw;
-            uint32_t v;
             if (!inside) {
                 tap_range(iy0, p->dil_h, taps, p->in_h, &t0, &t1);
             }
@@ -1293,18 +1298,7 @@ int32_t tinyc_dw_column_dsp(const tinyc_conv_params *p, const int8_t *in, const 
                 x += step;
                 tw += 2;
             }
-            if (fast) {
-                v = (uint32_t)(uint8_t)__ssat(tinyc_rq_value0(a0, q[0].m2, q[0].npo, q[0].r), 8) |
-                    (uint32_t)(uint8_t)__ssat(tinyc_rq_value0(a1, q[1].m2, q[1].npo, q[1].r), 8) << 8 |
-                    (uint32_t)(uint8_t)__ssat(tinyc_rq_value0(a2, q[2].m2, q[2].npo, q[2].r), 8) << 16 |
-                    (uint32_t)(uint8_t)__ssat(tinyc_rq_value0(a3, q[3].m2, q[3].npo, q[3].r), 8) << 24;
-            } else {
-                v = (uint32_t)(uint8_t)tinyc_rq_out(a0, &q[0], lo, hi, 0) |
-                    (uint32_t)(uint8_t)tinyc_rq_out(a1, &q[1], lo, hi, 0) << 8 |
-                    (uint32_t)(uint8_t)tinyc_rq_out(a2, &q[2], lo, hi, 0) << 16 |
-                    (uint32_t)(uint8_t)tinyc_rq_out(a3, &q[3], lo, hi, 0) << 24;
-            }
-            tinyc_st4(out + oy * chans + c, v);
+            tinyc_st4(out + oy * chans + c, dw4_out(a0, a1, a2, a3, q, fast, lo, hi));
         }
     }
     return c;
