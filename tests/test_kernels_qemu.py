@@ -30,13 +30,13 @@ import pytest
 
 from tinyc.kernels import KERNELS
 from tinyc.kernels.conv import (
-    fold_bias,
-    widen,
     conv2d_1x1_s8,
     conv2d_s8,
     depthwise_conv2d_s8,
     depthwise_inplace_scratch_bytes,
+    fold_bias,
     fully_connected_s8,
+    widen,
 )
 from tinyc.kernels.elementwise import add_s8, add_table
 from tinyc.kernels.params import AddParams, ConvParams, FCParams, KernelParams, MeanParams, PoolParams
