@@ -74,18 +74,23 @@ def specialize_for(program, board, plan_strategy: str | None = None, in_place: b
     from .passes import patch as patching
     from .passes.widen import CODE_RESERVE, RAM_RESERVE, specialize
 
-    narrow = [(c.kernel, list(c.inputs)) for c in program.calls]
+    def snapshot():
+        return [(c.kernel, list(c.inputs)) for c in program.calls]
+
+    def restore(calls):
+        for call, (kernel, inputs) in zip(program.calls, calls):
+            call.kernel, call.inputs = kernel, inputs
+
+    narrow = snapshot()
     if not specialize(program, board.main_flash.length - CODE_RESERVE, wide=board.dsp):
         return
     room = board.main_ram.length - RAM_RESERVE
     strategy = plan_strategy or patching.QUICK_STRATEGY
     if arena_size(program, strategy, in_place=in_place) > room:
-        wide = [(c.kernel, list(c.inputs)) for c in program.calls]
-        for call, (kernel, inputs) in zip(program.calls, narrow):
-            call.kernel, call.inputs = kernel, inputs
+        wide = snapshot()
+        restore(narrow)
         if arena_size(program, strategy, in_place=in_place) > room:  # fits neither way: keep the speed
-            for call, (kernel, inputs) in zip(program.calls, wide):
-                call.kernel, call.inputs = kernel, inputs
+            restore(wide)
 
 
 def compile_c(graph: Graph, model_path, name: str | None = None, board: str = "host",

@@ -238,9 +238,10 @@ def _run_project(project, input_path, output_path, engine, given: list[str]):
 @click.option("--name", default=None, help="C name of the model (default: from the file name).")
 @click.option("--json", "as_json", is_flag=True, help="Print the build summary as one JSON object.")
 @click.option("--widen/--no-widen", default=True, show_default=True,
-              help="Board builds for cores with the DSP extension: store convolution and fully connected weights "
-                   "pre-extended to int16 where the flash allows (about 1.3-1.8x faster layers, twice their "
-                   "weights' flash, up to ~1.5 KB more arena); --no-widen keeps them int8.")
+              help="Board builds: specialize within the board's flash: Add tables (2 KB each) and, on cores with "
+                   "the DSP extension, convolution and fully connected weights pre-extended to int16 (about "
+                   "1.3-1.8x faster layers, twice their weights' flash, up to ~1.5 KB more arena); --no-widen "
+                   "keeps the model as lowered.")
 @calib_option
 @calib_method_option
 @pixel_range_option
