@@ -4,8 +4,8 @@
 For every model in ../shared/models/models.json this builds tinyc's firmware for
 each QEMU machine standing in for a core, as `tinyc build --board MACHINE` does
 (so with the core's kernels: the DSP paths and wide weights on the Cortex-M4
-(mps2-an386), M7 (mps2-an500) and M55 (mps3-an547), the portable C on the
-Cortex-M3 (mps2-an385)), runs the first golden sample twice (the counts must
+(mps2-an386) and M7 (mps2-an500), the Helium kernels on the M55 (mps3-an547),
+the portable C on the Cortex-M3 (mps2-an385)), runs the first golden sample twice (the counts must
 agree: the QEMU TCG plugin counts exactly), checks the output against TFLM's
 golden, and compares with the TFLM counts measured the same way on a Cortex-M4
 (models.json: TFLM with CMSIS-NN kernels, and TFLM's reference kernels).  On the
@@ -111,9 +111,11 @@ def table(rows: list[dict]) -> str:
         "sample, layer by layer (`--patch off`, as TFLM runs; the default `--patch auto` adds the",
         "extra MACs the patches table gives), counted by tinyc's QEMU TCG plugin (`-icount shift=0`; two runs of",
         "the same ELF and input give the same count, checked for every cell). Each model is built for each",
-        "machine as `tinyc build --board MACHINE` builds it: M4 mps2-an386, M7 mps2-an500 and M55 mps3-an547",
-        "(512 KB ITCM + 512 KB DTCM: the big models do not fit) take the DSP kernels with wide weights",
-        "(passes/widen.py); M3 mps2-an385 (no DSP extension) runs the portable C. TFLM columns: the Cortex-M4",
+        "machine as `tinyc build --board MACHINE` builds it: M4 mps2-an386 and M7 mps2-an500 take the DSP",
+        "kernels with wide weights (passes/widen.py); M55 mps3-an547 (512 KB ITCM + 512 KB DTCM: the big models",
+        "do not fit) takes the Helium convolution and fully connected kernels (runtime_c/src/mve.c; weights",
+        "packed for VMLADAVA, within the ITCM's budget) and the DSP code for the rest; M3 mps2-an385 (no DSP",
+        "extension) runs the portable C. TFLM columns: the Cortex-M4",
         "counts in `../shared/models/models.json`, measured the same way with TFLite Micro (CMSIS-NN kernels,",
         "and reference kernels). *code*: the M4 firmware of the model alone (model, runtime, startup; no",
         "harness) less its constant tensors (weights, biases, multipliers, tables); the layers' parameter records",

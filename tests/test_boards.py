@@ -111,6 +111,38 @@ def test_qemu_mps2_an386_reproduces_goldens(tmp_path, name):
     assert report["stack_bytes"] <= 1536
 
 
+HELIUM_MODELS = ["mlperf_kws_dscnn", "mlperf_vww_mbv1", "mlperf_ic_resnet8", "mlperf_sww", "tflm_micro_speech",
+                 "mlperf_ad_autoencoder"]
+
+
+@needs_shared
+@needs_qemu
+@pytest.mark.parametrize("name", HELIUM_MODELS)
+def test_qemu_mps3_an547_helium_kernels_reproduce_goldens(tmp_path, name):
+    """On the Cortex-M55 the convolutions, depthwise and fully connected layers run
+    as the Helium kernels (mve.c): bit-exact with TFLM's goldens and the reference."""
+    info = shared_models_index()[name]
+    gold = np.load(SHARED_MODELS / "goldens" / f"{name}.npz")
+    graph = api.load(SHARED_MODELS / info["onnx_int8"])
+    batch = api.to_batch(graph, {graph.inputs[0]: gold["inputs"]})
+    build = api.compile_c(graph, info["onnx_int8"], board="mps3-an547")
+    kernels = {c.kernel for c in build.program.calls}
+    assert kernels & {"conv2d_mve_s8", "fully_connected_mve_s8"}
+    assert not kernels & {"conv2d_s8", "conv2d_1x1_s8", "fully_connected_s8", "conv2d_wide_s8",
+                          "fully_connected_wide_s8"}
+    # 3 x 3 depthwise layers take the Helium kernel; others (sww's columns) the DSP one
+    for call in build.program.calls:
+        if call.kernel.startswith("depthwise"):
+            p = call.params
+            assert (call.kernel == "depthwise_conv2d_mve_s8") == (p.k_h == p.k_w == 3 and p.out_w >= 2), call.node
+    out, report = api.run_program_qemu(build, batch, get_board("mps3-an547"))
+    got = out[graph.outputs[0]].reshape(gold["outputs"].shape)
+    ref = api.run_program_ref(build.program, batch)[graph.outputs[0]].reshape(gold["outputs"].shape)
+    print(f"{name} on QEMU mps3-an547 (Helium): {report['instructions'][0]:,} instructions")
+    assert np.array_equal(got, ref)
+    assert np.array_equal(got, gold["outputs"])
+
+
 @needs_shared
 @needs_qemu
 @pytest.mark.parametrize("board", ["mps2-an500", "mps3-an547", "netduinoplus2", "stm32f746", "nrf52840"])

@@ -288,6 +288,20 @@ def test_kernel_larger_than_input(tmp_path):
     no_leftovers(tmp_path, tmp_path / "y.npy")
 
 
+def test_layer_too_wide_for_the_kernel_parameters(tmp_path):
+    """The C kernels' parameter structs hold one axis's size in 16 bits: a Conv1d
+    over 70,000 samples is refused (never a wrapped width), naming the node."""
+    rng = np.random.default_rng(0)
+    vi = helper.make_tensor_value_info
+    w = numpy_helper.from_array(rng.standard_normal((4, 1, 3)).astype(np.float32) * 0.3, "w")
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv_long", pads=[1, 1])
+    save(_tiny([node], inputs=[vi("x", TensorProto.FLOAT, [1, 1, 70000])], inits=[w]), tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", rng.standard_normal((2, 1, 70000)).astype(np.float32))
+    r = tinyc(tmp_path, "build", "m.onnx", "--calib", "x.npy", "-o", "out")
+    assert_user_error(r, "'conv_long", "Conv2D", "in_w = 70000", "65535", "smaller")
+    no_leftovers(tmp_path, tmp_path / "out")
+
+
 def test_input_without_shape(tmp_path):
     vi = helper.make_tensor_value_info
     save(_tiny([helper.make_node("Relu", ["x"], ["y"], name="r")], inputs=[vi("x", TensorProto.FLOAT, None)]),

@@ -22,14 +22,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tinyc.kernels import KERNELS
 from tinyc.kernels.conv import (
     conv2d_1x1_s8,
+    conv2d_mve_s8,
     conv2d_s8,
     conv2d_wide_s8,
+    depthwise_conv2d_mve_s8,
     depthwise_conv2d_s8,
+    depthwise_inplace_ok,
     fold_bias,
+    fully_connected_mve_s8,
     fully_connected_s8,
     fully_connected_wide_s8,
+    mve_bias,
+    mve_pack,
+    mve_pack_dw,
+    mve_unpack,
+    mve_unpack_dw,
     unwiden,
     widen,
 )
@@ -58,9 +68,17 @@ def lib(runtime_lib):
         getattr(dll, name + "_scratch_bytes").restype = ctypes.c_int32
     dll.tinyc_fully_connected_s8.argtypes = [ctypes.c_void_p] * 7
     dll.tinyc_fully_connected_s8.restype = None
-    for name in ("tinyc_conv2d_wide_s8", "tinyc_fully_connected_wide_s8"):  # ..., scratch, bytes
+    for name in ("tinyc_conv2d_wide_s8", "tinyc_fully_connected_wide_s8", "tinyc_conv2d_mve_s8"):  # ..., scratch, bytes
         getattr(dll, name).argtypes = [ctypes.c_void_p] * 8 + [ctypes.c_int32]
         getattr(dll, name).restype = None
+    dll.tinyc_fully_connected_mve_s8.argtypes = [ctypes.c_void_p] * 7
+    dll.tinyc_fully_connected_mve_s8.restype = None
+    dll.tinyc_depthwise_conv2d_mve_s8.argtypes = [ctypes.c_void_p] * 8 + [ctypes.c_int32]
+    dll.tinyc_depthwise_conv2d_inplace_mve_s8.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int32]
+    for name in ("tinyc_depthwise_conv2d_mve_s8", "tinyc_depthwise_conv2d_inplace_mve_s8"):
+        getattr(dll, name).restype = None
+        getattr(dll, name + "_scratch_bytes").argtypes = [ctypes.c_void_p]
+        getattr(dll, name + "_scratch_bytes").restype = ctypes.c_int32
     for name in ("tinyc_max_pool_s8", "tinyc_avg_pool_s8", "tinyc_mean_s8"):
         getattr(dll, name).argtypes = [ctypes.c_void_p] * 3
         getattr(dll, name).restype = None
@@ -511,6 +529,111 @@ def test_fully_connected_wide_c_matches_spec(lib):
         np.testing.assert_array_equal(want, fully_connected_s8(p, x, w, bias, mult, shift))
         got = run_c_wide(lib, "tinyc_fully_connected_wide_s8", p, x, words, folded, mult, shift, want.shape)
         np.testing.assert_array_equal(got, want, err_msg=f"case {i}: {p}")
+
+
+def test_mve_layout_round_trips_and_lanes():
+    """mve_pack / mve_unpack are inverse for odd shapes, and byte
+    ((o / 4) * chunks + i / 16) * 64 + (o % 4) * 16 + i % 16 holds w[o, i] (mve.c
+    mve_weight); the padding is zero."""
+    rng = np.random.default_rng(44)
+    for n, k in [(1, 1), (4, 16), (3, 5), (16, 27), (7, 33), (64, 576)]:
+        w = rng.integers(-128, 128, (n, k), dtype=np.int8)
+        packed = mve_pack(w)
+        chunks = -(-k // 16)
+        assert packed.dtype == np.int8 and packed.size == -(-n // 4) * 4 * chunks * 16
+        np.testing.assert_array_equal(mve_unpack(packed, n, k), w)
+        o, i = np.meshgrid(np.arange(n), np.arange(k), indexing="ij")
+        index = ((o // 4) * chunks + i // 16) * 64 + (o % 4) * 16 + i % 16
+        np.testing.assert_array_equal(packed[index], w)
+        assert np.count_nonzero(np.delete(packed, index.reshape(-1))) == 0
+    assert mve_bias(np.arange(5, dtype=np.int32)).tolist() == [0, 1, 2, 3, 4, 0, 0, 0]
+
+
+def run_c_mve(lib, name: str, p, x, packed, folded, mult, shift, out_shape, scratch: int = 0) -> np.ndarray:
+    """Call a Helium kernel (its plain loop on the host), with ``scratch`` bytes
+    (the convolution copies each window there when they hold one)."""
+    arrays = [np.ascontiguousarray(x, dtype=np.int8), np.ascontiguousarray(packed, dtype=np.int8),
+              np.ascontiguousarray(folded, dtype=np.int32), np.ascontiguousarray(mult, dtype=np.int32),
+              np.ascontiguousarray(shift, dtype=np.int32)]
+    out = np.full(out_shape, 99, dtype=np.int8)
+    if name == "tinyc_fully_connected_mve_s8":
+        getattr(lib, name)(ctypes.byref(p.to_ctypes()), *map(_ptr, arrays), _ptr(out))
+    else:
+        buf = np.full(max(scratch, 1), 0x5A, dtype=np.int8)
+        getattr(lib, name)(ctypes.byref(p.to_ctypes()), *map(_ptr, arrays), _ptr(out),
+                           _ptr(buf) if scratch else None, scratch)
+    return out
+
+
+def test_conv2d_mve_spec_and_c_are_the_narrow_kernel(lib):
+    """The Helium layout and the padded folded bias give conv2d_s8's values, in the
+    spec and in the C kernel's plain loop (with a window's scratch and without)."""
+    rng = np.random.default_rng(45)
+    for i in range(200):
+        p = random_conv_params(rng, pointwise=i % 3 == 0)
+        if p.groups > 1:
+            continue
+        x, w, bias, mult, shift = random_weighted_inputs(rng, p, (p.out_c, p.k_h, p.k_w, p.in_c))
+        w2d = w.reshape(p.out_c, -1)
+        packed, folded = mve_pack(w2d), mve_bias(fold_bias(w2d, bias, p.in_offset))
+        want = conv2d_s8(p, x, w, bias, mult, shift)
+        np.testing.assert_array_equal(conv2d_mve_s8(p, x, packed, folded, mult, shift), want)
+        for scratch in (0, p.k_h * p.k_w * p.in_c):
+            got = run_c_mve(lib, "tinyc_conv2d_mve_s8", p, x, packed, folded, mult, shift, want.shape, scratch)
+            np.testing.assert_array_equal(got, want, err_msg=f"case {i}, scratch {scratch}: {p}")
+
+
+def test_fully_connected_mve_spec_and_c_are_the_narrow_kernel(lib):
+    rng = np.random.default_rng(46)
+    for i in range(150):
+        p, x, w, bias, mult, shift = random_fc_case(rng)
+        packed, folded = mve_pack(w), mve_bias(fold_bias(w, bias, p.in_offset))
+        want = fully_connected_s8(p, x, w, bias, mult, shift)
+        np.testing.assert_array_equal(fully_connected_mve_s8(p, x, packed, folded, mult, shift), want)
+        got = run_c_mve(lib, "tinyc_fully_connected_mve_s8", p, x, packed, folded, mult, shift, want.shape)
+        np.testing.assert_array_equal(got, want, err_msg=f"case {i}: {p}")
+
+
+def test_depthwise_mve_layout_spec_and_c(lib):
+    """The Helium depthwise's weights (per group of 4 channels, per tap) and padded
+    folded bias give depthwise_conv2d_s8's values: the spec, the C kernel's plain
+    loop over its group planes (the scratch the descriptor plans, exactly), and the
+    in-place variant over the input's own buffer where its conditions hold."""
+    rng = np.random.default_rng(47)
+    for c, kh, kw in [(1, 1, 1), (5, 3, 3), (8, 2, 3), (17, 7, 1)]:
+        w = rng.integers(-128, 128, (c, kh, kw), dtype=np.int8)
+        packed = mve_pack_dw(w)
+        assert packed.size == -(-c // 4) * 4 * kh * kw
+        np.testing.assert_array_equal(mve_unpack_dw(packed, c, kh, kw), w)
+        g, t, j = 0, kh * kw - 1, min(c, 4) - 1
+        assert packed[(g * kh * kw + t) * 4 + j] == w[j].reshape(-1)[t]
+    done = 0
+    for i in range(300):
+        p = random_conv_params(rng, depthwise=True)
+        if p.depth_multiplier != 1:
+            continue
+        x, w, bias, mult, shift = random_weighted_inputs(rng, p, (p.out_c, p.k_h, p.k_w))
+        packed, folded = mve_pack_dw(w), mve_bias(fold_bias(w.reshape(p.out_c, -1), bias, p.in_offset))
+        want = depthwise_conv2d_s8(p, x, w, bias, mult, shift)
+        np.testing.assert_array_equal(depthwise_conv2d_mve_s8(p, x, packed, folded, mult, shift), want)
+        ctp = p.to_ctypes()
+        n = KERNELS["depthwise_conv2d_mve_s8"].scratch_bytes(p, False)
+        assert lib.tinyc_depthwise_conv2d_mve_s8_scratch_bytes(ctypes.byref(ctp)) == n
+        arrays = [np.ascontiguousarray(a, dtype=t) for a, t in ((packed, np.int8), (folded, np.int32),
+                                                                (mult, np.int32), (shift, np.int32))]
+        scratch = np.zeros(n + 16, dtype=np.int32)  # word-aligned, as the arena plans it
+        got = np.full(want.shape, 99, dtype=np.int8)
+        lib.tinyc_depthwise_conv2d_mve_s8(ctypes.byref(ctp), _ptr(np.ascontiguousarray(x)), *map(_ptr, arrays),
+                                          _ptr(got), _ptr(scratch), n)
+        np.testing.assert_array_equal(got, want, err_msg=f"case {i}: {p}")
+        if depthwise_inplace_ok(p):
+            buf = np.zeros(max(x.size, want.size), dtype=np.int8)
+            buf[: x.size] = x.reshape(-1)
+            lib.tinyc_depthwise_conv2d_inplace_mve_s8(ctypes.byref(ctp), _ptr(buf), *map(_ptr, arrays), _ptr(scratch),
+                                                      n)
+            np.testing.assert_array_equal(buf[: want.size].reshape(want.shape), want, err_msg=f"in place {i}: {p}")
+            done += 1
+    assert done > 20
 
 
 @pytest.mark.parametrize("kind", ["max", "avg"])

@@ -36,6 +36,9 @@ from tinyc.kernels.conv import (
     depthwise_inplace_scratch_bytes,
     fold_bias,
     fully_connected_s8,
+    mve_bias,
+    mve_pack,
+    mve_pack_dw,
     widen,
 )
 from tinyc.kernels.elementwise import add_s8, add_table
@@ -44,7 +47,7 @@ from tinyc.kernels.pool import avg_pool_s8, max_pool_s8, mean_s8
 from tinyc.quant import fixedpoint as fx
 
 RUNTIME = Path(__file__).resolve().parent.parent / "tinyc" / "runtime_c"
-KERNEL_SOURCES = ["conv.c", "fc.c", "dw_inplace.c", "pool.c", "elementwise.c"]
+KERNEL_SOURCES = ["conv.c", "fc.c", "dw_inplace.c", "pool.c", "elementwise.c", "mve.c"]
 GUARD = 16
 HAVE_TOOLS = shutil.which("arm-none-eabi-gcc") is not None and shutil.which("qemu-system-arm") is not None
 needs_tools = pytest.mark.skipif(not HAVE_TOOLS, reason="needs arm-none-eabi-gcc and qemu-system-arm")
@@ -74,6 +77,14 @@ KINDS = {  # kind -> C call (x, w, b, m, s, out, scratch, the scratch bytes give
     "c->b, c->m, c->s, out, scratch, give)",
     "fc_wide": "tinyc_fully_connected_wide_s8((const tinyc_fc_params *)c->p, c->x, "
     "(const int32_t *)(const void *)c->w, c->b, c->m, c->s, out, scratch, give)",
+    # Helium kernels (on mps3-an547 only): w holds the packed int8 weights (kernels/conv.py mve_pack)
+    "conv_mve": "tinyc_conv2d_mve_s8((const tinyc_conv_params *)c->p, c->x, c->w, c->b, c->m, c->s, out, scratch, "
+    "give)",
+    "fc_mve": "tinyc_fully_connected_mve_s8((const tinyc_fc_params *)c->p, c->x, c->w, c->b, c->m, c->s, out)",
+    "dw_mve": "tinyc_depthwise_conv2d_mve_s8((const tinyc_conv_params *)c->p, c->x, c->w, c->b, c->m, c->s, out, "
+    "scratch, give)",
+    "dw_inplace_mve": "tinyc_depthwise_conv2d_inplace_mve_s8((const tinyc_conv_params *)c->p, out, c->w, c->b, c->m, "
+    "c->s, scratch, give)",
     # add: x and w are the two inputs, b the compile-time table (or NULL)
     "add": "tinyc_add_s8((const tinyc_add_params *)c->p, c->x, c->w, c->b, out)",
 }
@@ -222,6 +233,10 @@ SCRATCH_BYTES = {kind: f"tinyc_{name}_scratch_bytes((const tinyc_conv_params *)c
                  for kind, name in KERNEL_OF.items()}
 SCRATCH_BYTES["conv_wide"] = "tinyc_conv2d_wide_s8_scratch_bytes((const tinyc_conv_params *)c->p)"
 SCRATCH_BYTES["fc_wide"] = "tinyc_fully_connected_wide_s8_scratch_bytes((const tinyc_fc_params *)c->p)"
+SCRATCH_BYTES["conv_mve"] = "tinyc_conv2d_mve_s8_scratch_bytes((const tinyc_conv_params *)c->p)"
+SCRATCH_BYTES["dw_mve"] = "tinyc_depthwise_conv2d_mve_s8_scratch_bytes((const tinyc_conv_params *)c->p)"
+SCRATCH_BYTES["dw_inplace_mve"] = "tinyc_depthwise_conv2d_inplace_mve_s8_scratch_bytes((const tinyc_conv_params *)c->p)"
+IN_PLACE = ("dw_inplace", "dw_inplace_mve")  # kinds whose output overwrites the input in `out`
 
 
 def scratch_of(kind: str, p: ConvParams) -> tuple[int, int]:
@@ -268,6 +283,37 @@ def wide_case(rng, kind: str) -> Case:
     n = KERNELS[name].scratch_bytes(p, dsp=True)
     return Case(kind, p, base.x, base.want, words, folded, base.mult, base.shift, n, n - 1 if n > 0 else -1,
                 note=base.note)
+
+
+def mve_case(rng, kind: str) -> Case:
+    """A conv (one group), pointwise or fully connected case with its weights
+    packed for Helium and its bias folded, as passes/widen.py stores them for a
+    Cortex-M55."""
+    while True:
+        base = fc_case(rng) if kind == "fc_mve" else conv_case(rng, "conv1x1" if rng.random() < 0.4 else "conv")
+        if kind == "fc_mve" or base.params.groups == 1:
+            break
+    p = base.params
+    w2d = base.w.reshape(base.w.shape[0], -1)
+    packed, folded = mve_pack(w2d), mve_bias(fold_bias(w2d, base.bias, p.in_offset))
+    n = KERNELS["conv2d_mve_s8"].scratch_bytes(p, dsp=True) if kind == "conv_mve" else 0
+    return Case(kind, p, base.x, base.want, packed, folded, base.mult, base.shift, n, n - 1 if n > 0 else -1,
+                note=base.note)
+
+
+def dw_mve_case(rng, kind: str) -> Case:
+    """A depthwise case (depth multiplier 1) with its weights packed per group of
+    4 channels and its bias folded, as passes/widen.py stores them for a Cortex-M55;
+    the group plane is required (no shorter scratch)."""
+    while True:
+        base = conv_case(rng, "dw_inplace" if kind == "dw_inplace_mve" else "dw")
+        if base.params.depth_multiplier == 1:
+            break
+    p = base.params
+    w2d = base.w.reshape(p.out_c, -1)
+    packed, folded = mve_pack_dw(base.w), mve_bias(fold_bias(w2d, base.bias, p.in_offset))
+    n = KERNELS["depthwise_conv2d_mve_s8"].scratch_bytes(p, dsp=True)
+    return Case(kind, p, base.x, base.want, packed, folded, base.mult, base.shift, n, -1, note=base.note)
 
 
 def fc_case(rng) -> Case:
@@ -497,6 +543,8 @@ def make_cases(seed: int = 2024) -> list[Case]:
         cases += [pool_case(rng, kind) for _ in range(n)]
     cases += [add_case(rng) for _ in range(20)]
     cases += [wide_case(rng, "conv_wide") for _ in range(24)] + [wide_case(rng, "fc_wide") for _ in range(16)]
+    cases += [mve_case(rng, "conv_mve") for _ in range(40)] + [mve_case(rng, "fc_mve") for _ in range(20)]
+    cases += [dw_mve_case(rng, "dw_mve") for _ in range(20)] + [dw_mve_case(rng, "dw_inplace_mve") for _ in range(30)]
     return cases
 
 
@@ -518,7 +566,7 @@ def _c_array(ctype: str, name: str, a: np.ndarray | None) -> tuple[str, str]:
 def c_program(cases: list[Case]) -> str:
     defs = []
     rows = []
-    max_out = max(max(c.want.size, c.x.size if c.kind == "dw_inplace" else 0) for c in cases)
+    max_out = max(max(c.want.size, c.x.size if c.kind in IN_PLACE else 0) for c in cases)
     max_scratch = max([c.scratch for c in cases] + [1])
     for i, c in enumerate(cases):
         parts = {}
@@ -543,6 +591,7 @@ def c_program(cases: list[Case]) -> str:
     switch = "\n".join(f"    case {k}: {call}; break;" for k, call in enumerate(KINDS.values()))
     size_switch = "\n".join(f"    case {list(KINDS).index(kind)}: return {call};" for kind, call in SCRATCH_BYTES.items())
     names = ", ".join(f'"{k}"' for k in KINDS)
+    in_place_test = " || ".join(f"c->kind == {list(KINDS).index(k)}" for k in IN_PLACE)
     return f"""/* Generated by tests/test_kernels_qemu.py: {len(cases)} kernel cases. */
 #include <stdint.h>
 #include "tinyc/kernels.h"
@@ -609,7 +658,7 @@ static int run(int32_t index, const tcase *c, int32_t give)
 {{
     int8_t *out = out_region + GUARD;
     int8_t *scratch = scratch_region + GUARD;
-    int32_t i, size = c->kind == {list(KINDS).index("dw_inplace")} ? c->n_in : c->n_out;
+    int32_t i, size = {in_place_test} ? c->n_in : c->n_out;
     for (i = 0; i < (int32_t)sizeof out_region; ++i) {{
         out_region[i] = GUARD_BYTE;
     }}
@@ -631,7 +680,7 @@ static int run(int32_t index, const tcase *c, int32_t give)
     for (i = 0; i < give; ++i) {{
         scratch[i] = (int8_t)(i * 7 + 3);  /* garbage: the kernel writes before it reads */
     }}
-    if (c->kind == {list(KINDS).index("dw_inplace")}) {{
+    if ({in_place_test}) {{
         for (i = 0; i < c->n_in; ++i) {{
             out[i] = c->x[i];
         }}
@@ -734,8 +783,10 @@ SEEDS = {"mps2-an386": (2024, 7), "mps2-an500": (2025, 9), "mps3-an547": (13,)}
 @pytest.mark.parametrize("machine", list(MACHINES))
 def test_kernels_bit_exact_on_qemu(tmp_path, machine):
     cases = [c for seed in SEEDS[machine] for c in make_cases(seed)]
-    if machine == "mps3-an547":  # a tenth of the random cases left out: the rest fill its ITCM
-        cases = [c for i, c in enumerate(cases) if c.note == "model-like" or i % 10 != 9]
+    if machine == "mps3-an547":  # half the random DSP cases left out (the M4 / M7 run them): the rest fill its ITCM
+        cases = [c for i, c in enumerate(cases) if c.note == "model-like" or c.kind.endswith("_mve") or i % 2 == 0]
+    else:  # the Helium kernels run on the Cortex-M55 only (their plain loop: test_kernels_conv.py)
+        cases = [c for c in cases if not c.kind.endswith("_mve")]
     result = run_cases(tmp_path, cases, machine)
     assert result.fault is None, result.fault
     assert result.exit_code == 0, result.stderr

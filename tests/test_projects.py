@@ -96,20 +96,16 @@ def test_make_after_a_board_build_has_nothing_to_do(tmp_path):
 @needs_arm
 def test_mcunet_vww1_fits_mps3_an547_without_its_harness(tmp_path):
     """The verdict is the model's (model, runtime, startup), checked against an
-    independent link of the model alone for the board's real regions. Layer by
-    layer it fits the M55's 512 KB ITCM with 816 B to spare; the bands of the
-    default --patch auto cost 1.5 KB more code, so the build falls back to
-    layer-wise (auto never makes a model stop fitting) and says so."""
+    independent link of the model alone for the board's real regions: it fits
+    the M55's 512 KB ITCM, with the bands of the default --patch auto."""
     model = SHARED_MODELS / "mcunet" / "mcunet_vww1.onnx"
     r = tinyc(tmp_path, "build", model, "--board", "mps3-an547", "-o", "fw", "--json")
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
     assert s["fits"] is True and "self-test harness" in r.stderr
-    assert "does not fit, layer-wise" in r.stderr and s["patch"] is None
-    r = tinyc(tmp_path, "build", model, "--board", "mps3-an547", "-o", "fw2", "--patch", "5:10x1")
-    assert r.returncode == 2 and "does not fit mps3-an547" in r.stderr  # forced patches: no fallback
     board = get_board("mps3-an547")
-    build = api.compile_c(api.load(model), model, patch="off")
+    build = api.compile_c(api.load(model), model, board="mps3-an547")
+    assert build.summary["patch"] == s["patch"]
     with tempfile.TemporaryDirectory() as tmp:
         objects = compile_project(Path(tmp), build, board, "model")
         alone = link_project(Path(tmp), build, objects, board, board)  # raises if it did not fit
@@ -117,6 +113,41 @@ def test_mcunet_vww1_fits_mps3_an547_without_its_harness(tmp_path):
     assert s["flash_bytes"] <= board.main_flash.length
     print(f"mcunet_vww1 on mps3-an547: model flash {s['flash_bytes']:,} of {board.main_flash.length:,} B; "
           f"harness +{s['harness_flash_bytes']:,} B")
+
+
+@needs_shared
+@needs_arm
+def test_auto_patching_never_makes_a_model_stop_fitting(tmp_path, monkeypatch):
+    """On an M55 board whose ITCM holds mcunet_vww1 layer by layer (and the
+    harness) but not the calls of --patch auto's bands, the build falls back to
+    layer-wise and says so; forced patches get no fallback."""
+    import dataclasses
+
+    from click.testing import CliRunner
+
+    import tinyc.boards
+    from tinyc.cli import cli
+    from tinyc.errors import DoesNotFit
+
+    model = SHARED_MODELS / "mcunet" / "mcunet_vww1.onnx"
+    real = get_board("mps3-an547")
+    build = api.compile_c(api.load(model), model, board="mps3-an547", patch="off")
+    with tempfile.TemporaryDirectory() as tmp:
+        objects = compile_project(Path(tmp), build, real, "model")
+        layerwise = link_project(Path(tmp), build, objects, real, real).flash_bytes
+    itcm = dataclasses.replace(real.main_flash, length=layerwise + 1024)
+    tight = dataclasses.replace(real, flash=(itcm, *real.flash[1:]))
+    boards = {**all_boards(), "mps3-an547": tight}
+    monkeypatch.setattr(tinyc.boards, "all_boards", lambda: boards)
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(cli, ["build", str(model), "--board", "mps3-an547", "-o", "fw", "--json"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["fits"] is True and s["patch"] is None and s["flash_bytes"] == layerwise
+    assert "does not fit, layer-wise" in r.stderr
+    r = CliRunner().invoke(cli, ["build", str(model), "--board", "mps3-an547", "-o", "fw2", "--patch", "5:10x1"])
+    # forced patches: no fallback (tinyc.cli.main turns the error into exit status 2)
+    assert isinstance(r.exception, DoesNotFit) and "does not fit mps3-an547" in str(r.exception)
 
 
 @needs_shared

@@ -37,6 +37,7 @@ from .engines import compile_int8, program_feeds, program_results
 from .errors import DoesNotFit, TinycError
 from .ir import Graph
 from .ops import get_op
+from .passes.lut import fuse_unary_chains
 from .passes.memory import STRATEGIES, arena_size, peak_step, plan_memory
 from .reference import run_int8
 from .sim import qemu
@@ -82,7 +83,7 @@ def specialize_for(program, board, plan_strategy: str | None = None, in_place: b
             call.kernel, call.inputs = kernel, inputs
 
     narrow = snapshot()
-    if not specialize(program, board.main_flash.length - CODE_RESERVE, wide=board.dsp):
+    if not specialize(program, board.main_flash.length - CODE_RESERVE, wide=board.dsp, vector=board.mve):
         return
     room = board.main_ram.length - RAM_RESERVE
     strategy = plan_strategy or patching.QUICK_STRATEGY
@@ -114,6 +115,7 @@ def compile_c(graph: Graph, model_path, name: str | None = None, board: str = "h
     macs = sum(get_op(n.op).macs(n, graph) for n in graph.nodes)
     name = check_name(name) if name else default_name(model_path)
     program = compile_int8(graph, model_path)
+    fuse_unary_chains(program)  # builds only: compile_int8's program (the reference engine's) keeps them
     program.dsp = target_has_dsp(board)
     if widen and board not in ("host", "all"):
         specialize_for(program, get_board(board), plan_strategy, in_place)

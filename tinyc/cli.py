@@ -280,7 +280,7 @@ def build(model, board, sample_path, out_dir, name, as_json, widen, calib_path, 
             # neither auto patching nor wide weights ever make a model stop
             # fitting: the bands' calls cost some flash and the wide kernels'
             # scratch some RAM, so a model that fits only without them is built so
-            wide = any(c.kernel.endswith("_wide_s8") for c in result.program.calls)
+            wide = any(c.kernel.endswith(("_wide_s8", "_mve_s8")) for c in result.program.calls)
             patched = patch == "auto" and bool(result.summary["patch"]["split"])
             retries = ([(patch, False)] if wide else []) + ([("off", True)] if patched else []) + (
                 [("off", False)] if patched and wide else [])

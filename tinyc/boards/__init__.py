@@ -63,6 +63,11 @@ class Board:
         return sum(r.length for r in self.flash)
 
     @property
+    def mve(self) -> bool:
+        """The core has Helium, the M-profile Vector Extension (kernels in mve.c)."""
+        return self.core in ("cortex-m55", "cortex-m85")
+
+    @property
     def float_abi(self) -> str:
         return "soft" if self.fpu == "none" else "hard"
 

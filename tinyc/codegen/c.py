@@ -255,6 +255,22 @@ def generate(program: Program, plan: MemoryPlan, name: str, source: str = "model
             return _c_float(a)
         return str(int(a))
 
+    ops = {n.name: n.op for n in graph.nodes}
+
+    def check_fields(call) -> None:
+        """Refuse a call whose parameter record has a value its C struct cannot
+        hold (the narrow fields of kernels/params.py): never a wrapped value."""
+        from ..errors import TinycError
+        from ..kernels.params import KernelParams
+
+        for rec in [call.params, *call.args]:
+            problem = rec.c_range_problem() if isinstance(rec, KernelParams) else None
+            if problem:
+                raise TinycError(
+                    f"node {call.node!r} ({ops.get(call.node, call.kernel)}): too large for tinyc's C kernel "
+                    f"{call.kernel}: {problem} in its {rec.c_type}; make the layer smaller, e.g. split a long "
+                    "input into shorter windows")
+
     def render_calls(prog: Program, plan: MemoryPlan, poison_at) -> list[dict]:
         def poison_lines(step: int) -> list[str]:
             return [f"tinyc_fill_s8({size}, {POISON}, arena + {off});"
@@ -263,6 +279,7 @@ def generate(program: Program, plan: MemoryPlan, name: str, source: str = "model
         calls = []
         for k, call in enumerate(prog.calls):
             step = k + 1
+            check_fields(call)
             if call.is_alias:
                 if poison_at.get(step):
                     calls.append({"comment": f"view <- node {call.node}", "lines": poison_lines(step)})

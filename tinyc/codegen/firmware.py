@@ -113,11 +113,12 @@ def project_files(build, board: Board, link_board: Board, mode: str, stack_size:
 def common_files(build, board: Board, mode: str, defines: tuple[str, ...] = ()) -> dict[str, str | Path]:
     """What every firmware project holds: the model's C, the runtime, firmware/
     (startup, semihosting, markers) and the Makefile (``defines``: -D flags)."""
-    from ..sim.qemu import ARM_CFLAGS
+    from ..sim.qemu import ARM_CFLAGS, MODEL_CFLAGS
 
     name = build.name
     ctx = {"name": name, "NAME": name.upper(), "version": __version__, "board": board,
-           "cpu_flags": " ".join([*board.cflags(), *defines]), "cflags": " ".join(ARM_CFLAGS), "mode": mode}
+           "cpu_flags": " ".join([*board.cflags(), *defines]), "cflags": " ".join(ARM_CFLAGS),
+           "model_cflags": " ".join(MODEL_CFLAGS), "mode": mode}
     files: dict[str, str | Path] = {f: t for f, t in build.files.items()
                                     if f in (f"{name}.h", f"{name}.c", "tinyc_config.h")}
     files.update(runtime_files())
@@ -152,6 +153,14 @@ def _sources(root: Path, name: str) -> list[Path]:
     return [Path("main.c"), Path(f"{name}.c"),
             *(p.relative_to(root) for p in sorted((root / "tinyc" / "src").glob("*.c"))),
             *(p.relative_to(root) for p in sorted((root / "firmware").glob("*.c")))]
+
+
+def compile_jobs(root: Path, name: str, sources: list[Path], objects: list[Path]) -> list[tuple]:
+    """qemu.compile_objects' jobs for a project's sources: the model's own C with
+    MODEL_CFLAGS, as the Makefile compiles it."""
+    from ..sim.qemu import MODEL_CFLAGS
+
+    return [(root / src, obj, MODEL_CFLAGS if src == Path(f"{name}.c") else ()) for src, obj in zip(sources, objects)]
 
 
 def stack_reserve(objects: list[Path], indirect_targets: tuple[str, ...] = ()) -> tuple[int, list[str]]:
@@ -190,7 +199,7 @@ def compile_project(root: Path, build, board: Board, mode: str, self_test: SelfT
     write_files(project_files(build, board, board, mode, None, self_test), root)
     sources = _sources(root, build.name)
     objects = [root / "build" / src.with_suffix(".o") for src in sources]
-    qemu.compile_objects([(root / src, obj) for src, obj in zip(sources, objects)],
+    qemu.compile_objects(compile_jobs(root, build.name, sources, objects),
                          [root, root / "tinyc" / "include", root / "firmware"], board.cflags())
     return objects
 

@@ -19,7 +19,8 @@ import numpy as np
 from ..ir.program import Program
 from ..kernels.conv import FCW_GROUPS, _dw_column, _inplace_plane, _inplace_table_words
 
-VARIANTS = ("DW_COLUMN", "DW_TABLES", "DW3S1", "DW3S2", "FC_CHUNKS", "CW_FAST", "CW_GEN", "ADD_TABLE")
+VARIANTS = ("DW_COLUMN", "DW_TABLES", "DWT_ANY", "DWT_K5R5", "DWT_J2R7", "DWT_J3R7", "DW3S1", "DW3S2", "DW_NARROW",
+            "FC_CHUNKS", "CW_FAST", "CW_GEN", "ADD_TABLE", "ADD_CLAMP", "ADD_PLAIN")
 
 
 def _class(mult: int, shift: int) -> int:
@@ -37,12 +38,18 @@ def _dw_plane_variants(p, uses: dict) -> None:
     kh, kw = (1, p.k_h) if column else (p.k_h, p.k_w)
     sw, dw = (p.stride_h, p.dil_h) if column else (p.stride_w, p.dil_w)
     out_w = p.out_h if column else p.out_w
-    if (p.act_min, p.act_max) != (-128, 127) or dw != 1 or out_w < 2:
+    if (p.act_min, p.act_max) != (-128, 127) or dw != 1:
         return
-    if kh == 3 and kw == 3 and sw in (1, 2):
+    if out_w < 2:  # a one-output-wide map: dot products
+        uses["DW_NARROW"] = True
+    elif kh == 3 and kw == 3 and sw in (1, 2):
         uses["DW3S1" if sw == 1 else "DW3S2"] = True
     elif _inplace_table_words(p) > 0:
+        # the table kernels: the unrolled loop of the shape, else the one over kernel rows
         uses["DW_TABLES"] = True
+        words = (kw + sw + 3) >> 2
+        unrolled = {(5, 5, 2): "DWT_K5R5", (7, 7, 2): "DWT_J2R7", (7, 7, 3): "DWT_J3R7"}.get((kh, kw, words))
+        uses[unrolled or "DWT_ANY"] = True
 
 
 def variants(program: Program, in_place_steps: set[int]) -> dict[str, bool]:
@@ -61,6 +68,10 @@ def variants(program: Program, in_place_steps: set[int]) -> dict[str, bool]:
                 uses["DW_COLUMN"] = True
         elif call.kernel == "add_s8" and len(call.inputs) > 2 and call.inputs[2]:
             uses["ADD_TABLE"] = True
+            if (p.act_min, p.act_max) != (-128, 127):  # the table rows with a narrower clamp
+                uses["ADD_CLAMP"] = True
+        elif call.kernel == "add_s8":  # without its table (ADD_PLAIN 0: that loop is only a fallback)
+            uses["ADD_PLAIN"] = True
         elif call.kernel == "fully_connected_wide_s8" and (p.in_features + 3) >> 2 > FCW_GROUPS:
             uses["FC_CHUNKS"] = True
         elif call.kernel == "conv2d_wide_s8":

@@ -73,6 +73,13 @@ KERNELS: dict[str, Kernel] = dict([
     # the same layers with wide weights and folded biases (passes/widen.py)
     _k("conv2d_wide_s8", "weights", conv.conv2d_wide_s8, scratch=conv.conv2d_wide_scratch_bytes),
     _k("fully_connected_wide_s8", "weights", conv.fully_connected_wide_s8, scratch=conv.fc_wide_scratch_bytes),
+    # ... and with Helium weights (passes/widen.py, on Cortex-M55 / M85)
+    _k("conv2d_mve_s8", "weights", conv.conv2d_mve_s8, scratch=conv.conv2d_mve_scratch_bytes),
+    _k("fully_connected_mve_s8", "weights", conv.fully_connected_mve_s8),
+    _k("depthwise_conv2d_mve_s8", "weights", conv.depthwise_conv2d_mve_s8, scratch=conv.dw_mve_scratch_bytes,
+       in_place_variant="depthwise_conv2d_inplace_mve_s8", in_place_when=conv.depthwise_inplace_ok),
+    _k("depthwise_conv2d_inplace_mve_s8", "weights_in_place", conv.depthwise_conv2d_inplace_mve_s8,
+       scratch=conv.dw_mve_scratch_bytes),
     _k("matmul_s8", "binary", conv.matmul_s8),
     _k("max_pool_s8", "unary", pool.max_pool_s8),
     _k("avg_pool_s8", "unary", pool.avg_pool_s8),

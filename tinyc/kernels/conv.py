@@ -27,7 +27,9 @@ from ..quant.fixedpoint import multiply_by_quantized_multiplier, wrap_int32
 from .params import ConvParams, FCParams, MatMulParams
 
 __all__ = ["conv2d_s8", "conv2d_1x1_s8", "depthwise_conv2d_s8", "fully_connected_s8", "widen", "unwiden",
-           "fold_bias", "conv2d_wide_s8", "fully_connected_wide_s8"]
+           "fold_bias", "conv2d_wide_s8", "fully_connected_wide_s8", "mve_pack", "mve_unpack", "mve_bias", "conv2d_mve_s8", "mve_pack_dw", "mve_unpack_dw",
+           "depthwise_conv2d_mve_s8", "depthwise_conv2d_inplace_mve_s8",
+           "fully_connected_mve_s8"]
 
 # Rows of output handled per im2col chunk are chosen so that one chunk of the
 # window matrix holds about this many float64 values (~16 MB).
@@ -250,6 +252,113 @@ def fully_connected_wide_s8(p: FCParams, x, words, folded_bias, mult, shift) -> 
 
 
 # ----------------------------------------------------------------------------
+# Helium weights (C: mve.c tinyc_conv2d_mve_s8, tinyc_fully_connected_mve_s8)
+#
+# On cores with the M-profile Vector Extension one VMLADAVA.S8 adds 16 products
+# of int8 values: the weights stay int8, in the order the loop reads them, and
+# the bias holds the input offset (fold_bias) so the window enters raw.
+# ----------------------------------------------------------------------------
+
+
+def mve_pack(w2d) -> np.ndarray:
+    """Weights [N, K] int8 -> the Helium layout, int8: per group of 4 output
+    channels, per chunk of 16 K values, the 4 channels' 16 values.  K is padded to
+    a multiple of 16 and N to a multiple of 4 with zero weights."""
+    w = np.asarray(w2d, dtype=np.int8)
+    n, k = w.shape
+    kp, np_ = -(-k // 16) * 16, -(-n // 4) * 4
+    full = np.zeros((np_, kp), dtype=np.int8)
+    full[:n, :k] = w
+    return full.reshape(np_ // 4, 4, kp // 16, 16).transpose(0, 2, 1, 3).reshape(-1).copy()
+
+
+def mve_unpack(packed, n: int, k: int) -> np.ndarray:
+    """The int8 [n, k] weights of :func:`mve_pack`'s bytes."""
+    kp, np_ = -(-k // 16) * 16, -(-n // 4) * 4
+    b = np.asarray(packed, dtype=np.int8).reshape(-1)
+    if b.size != np_ * kp:
+        raise ValueError(f"Helium weights: {b.size} bytes do not hold {n} x {k} values")
+    full = b.reshape(np_ // 4, kp // 16, 4, 16).transpose(0, 2, 1, 3).reshape(np_, kp)
+    return full[:n, :k].copy()
+
+
+def mve_bias(folded) -> np.ndarray:
+    """A folded bias padded with zeros to a multiple of 4 channels (the Helium
+    loop reads a channel group's 4 at once)."""
+    b = np.asarray(folded, dtype=np.int32).reshape(-1)
+    return np.concatenate([b, np.zeros(-b.size % 4, dtype=np.int32)])
+
+
+def conv2d_mve_s8(p: ConvParams, x, packed, folded_bias, mult, shift) -> np.ndarray:
+    """:func:`conv2d_s8` (one group) with the weights in the Helium layout
+    (``mve_pack`` of [out_c, k_h * k_w * in_c]) and the bias folded with the input
+    offset (``fold_bias``, padded by ``mve_bias``): the same values."""
+    if p.groups > 1:
+        raise ValueError("conv2d_mve_s8 takes one group")
+    w = mve_unpack(packed, p.out_c, p.k_h * p.k_w * p.in_c)
+    bias = _unfold_bias(w, np.asarray(folded_bias).reshape(-1)[:p.out_c], p.in_offset)
+    return conv2d_s8(p, x, w.reshape(p.out_c, p.k_h, p.k_w, p.in_c), bias, mult, shift)
+
+
+def fully_connected_mve_s8(p: FCParams, x, packed, folded_bias, mult, shift) -> np.ndarray:
+    """:func:`fully_connected_s8` with Helium weights and the folded bias."""
+    w = mve_unpack(packed, p.out_features, p.in_features)
+    bias = _unfold_bias(w, np.asarray(folded_bias).reshape(-1)[:p.out_features], p.in_offset)
+    return fully_connected_s8(p, x, w, bias, mult, shift)
+
+
+def mve_pack_dw(w) -> np.ndarray:
+    """Depthwise weights [C, k_h, k_w] (or [C, k_h, k_w, 1]) int8 -> the Helium
+    layout: per group of 4 channels, per tap, the 4 channels' values (zero past C)."""
+    w = np.asarray(w, dtype=np.int8)
+    c = w.shape[0]
+    taps = w.reshape(c, -1)
+    full = np.zeros((-(-c // 4) * 4, taps.shape[1]), dtype=np.int8)
+    full[:c] = taps
+    return full.reshape(-1, 4, taps.shape[1]).transpose(0, 2, 1).reshape(-1).copy()
+
+
+def mve_unpack_dw(packed, c: int, k_h: int, k_w: int) -> np.ndarray:
+    """The int8 [c, k_h, k_w] weights of :func:`mve_pack_dw`'s bytes."""
+    b = np.asarray(packed, dtype=np.int8).reshape(-1)
+    groups, taps = -(-c // 4), k_h * k_w
+    if b.size != groups * 4 * taps:
+        raise ValueError(f"Helium depthwise weights: {b.size} bytes do not hold {c} x {k_h} x {k_w} values")
+    return b.reshape(groups, taps, 4).transpose(0, 2, 1).reshape(-1, taps)[:c].reshape(c, k_h, k_w).copy()
+
+
+def _dw_mve_args(p: ConvParams, packed, folded_bias):
+    if p.depth_multiplier != 1 or p.out_c != p.in_c:
+        raise ValueError("the Helium depthwise takes depth multiplier 1")
+    w = mve_unpack_dw(packed, p.out_c, p.k_h, p.k_w)
+    bias = _unfold_bias(w.reshape(p.out_c, -1), np.asarray(folded_bias).reshape(-1)[:p.out_c], p.in_offset)
+    return w, bias
+
+
+def depthwise_conv2d_mve_s8(p: ConvParams, x, packed, folded_bias, mult, shift) -> np.ndarray:
+    """:func:`depthwise_conv2d_s8` (depth multiplier 1) with the weights in the
+    Helium layout (``mve_pack_dw``) and the folded bias (``mve_bias``)."""
+    w, bias = _dw_mve_args(p, packed, folded_bias)
+    return depthwise_conv2d_s8(p, x, w, bias, mult, shift)
+
+
+def depthwise_conv2d_inplace_mve_s8(p: ConvParams, x, packed, folded_bias, mult, shift) -> np.ndarray:
+    """The in-place variant of :func:`depthwise_conv2d_mve_s8` (the same values, and
+    the in-place kernel's preconditions)."""
+    w, bias = _dw_mve_args(p, packed, folded_bias)
+    return depthwise_conv2d_inplace_s8(p, x, w, bias, mult, shift)
+
+
+def dw_mve_scratch_bytes(p: ConvParams, dsp: bool = False) -> int:
+    """One group's padded plane, 4 bytes per plane pixel: required, on any core
+    (mve.c tinyc_depthwise_conv2d_mve_s8_scratch_bytes)."""
+    if p.out_h < 1 or p.out_w < 1:
+        return 0
+    plane_h, plane_w = _inplace_plane(p)
+    return 4 * plane_h * plane_w
+
+
+# ----------------------------------------------------------------------------
 # In-place depthwise convolution (C: runtime_c/src/dw_inplace.c)
 # ----------------------------------------------------------------------------
 
@@ -341,6 +450,18 @@ def conv2d_wide_scratch_bytes(p: ConvParams, dsp: bool) -> int:
         return 0
     pairs = max(1, WIDE_WORDS // (4 * groups))
     return 16 * groups * pairs + 4 * groups
+
+
+def conv2d_mve_scratch_bytes(p: ConvParams, dsp: bool) -> int:
+    """Two windows of 16 * ceil(K / 16) bytes (im2col), none for a pointwise layer
+    without padding (its pixels are read in place).  ``dsp``: planned for a core
+    with the DSP extension (the kernel is only chosen for Helium cores)."""
+    chunks = (p.k_h * p.k_w * p.in_c + 15) // 16
+    if not dsp or p.out_h < 1 or p.out_w < 1 or chunks < 1:
+        return 0
+    if p.k_h == p.k_w == 1 and p.pad_t == p.pad_l == 0:
+        return 0
+    return 32 * chunks
 
 
 FCW_GROUPS = 128  # fc.c: groups of 4 features per chunk of a long row

@@ -42,12 +42,16 @@ def add_table(p: AddParams) -> np.ndarray:
     """The 512 int32 values ``tinyc_add_s8`` may take instead of computing them:
     each input's rescaled value ``MBQMSmallerThanOneExp((x + offset) << left_shift)``
     for x = -128..127, input 1's then input 2's (what TFLM's AddFunc computes per
-    element; it depends on one int8 value, so tinyc tabulates it at compile time)."""
+    element; it depends on one int8 value, so tinyc tabulates it at compile time).
+    For a Sub input 2's are negated (wrapping, as the kernel's int32 difference),
+    so the kernel adds the two entries either way: one loop for both ops."""
     x = np.arange(-128, 128, dtype=np.int64)
     rows = []
     for offset, mult, shift in ((p.in1_offset, p.in1_mult, p.in1_shift), (p.in2_offset, p.in2_mult, p.in2_shift)):
         v = fx.wrap_int32((x + offset) * (1 << p.left_shift))
         rows.append(fx._rdbp(fx._srdhm(v, mult), -shift))
+    if p.subtract:
+        rows[1] = fx.wrap_int32(-np.asarray(rows[1], np.int64))
     return np.concatenate(rows).astype(np.int32)
 
 

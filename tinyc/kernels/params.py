@@ -3,29 +3,81 @@
 The compiler fills these when it lowers a node to int8; the numpy reference
 kernels (this package) read them, the code generator prints them as C struct
 initializers, and the unit tests hand them to the C kernels through ctypes.
-Every field is an int32 or a fixed-length int32 array, as in the C structs.
+
+C types.  A field is an int32 (or a fixed-length int32 array) unless the
+record's ``c_narrow`` gives it a narrower type: every firmware stores one const
+struct per distinct layer, and MCUNet-sized models have over a hundred
+(convolutions, Mean, Add, Mul), so in those records the fields whose values are
+small by nature take 16 or 8 bits: one axis's size, kernel sizes, strides,
+dilations and paddings uint16_t / int16_t, input offsets (-zero point, up to
+128) int16_t, output zero points, clamp bounds, shifts and flags int8_t, a
+depthwise layer's channel multiplier uint8_t.  Multipliers, element strides and
+element counts (products of dimensions) stay int32.  The C struct lists the
+int32 fields first, then the 16-bit, then the 8-bit ones, each group in the
+record's field order, so it packs with at most a byte of padding at its end;
+``c_fields`` gives that order and ``c_initializer`` / ``to_ctypes`` follow it
+(tests/test_param_structs.py checks it against kernels.h).  A value outside its
+C type is never wrapped: ``c_range_problem`` names it, codegen refuses the layer
+with it (codegen/c.py), and ``c_initializer`` / ``to_ctypes`` raise ValueError.
 """
 
 from __future__ import annotations
 
 import ctypes
-from dataclasses import astuple, dataclass, field, fields
+from dataclasses import dataclass, field, fields
+from typing import ClassVar
 
 
 def _four() -> tuple[int, int, int, int]:
     return (0, 0, 0, 0)
 
 
+I32, I16, U16, I8, U8 = "int32_t", "int16_t", "uint16_t", "int8_t", "uint8_t"
+C_RANGES = {I32: (-(2**31), 2**31 - 1), I16: (-(2**15), 2**15 - 1), U16: (0, 2**16 - 1), I8: (-128, 127),
+            U8: (0, 255)}
+_CTYPES_SCALAR = {I32: ctypes.c_int32, I16: ctypes.c_int16, U16: ctypes.c_uint16, I8: ctypes.c_int8,
+                  U8: ctypes.c_uint8}
+_WIDTH = {I32: 4, I16: 2, U16: 2, I8: 1, U8: 1}
+
+
 class KernelParams:
     """Base: the C struct this record mirrors is ``c_type``."""
 
-    c_type: str = ""
+    c_type: ClassVar[str] = ""
+    c_narrow: ClassVar[dict[str, str]] = {}  # field -> a 16- or 8-bit C type; the others are int32_t
+
+    @classmethod
+    def c_fields(cls) -> list[tuple[str, str, int]]:
+        """(field, C scalar type, array length or 0) in the C struct's order."""
+        out = []
+        for f in fields(cls):
+            n = str(f.type).count("int") if str(f.type).startswith("tuple[") else 0  # int32 arrays: their length
+            out.append((f.name, cls.c_narrow.get(f.name, I32), n))
+        return sorted(out, key=lambda f: -_WIDTH[f[1]])  # stable: the record's order within a width
+
+    def c_range_problem(self) -> str | None:
+        """Why a value does not fit its C field (``"in_w = 70000 is outside
+        uint16_t's 0..65535"``), or None."""
+        for name, ctype, n in self.c_fields():
+            value = getattr(self, name)
+            lo, hi = C_RANGES[ctype]
+            for v in value if n else (value,):
+                if not lo <= int(v) <= hi:
+                    return f"{name} = {int(v)} is outside {ctype}'s {lo}..{hi}"
+        return None
+
+    def _checked(self) -> None:
+        problem = self.c_range_problem()
+        if problem:
+            raise ValueError(f"{self.c_type}: {problem}")
 
     def c_initializer(self) -> str:
         """``{1, 2, {3, 4, 5, 6}, ...}``: the C99 aggregate initializer of the struct."""
+        self._checked()
         parts = []
-        for value in astuple(self):
-            if isinstance(value, tuple):
+        for name, _, n in self.c_fields():
+            value = getattr(self, name)
+            if n:
                 parts.append("{" + ", ".join(_c_int(v) for v in value) + "}")
             else:
                 parts.append(_c_int(value))
@@ -33,8 +85,12 @@ class KernelParams:
 
     def to_ctypes(self):
         """A ctypes.Structure instance with the same layout as the C struct."""
+        self._checked()
         cls = _ctypes_struct(type(self))
-        args = [(ctypes.c_int32 * len(v))(*v) if isinstance(v, tuple) else int(v) for v in astuple(self)]
+        args = []
+        for name, ctype, n in self.c_fields():
+            value = getattr(self, name)
+            args.append((_CTYPES_SCALAR[ctype] * n)(*value) if n else int(value))
         return cls(*args)
 
 
@@ -50,17 +106,22 @@ _CTYPES_CACHE: dict[type, type] = {}
 
 def _ctypes_struct(cls: type):
     if cls not in _CTYPES_CACHE:
-        layout = []
-        for f in fields(cls):
-            n = f.type.count("int") if str(f.type).startswith("tuple[") else 0  # int32 arrays: their length
-            layout.append((f.name, ctypes.c_int32 * n if n else ctypes.c_int32))
+        layout = [(name, _CTYPES_SCALAR[ctype] * n if n else _CTYPES_SCALAR[ctype]) for name, ctype, n in cls.c_fields()]
         _CTYPES_CACHE[cls] = type(cls.__name__ + "_C", (ctypes.Structure,), {"_fields_": layout})
     return _CTYPES_CACHE[cls]
+
+
+# a convolution window's geometry (one axis each) and clamp
+_GEOMETRY = {"in_h": U16, "in_w": U16, "out_h": U16, "out_w": U16, "k_h": U16, "k_w": U16, "stride_h": U16,
+             "stride_w": U16, "dil_h": U16, "dil_w": U16, "pad_t": I16, "pad_l": I16, "act_min": I8, "act_max": I8}
 
 
 @dataclass
 class ConvParams(KernelParams):
     c_type = "tinyc_conv_params"
+    # (a depthwise layer multiplies its channels by up to 255: 36 bytes without padding)
+    c_narrow = {**_GEOMETRY, "in_c": U16, "out_c": U16, "groups": U16, "depth_multiplier": U8, "in_offset": I16,
+                "out_offset": I8}
     in_h: int
     in_w: int
     in_c: int
@@ -86,6 +147,7 @@ class ConvParams(KernelParams):
 @dataclass
 class FCParams(KernelParams):
     c_type = "tinyc_fc_params"
+    # all int32: a model has one or two, and fc.c's loops read these as they are
     batches: int
     in_features: int
     out_features: int
@@ -99,6 +161,7 @@ class FCParams(KernelParams):
 @dataclass
 class PoolParams(KernelParams):
     c_type = "tinyc_pool_params"
+    # all int32: a model has few pools, and pool.c's loops read these as they are
     in_h: int
     in_w: int
     channels: int
@@ -121,6 +184,7 @@ class PoolParams(KernelParams):
 @dataclass
 class MeanParams(KernelParams):
     c_type = "tinyc_mean_params"
+    c_narrow = {"in_zero_point": I8, "out_offset": I8, "shift": I8}
     outer: int
     reduce: int
     inner: int
@@ -133,6 +197,8 @@ class MeanParams(KernelParams):
 @dataclass
 class AddParams(KernelParams):
     c_type = "tinyc_add_params"
+    c_narrow = {"in1_offset": I16, "in2_offset": I16, "out_offset": I8, "left_shift": I8, "in1_shift": I8,
+                "in2_shift": I8, "out_shift": I8, "subtract": I8, "act_min": I8, "act_max": I8}
     out_shape: tuple[int, int, int, int] = field(default_factory=_four)
     in1_strides: tuple[int, int, int, int] = field(default_factory=_four)
     in2_strides: tuple[int, int, int, int] = field(default_factory=_four)
@@ -154,6 +220,8 @@ class AddParams(KernelParams):
 @dataclass
 class MulParams(KernelParams):
     c_type = "tinyc_mul_params"
+    c_narrow = {"in1_offset": I16, "in2_offset": I16, "out_offset": I8, "out_shift": I8, "act_min": I8,
+                "act_max": I8}
     out_shape: tuple[int, int, int, int] = field(default_factory=_four)
     in1_strides: tuple[int, int, int, int] = field(default_factory=_four)
     in2_strides: tuple[int, int, int, int] = field(default_factory=_four)

@@ -35,7 +35,9 @@ from ..errors import TinycError
 from ..ir.program import KernelCall, Program
 from . import memory
 
-GEOMETRIC = ("conv2d_s8", "conv2d_1x1_s8", "conv2d_wide_s8", "depthwise_conv2d_s8", "max_pool_s8", "avg_pool_s8")
+CONVS = ("conv2d_s8", "conv2d_1x1_s8", "conv2d_wide_s8", "conv2d_mve_s8")
+DEPTHWISE = ("depthwise_conv2d_s8", "depthwise_conv2d_mve_s8")
+GEOMETRIC = (*CONVS, *DEPTHWISE, "max_pool_s8", "avg_pool_s8")
 ELEMENTWISE = ("add_s8", "mul_s8", "requantize_s8", "clamp_s8")
 
 
@@ -57,13 +59,13 @@ class PatchPlan:
 
 def call_macs(call: KernelCall) -> int:
     p = call.params
-    if call.kernel in ("conv2d_s8", "conv2d_1x1_s8", "conv2d_wide_s8"):
+    if call.kernel in CONVS:
         return p.out_h * p.out_w * p.out_c * p.k_h * p.k_w * (p.in_c // max(p.groups, 1))
-    if call.kernel == "depthwise_conv2d_s8":
+    if call.kernel in DEPTHWISE:
         return p.out_h * p.out_w * p.out_c * p.k_h * p.k_w
     if call.kernel in ("max_pool_s8", "avg_pool_s8"):
         return p.out_h * p.out_w * p.channels * p.k_h * p.k_w
-    if call.kernel in ("fully_connected_s8", "fully_connected_wide_s8"):
+    if call.kernel in ("fully_connected_s8", "fully_connected_wide_s8", "fully_connected_mve_s8"):
         return p.batches * p.in_features * p.out_features
     return 0
 

@@ -15,6 +15,13 @@ caller gives (the board's flash less a reserve for the code):
   scratch (window words of a few pixel pairs, about 1 KB); build.specialize_for
   keeps the program as it was when that would push an arena that fits the
   board's RAM out of it.
+* Helium weights.  On cores with the M-profile Vector Extension (Cortex-M55 /
+  M85) the same layers run as ``conv2d_mve_s8`` / ``fully_connected_mve_s8``
+  instead: int8 weights in the order the VMLADAVA loop reads them
+  (``kernels.conv.mve_pack``: the flash of the int8 weights, padded to 4
+  channels x 16 values) and the folded bias; so do 3 x 3 depthwise layers
+  (depth multiplier 1: ``depthwise_conv2d_mve_s8``, weights per group of 4
+  channels, ``kernels.conv.mve_pack_dw``).
 * Add tables.  An Add / Sub takes ``kernels.elementwise.add_table(params)``, its
   inputs' 512 rescaled values (2 KB), instead of rescaling each element: about 15
   M4 instructions per element instead of 110.
@@ -25,11 +32,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.program import KernelCall, Program
-from ..kernels.conv import fold_bias, widen
+from ..kernels.conv import fold_bias, mve_bias, mve_pack, mve_pack_dw, widen
 from ..kernels.elementwise import add_table
 
 WIDE_KERNEL = {"conv2d_s8": "conv2d_wide_s8", "conv2d_1x1_s8": "conv2d_wide_s8",
                "fully_connected_s8": "fully_connected_wide_s8"}
+MVE_KERNEL = {"conv2d_s8": "conv2d_mve_s8", "conv2d_1x1_s8": "conv2d_mve_s8",
+              "fully_connected_s8": "fully_connected_mve_s8", "depthwise_conv2d_s8": "depthwise_conv2d_mve_s8"}
 # flash kept free for the code (kernels, glue, startup, the self-test harness)
 # when specializing against a board's flash
 CODE_RESERVE = 96 * 1024
@@ -42,29 +51,41 @@ WIDE_SAVING_PER_MAC = 0.4
 TABLE_SAVING_PER_ELEMENT = 90
 
 
-def _eligible(program: Program, call: KernelCall) -> bool:
-    if call.kernel not in WIDE_KERNEL or call.args:
+def _eligible(program: Program, call: KernelCall, vector: bool) -> bool:
+    if call.kernel not in (MVE_KERNEL if vector else WIDE_KERNEL) or call.args:
         return False
     if call.kernel == "conv2d_s8" and call.params.groups > 1:
         return False
+    if call.kernel == "depthwise_conv2d_s8" and not _mve_depthwise_pays(call.params):
+        return False
     w = program.graph.tensors[call.inputs[1]]
     return w.is_const and w.kind is None and np.dtype(w.dtype) == np.int8
+
+
+def _mve_depthwise_pays(p) -> bool:
+    """The Helium depthwise's assembly loop takes 3 x 3 kernels (no dilation) over
+    rows of 2 pixels or more; elsewhere (a one-column map: sww's layers) the DSP
+    kernels are faster."""
+    return (p.depth_multiplier == 1 and p.k_h == p.k_w == 3 and p.dil_h == p.dil_w == 1 and p.out_w >= 2)
 
 
 def _macs(call: KernelCall) -> int:
     p = call.params
     if call.kernel == "fully_connected_s8":
         return p.batches * p.in_features * p.out_features
+    if call.kernel == "depthwise_conv2d_s8":
+        return p.out_h * p.out_w * p.out_c * p.k_h * p.k_w
     return p.out_h * p.out_w * p.out_c * p.k_h * p.k_w * p.in_c
 
 
-def specialize(program: Program, flash_budget: int | None, wide: bool = True) -> int:
+def specialize(program: Program, flash_budget: int | None, wide: bool = True, vector: bool = False) -> int:
     """Rewrite calls to the wide kernels and give Adds their tables, most
     instructions saved per flash byte first, while the program's constant bytes
     stay within ``flash_budget`` (None: no limit); ``wide``: the core has the
-    DSP extension (the tables help any core).  Returns the number of calls
+    DSP extension (the tables help any core); ``vector``: it has Helium (the
+    Helium kernels instead of the wide ones).  Returns the number of calls
     rewritten.  Calls sharing weights (the bands of a patched stage) share the
-    wide copy."""
+    rewritten copy."""
     g = program.graph
     from ..codegen.c import weight_bytes
 
@@ -72,7 +93,7 @@ def specialize(program: Program, flash_budget: int | None, wide: bool = True) ->
     candidates = []  # (instructions saved per byte, extra bytes, apply)
     groups: dict[tuple, list[int]] = {}
     for k, call in enumerate(program.calls):
-        if wide and _eligible(program, call):
+        if (wide or vector) and _eligible(program, call, vector):
             groups.setdefault((call.inputs[1], call.inputs[2], call.params.in_offset), []).append(k)
         elif call.kernel == "add_s8" and len(call.inputs) == 2:
             table = add_table(call.params)
@@ -81,13 +102,18 @@ def specialize(program: Program, flash_budget: int | None, wide: bool = True) ->
     for (w_name, b_name, in_offset), ks in groups.items():
         w = g.tensors[w_name].data
         w2d = w.reshape(w.shape[0], -1)
-        words = widen(w2d)
+        depthwise = program.calls[ks[0]].kernel == "depthwise_conv2d_s8"
+        words = (mve_pack_dw(w) if depthwise else mve_pack(w2d)) if vector else widen(w2d)
         bias = None if b_name is None else g.tensors[b_name].data
         folded = fold_bias(w2d, bias, in_offset)
+        if vector:
+            folded = mve_bias(folded)
         # the wide weights and folded bias replace the int8 weights and the bias
         extra = words.nbytes + folded.nbytes - w.nbytes - (0 if bias is None else bias.nbytes)
         saving = WIDE_SAVING_PER_MAC * sum(_macs(program.calls[k]) for k in ks)
-        candidates.append((saving / max(extra, 1), extra, _widen(program, ks, w_name, b_name, words, folded)))
+        kernels = MVE_KERNEL if vector else WIDE_KERNEL
+        candidates.append((saving / max(extra, 1), extra,
+                           _widen(program, ks, w_name, b_name, words, folded, kernels)))
     done = 0
     for _, extra, apply in sorted(candidates, key=lambda c: -c[0]):
         if flash_budget is not None and total + extra > flash_budget:
@@ -105,14 +131,14 @@ def _give_table(program: Program, k: int, table: np.ndarray):
     return apply
 
 
-def _widen(program: Program, ks: list[int], w_name: str, b_name: str | None, words, folded):
+def _widen(program: Program, ks: list[int], w_name: str, b_name: str | None, words, folded, kernels: dict):
     def apply() -> int:
         g = program.graph
-        ww = g.add_const(w_name + "_wide", words)
+        ww = g.add_const(w_name + ("_mve" if kernels is MVE_KERNEL else "_wide"), words)
         bf = g.add_const((b_name or w_name) + "_folded", folded)
         for k in ks:
             call = program.calls[k]
-            call.kernel = WIDE_KERNEL[call.kernel]
+            call.kernel = kernels[call.kernel]
             call.inputs = [call.inputs[0], ww, bf, *call.inputs[3:]]
         return len(ks)
     return apply

@@ -29,6 +29,7 @@ from ..codegen.firmware import (
     _env,
     _sources,
     common_files,
+    compile_jobs,
     linker_script,
     stack_reserve,
     write_files,
@@ -203,7 +204,7 @@ def build_firmware(root: Path, b: TrainBuild, board: Board, sched: Schedule, on_
     write_files(project_files(b, board, sched, on_qemu), root)
     sources = _sources(root, b.name)
     objects = [root / "build" / src.with_suffix(".o") for src in sources]
-    qemu.compile_objects([(root / src, obj) for src, obj in zip(sources, objects)],
+    qemu.compile_objects(compile_jobs(root, b.name, sources, objects),
                          [root, root / "tinyc" / "include", root / "firmware"], board.cflags() + defines)
     stack, chain = stack_reserve(objects, INDIRECT_TARGETS)
     (root / "linker.ld").write_text(linker_script(link_board, stack,

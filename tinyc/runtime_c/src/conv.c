@@ -53,8 +53,16 @@ static void tap_range(int32_t origin, int32_t dil, int32_t k, int32_t size,
     *end = f1;
 }
 
+/* The output's offset and clamp, read from the parameters once per call: a
+ * store through an int8_t output may alias *p, so the portable loops would
+ * reload these (narrow) fields for every output (they read the geometry into
+ * locals likewise). */
+typedef struct {
+    int32_t out_offset, act_min, act_max;
+} conv_out;
+
 static int8_t requantize(int32_t acc, const int32_t *bias, int32_t c, const int32_t *mult,
-                         const int32_t *shift, const tinyc_conv_params *p)
+                         const int32_t *shift, const conv_out *p)
 {
     if (bias != 0) {
         acc += bias[c];
@@ -71,29 +79,33 @@ TINYC_FALLBACK static void conv_portable(const tinyc_conv_params *p, const int8_
     const int32_t cg = in_c / groups;             /* input channels per group */
     const int32_t og = p->out_c / groups;         /* output channels per group */
     const int32_t in_offset = p->in_offset;
+    const conv_out o_p = {p->out_offset, p->act_min, p->act_max};
+    const int32_t in_h = p->in_h, in_w = p->in_w, out_h = p->out_h, out_w = p->out_w, k_h = p->k_h, k_w = p->k_w;
+    const int32_t stride_h = p->stride_h, stride_w = p->stride_w, dil_h = p->dil_h, dil_w = p->dil_w;
+    const int32_t pad_t = p->pad_t, pad_l = p->pad_l;
     /* Index distance between horizontally / vertically adjacent taps in the
      * input, and between kernel rows / whole filters in the weights. */
-    const int32_t tap_step_x = p->dil_w * in_c;
-    const int32_t tap_step_y = p->dil_h * p->in_w * in_c;
-    const int32_t w_row = p->k_w * cg;
-    const int32_t w_filter = p->k_h * w_row;
+    const int32_t tap_step_x = dil_w * in_c;
+    const int32_t tap_step_y = dil_h * in_w * in_c;
+    const int32_t w_row = k_w * cg;
+    const int32_t w_filter = k_h * w_row;
     int32_t oy, ox, g, j;
 
-    for (oy = 0; oy < p->out_h; ++oy) {
-        const int32_t iy0 = oy * p->stride_h - p->pad_t;
+    for (oy = 0; oy < out_h; ++oy) {
+        const int32_t iy0 = oy * stride_h - pad_t;
         int32_t ky0, ky1;
-        tap_range(iy0, p->dil_h, p->k_h, p->in_h, &ky0, &ky1);
-        for (ox = 0; ox < p->out_w; ++ox) {
-            const int32_t ix0 = ox * p->stride_w - p->pad_l;
+        tap_range(iy0, dil_h, k_h, in_h, &ky0, &ky1);
+        for (ox = 0; ox < out_w; ++ox) {
+            const int32_t ix0 = ox * stride_w - pad_l;
             int32_t kx0, kx1, win;
-            tap_range(ix0, p->dil_w, p->k_w, p->in_w, &kx0, &kx1);
+            tap_range(ix0, dil_w, k_w, in_w, &kx0, &kx1);
             /* Index of the first in-bounds tap of the window (channel 0); only
              * read when the tap ranges are not empty. */
-            win = ((iy0 + ky0 * p->dil_h) * p->in_w + (ix0 + kx0 * p->dil_w)) * in_c;
+            win = ((iy0 + ky0 * dil_h) * in_w + (ix0 + kx0 * dil_w)) * in_c;
             j = 0;
             /* (cores without the DSP extension only: on the others this is the
              * rarely taken fallback, kept small) */
-            if (!TINYC_DSP && groups == 1 && p->dil_w == 1) {
+            if (!TINYC_DSP && groups == 1 && dil_w == 1) {
                 /* one group without column dilation: each kernel row's taps are
                  * one contiguous run of input and of weights, 4 channels at a time */
                 const int32_t run = (kx1 - kx0) * cg;
@@ -109,7 +121,7 @@ TINYC_FALLBACK static void conv_portable(const tinyc_conv_params *p, const int8_
                         }
                     }
                     for (k = 0; k < 4; ++k) {
-                        *out++ = requantize(acc[k], bias, j + k, mult, shift, p);
+                        *out++ = requantize(acc[k], bias, j + k, mult, shift, &o_p);
                     }
                 }
             }
@@ -136,7 +148,7 @@ TINYC_FALLBACK static void conv_portable(const tinyc_conv_params *p, const int8_
                         in_row += tap_step_y;
                         w_at += w_row;
                     }
-                    *out++ = requantize(acc, bias, o, mult, shift, p);
+                    *out++ = requantize(acc, bias, o, mult, shift, &o_p);
                 }
             }
         }
@@ -148,34 +160,36 @@ TINYC_FALLBACK static void conv1x1_portable(const tinyc_conv_params *p, const in
 {
     const int32_t in_c = p->in_c;
     const int32_t in_offset = p->in_offset;
+    const conv_out o_p = {p->out_offset, p->act_min, p->act_max};
+    const int32_t out_c = p->out_c, out_w = p->out_w, out_h = p->out_h;
     /* Input step between output columns and between output rows. */
     const int32_t step_x = p->stride_w * in_c;
     const int32_t step_y = p->stride_h * p->in_w * in_c;
     int32_t in_line = 0;
     int32_t oy, ox, o, c;
 
-    for (oy = 0; oy < p->out_h; ++oy) {
+    for (oy = 0; oy < out_h; ++oy) {
         int32_t at = in_line;
-        for (ox = 0; ox < p->out_w; ++ox) {
+        for (ox = 0; ox < out_w; ++ox) {
             /* One pixel: out[o] = dot(pixel channels, weight row o). */
             const int8_t *px = in + at;
             const int8_t *w_row = w;
-            for (o = 0; !TINYC_DSP && o + 4 <= p->out_c; o += 4) {
+            for (o = 0; !TINYC_DSP && o + 4 <= out_c; o += 4) {
                 int32_t acc[4], k;
                 acc[0] = acc[1] = acc[2] = acc[3] = 0;
                 tinyc_dot4_s8(px, w_row, in_c, in_c, in_offset, acc);
                 for (k = 0; k < 4; ++k) {
-                    *out++ = requantize(acc[k], bias, o + k, mult, shift, p);
+                    *out++ = requantize(acc[k], bias, o + k, mult, shift, &o_p);
                 }
                 w_row += 4 * in_c;
             }
-            for (; o < p->out_c; ++o) {
+            for (; o < out_c; ++o) {
                 int32_t acc = 0;
                 for (c = 0; c < in_c; ++c) {
                     acc += ((int32_t)px[c] + in_offset) * (int32_t)w_row[c];
                 }
                 w_row += in_c;
-                *out++ = requantize(acc, bias, o, mult, shift, p);
+                *out++ = requantize(acc, bias, o, mult, shift, &o_p);
             }
             at += step_x;
         }
@@ -1096,22 +1110,26 @@ TINYC_FALLBACK static void dw_portable(const tinyc_conv_params *p, const int8_t 
     const int32_t in_c = p->in_c;
     const int32_t dm = p->depth_multiplier > 0 ? p->depth_multiplier : 1;
     const int32_t in_offset = p->in_offset;
-    const int32_t tap_step_x = p->dil_w * in_c;
-    const int32_t tap_step_y = p->dil_h * p->in_w * in_c;
-    const int32_t w_filter = p->k_h * p->k_w;     /* weights [out_c][k_h][k_w] */
+    const conv_out o_p = {p->out_offset, p->act_min, p->act_max};
+    const int32_t in_h = p->in_h, in_w = p->in_w, out_h = p->out_h, out_w = p->out_w, k_h = p->k_h, k_w = p->k_w;
+    const int32_t stride_h = p->stride_h, stride_w = p->stride_w, dil_h = p->dil_h, dil_w = p->dil_w;
+    const int32_t pad_t = p->pad_t, pad_l = p->pad_l;
+    const int32_t tap_step_x = dil_w * in_c;
+    const int32_t tap_step_y = dil_h * in_w * in_c;
+    const int32_t w_filter = k_h * k_w;     /* weights [out_c][k_h][k_w] */
     int32_t oy, ox, c, m;
 
-    for (oy = 0; oy < p->out_h; ++oy) {
-        const int32_t iy0 = oy * p->stride_h - p->pad_t;
+    for (oy = 0; oy < out_h; ++oy) {
+        const int32_t iy0 = oy * stride_h - pad_t;
         int32_t ky0, ky1;
-        tap_range(iy0, p->dil_h, p->k_h, p->in_h, &ky0, &ky1);
-        for (ox = 0; ox < p->out_w; ++ox) {
-            const int32_t ix0 = ox * p->stride_w - p->pad_l;
+        tap_range(iy0, dil_h, k_h, in_h, &ky0, &ky1);
+        for (ox = 0; ox < out_w; ++ox) {
+            const int32_t ix0 = ox * stride_w - pad_l;
             int32_t kx0, kx1, win;
-            tap_range(ix0, p->dil_w, p->k_w, p->in_w, &kx0, &kx1);
+            tap_range(ix0, dil_w, k_w, in_w, &kx0, &kx1);
             /* Index of the first in-bounds tap of the window (channel 0). */
-            win = ((iy0 + ky0 * p->dil_h) * p->in_w + (ix0 + kx0 * p->dil_w)) * in_c;
-            int8_t *px = out + (oy * p->out_w + ox) * p->out_c;
+            win = ((iy0 + ky0 * dil_h) * in_w + (ix0 + kx0 * dil_w)) * in_c;
+            int8_t *px = out + (oy * out_w + ox) * p->out_c;
             for (c = c_first; c < in_c; ++c) {
                 /* Input channel c feeds output channels c * dm .. c * dm + dm - 1,
                  * so the output stays in NHWC order. */
@@ -1122,7 +1140,7 @@ TINYC_FALLBACK static void dw_portable(const tinyc_conv_params *p, const int8_t 
                     int32_t acc = 0;
                     int32_t ky, kx;
                     for (ky = ky0; ky < ky1; ++ky) {
-                        const int8_t *wr = wf + ky * p->k_w;
+                        const int8_t *wr = wf + ky * k_w;
                         int32_t in_tap = in_row;
                         for (kx = kx0; kx < kx1; ++kx) {
                             acc += ((int32_t)in[in_tap] + in_offset) * (int32_t)wr[kx];
@@ -1130,7 +1148,7 @@ TINYC_FALLBACK static void dw_portable(const tinyc_conv_params *p, const int8_t 
                         }
                         in_row += tap_step_y;
                     }
-                    px[o] = requantize(acc, bias, o, mult, shift, p);
+                    px[o] = requantize(acc, bias, o, mult, shift, &o_p);
                 }
             }
         }

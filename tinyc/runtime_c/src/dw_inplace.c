@@ -33,7 +33,8 @@ typedef struct {
     int8_t zp;                 /* the input zero point: padded taps add (zp + in_offset) * w = 0 */
 } plane_geom;
 
-static void fill_bytes(int8_t *dst, int32_t n, int8_t v)
+/* (once per call and padded row: not worth inlining three times) */
+__attribute__((noinline)) static void fill_bytes(int8_t *dst, int32_t n, int8_t v)
 {
     while (n-- > 0) {
         *dst++ = v;
@@ -174,6 +175,9 @@ TINYC_FALLBACK static void plane_conv_portable(const tinyc_conv_params *p, const
     const int32_t chans = p->in_c;
     const int32_t k_h = p->k_h, k_w = p->k_w, dil_w = p->dil_w;
     const int32_t in_offset = p->in_offset;
+    /* read once: a store through buf may alias *p, which would reload these
+     * narrow fields for every output */
+    const int32_t out_offset = p->out_offset, act_min = p->act_min, act_max = p->act_max;
     const int32_t tap_step_y = p->dil_h * g->plane_w;
     const int32_t line_step = p->stride_h * g->plane_w;   /* plane step between output rows */
     int32_t out_at = c;                                    /* buf index of output (0, 0, c) */
@@ -205,8 +209,8 @@ TINYC_FALLBACK static void plane_conv_portable(const tinyc_conv_params *p, const
                 row += tap_step_y;
                 wr += k_w;
             }
-            acc = (uint32_t)(tinyc_mbqm((int32_t)acc, mult[c], shift[c]) + p->out_offset);
-            buf[out_at] = (int8_t)tinyc_clamp32((int32_t)acc, p->act_min, p->act_max);
+            acc = (uint32_t)(tinyc_mbqm((int32_t)acc, mult[c], shift[c]) + out_offset);
+            buf[out_at] = (int8_t)tinyc_clamp32((int32_t)acc, act_min, act_max);
             out_at += chans;
             win += p->stride_w;
         }
@@ -559,15 +563,15 @@ static int32_t tinyc_dot_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t
     return acc;
 }
 
-/* One output of a plane window, in C. */
-static void dwt_output(const int8_t *win, const int8_t *wf, int32_t kh, int32_t kw, int32_t rs, int32_t bias,
-                       const tinyc_rq *q, int8_t *dst)
+/* One output of a plane window, in C (kernel rows, their step, the start value
+ * and the requantization from the table kernels' arguments). */
+static void dwt_output(const dwk_args *a, const int8_t *win, const int8_t *wf, int32_t kw, int8_t *dst)
 {
-    int32_t acc = bias, ky;
-    for (ky = 0; ky < kh; ++ky) {
-        acc = tinyc_dot_s8(win + ky * rs, wf + ky * kw, kw, acc);
+    int32_t acc = a->bias, ky;
+    for (ky = 0; ky < a->kh; ++ky) {
+        acc = tinyc_dot_s8(win + ky * a->rs, wf + ky * kw, kw, acc);
     }
-    *dst = (int8_t)__ssat(tinyc_rq_value0(acc, q->m2, q->npo, q->r), 8);
+    *dst = (int8_t)__ssat(tinyc_rq_value0(acc, a->m2, a->npo, a->r), 8);
 }
 
 static int8_t wat(const int8_t *row, int32_t kw, int32_t t)
@@ -575,24 +579,24 @@ static int8_t wat(const int8_t *row, int32_t kw, int32_t t)
     return t >= 0 && t < kw ? row[t] : 0;
 }
 
-/* One of the loops above, called directly (no function pointer: the static
- * call graph, from which the stack reserve is sized, stays complete). */
+/* One of the table loops above, called directly (no function pointer: the
+ * static call graph, from which the stack reserve is sized, stays complete). */
 enum { DW_3S1, DW_3S2, DWT_1, DWT_2, DWT_3, DWT_K5R5, DWT_J2R7, DWT_J3R7 };
-TINYC_ALWAYS_INLINE void dw_loop(int loop, dwk_args *a)
+TINYC_ALWAYS_INLINE void dwt_loop(int loop, dwk_args *a)
 {
-    /* (a loop no layer of the project takes is never called: TINYC_USES) */
-    if (loop == DW_3S1 && TINYC_USES(DW3S1)) {
-        dw3s1(a);
-    } else if (loop == DW_3S2 && TINYC_USES(DW3S2)) {
-        dw3s2(a);
-    } else if (TINYC_USES(DW_TABLES)) {
+    /* (a loop no layer of the project takes is never called: TINYC_USES;
+     * plane_conv_dsp picks only loops that are compiled) */
+    if (loop == DWT_K5R5 && TINYC_USES(DWT_K5R5)) {
+        dwt_k5r5(a);
+    } else if (loop == DWT_J2R7 && TINYC_USES(DWT_J2R7)) {
+        dwt_j2r7(a);
+    } else if (loop == DWT_J3R7 && TINYC_USES(DWT_J3R7)) {
+        dwt_j3r7(a);
+    } else if (TINYC_USES(DWT_ANY)) {
         switch (loop) {
         case DWT_1: dwt1(a); break;
         case DWT_2: dwt2(a); break;
-        case DWT_3: dwt3(a); break;
-        case DWT_K5R5: dwt_k5r5(a); break;
-        case DWT_J2R7: dwt_j2r7(a); break;
-        default: dwt_j3r7(a); break;
+        default: dwt3(a); break;
         }
     }
 }
@@ -603,7 +607,7 @@ TINYC_ALWAYS_INLINE void dw_loop(int loop, dwk_args *a)
  * its windows run down the column, contiguous since plane_w is 1). */
 TINYC_ALWAYS_INLINE int plane_conv_dsp(const tinyc_conv_params *p, const plane_geom *g, const int8_t *scratch,
                                        int8_t *buf, const int8_t *wf, const int32_t *bias, const int32_t *mult,
-                                       const int32_t *shift, int32_t c, uint32_t *tab)
+                                       const int32_t *shift, int32_t c, uint32_t *tab, int32_t tab_room)
 {
     const int column = g->plane_w == 1 && p->out_h > 1;
     const int32_t kh = column ? 1 : p->k_h;
@@ -629,8 +633,12 @@ TINYC_ALWAYS_INLINE int plane_conv_dsp(const tinyc_conv_params *p, const plane_g
         return 0;
     }
     if (out_w < 2) {
-        /* a one-output-wide map: each window's rows as SMLAD dot products */
+        /* a one-output-wide map: each window's rows as SMLAD dot products
+         * (compiled for a project with such a layer) */
         int32_t oy;
+        if (!TINYC_USES(DW_NARROW)) {
+            return 0;
+        }
         for (i = 0; i < nw; ++i) {
             wsum += wf[i];
         }
@@ -656,16 +664,21 @@ TINYC_ALWAYS_INLINE int plane_conv_dsp(const tinyc_conv_params *p, const plane_g
         loop = sw == 1 ? DW_3S1 : DW_3S2;
     } else {
         words = (kw + sw + 3) >> 2;
-        if (!TINYC_USES(DW_TABLES) || tab == 0 || words > 3 || kh * words * 4 > DWT_MAX_WORDS) {
+        if (!TINYC_USES(DW_TABLES) || words > 3 || kh * words * 4 > DWT_MAX_WORDS || kh * words * 4 > tab_room) {
             return 0;                                  /* no table in the scratch (table_words) */
         }
+        /* the unrolled loop for the shape, else the loop over kernel rows (the
+         * same values), each compiled only for a project whose layers take it
+         * (codegen/variants.py); neither: the portable kernel */
         loop = words == 1 ? DWT_1 : words == 2 ? DWT_2 : DWT_3;
-        if (kh == 5 && kw == 5 && words == 2) {
+        if (kh == 5 && kw == 5 && words == 2 && TINYC_USES(DWT_K5R5)) {
             loop = DWT_K5R5;
-        } else if (kh == 7 && kw == 7 && words == 2) {
+        } else if (kh == 7 && kw == 7 && words == 2 && TINYC_USES(DWT_J2R7)) {
             loop = DWT_J2R7;
-        } else if (kh == 7 && kw == 7 && words == 3) {
+        } else if (kh == 7 && kw == 7 && words == 3 && TINYC_USES(DWT_J3R7)) {
             loop = DWT_J3R7;
+        } else if (!TINYC_USES(DWT_ANY)) {
+            return 0;
         }
     }
     for (i = 0; i < nw; ++i) {
@@ -719,7 +732,11 @@ TINYC_ALWAYS_INLINE int plane_conv_dsp(const tinyc_conv_params *p, const plane_g
             a.p = scratch;
             a.pend = scratch + (single + 2 * pairs) * sw;
             a.rows = out_h;
-            dw_loop(loop, &a);
+            if (loop == DW_3S1 && TINYC_USES(DW3S1)) {
+                dw3s1(&a);
+            } else if (TINYC_USES(DW3S2)) {
+                dw3s2(&a);
+            }
             return 1;
         }
         /* the table kernels: pairs only, from column `single` on; each row's
@@ -734,14 +751,14 @@ TINYC_ALWAYS_INLINE int plane_conv_dsp(const tinyc_conv_params *p, const plane_g
             a.p = scratch + single * sw;
             a.pend = a.p + 2 * pairs * sw;
             a.rows = out_h - 1;
-            dw_loop(loop, &a);
+            dwt_loop(loop, &a);
         }
         if (safe > 0) {
             a.p = scratch + (out_h - 1) * row_adv + single * sw;
             a.pend = a.p + 2 * safe * sw;
             a.rows = 1;
             a.dst = buf + c + ((out_h - 1) * out_w + single) * p->in_c;
-            dw_loop(loop, &a);
+            dwt_loop(loop, &a);
         }
         if (single) {
             /* a row's first output: the table's out0 pairs, word by word (the
@@ -762,11 +779,10 @@ TINYC_ALWAYS_INLINE int plane_conv_dsp(const tinyc_conv_params *p, const plane_g
                 }
                 buf[c + oy * out_w * p->in_c] = (int8_t)__ssat(tinyc_rq_value0(acc, q.m2, q.npo, q.r), 8);
             }
-            dwt_output(scratch + (out_h - 1) * row_adv, wf, kh, kw, rs, a.bias, &q,
-                       buf + c + (out_h - 1) * out_w * p->in_c);
+            dwt_output(&a, scratch + (out_h - 1) * row_adv, wf, kw, buf + c + (out_h - 1) * out_w * p->in_c);
         }
         for (i = single + 2 * safe; i < out_w; ++i) {
-            dwt_output(scratch + (out_h - 1) * row_adv + i * sw, wf, kh, kw, rs, a.bias, &q,
+            dwt_output(&a, scratch + (out_h - 1) * row_adv + i * sw, wf, kw,
                        buf + c + ((out_h - 1) * out_w + i) * p->in_c);
         }
     }
@@ -818,11 +834,8 @@ void tinyc_depthwise_conv2d_inplace_s8(const tinyc_conv_params *p, int8_t *buf, 
     int32_t c;
 #if TINYC_DSP
     const int dsp = tinyc_rq_layer_ok(mult, shift, chans, p->out_offset, p->act_min, p->act_max);
-    const int32_t plane = plane_bytes(p), words = plane > 0 ? table_words(p) : 0;
-    const int32_t at = (plane + 3) & ~3;
-    uint32_t *tab = words > 0 && work_bytes >= at + 4 * words && (((uintptr_t)work + (uint32_t)at) & 3u) == 0
-                        ? (uint32_t *)(void *)(scratch + at)
-                        : 0;
+    int32_t at, tab_room;
+    uint32_t *tab;
 #else
     (void)work_bytes;
 #endif
@@ -845,6 +858,11 @@ void tinyc_depthwise_conv2d_inplace_s8(const tinyc_conv_params *p, int8_t *buf, 
     g.zp = (int8_t)(-p->in_offset);
     c = 0;
 #if TINYC_DSP
+    /* the weight table's place after the plane, and the words it has room for
+     * (plane_conv_dsp takes a table kernel only when its table_words fit) */
+    at = (g.plane_h * g.plane_w + 3) & ~3;
+    tab = (uint32_t *)(void *)(scratch + at);
+    tab_room = work_bytes >= at && (((uintptr_t)work + (uint32_t)at) & 3u) == 0 ? (work_bytes - at) >> 2 : 0;
     if (TINYC_USES(DW_COLUMN) && dsp && column_forward(p) && work_bytes >= 8 * p->k_h && ((uintptr_t)work & 3u) == 0 &&
         p->in_offset >= -32767 + 128 && p->in_offset <= 32767 - 127) {
         c = tinyc_dw_column_dsp(p, buf, w, bias, mult, shift, buf, (uint32_t *)work);  /* then the plane */
@@ -855,7 +873,7 @@ void tinyc_depthwise_conv2d_inplace_s8(const tinyc_conv_params *p, int8_t *buf, 
         const int8_t *wf = w + c * w_filter;
         gather_plane(p, &g, buf, c, scratch);
 #if TINYC_DSP
-        if (dsp && plane_conv_dsp(p, &g, scratch, buf, wf, bias, mult, shift, c, tab)) {
+        if (dsp && plane_conv_dsp(p, &g, scratch, buf, wf, bias, mult, shift, c, tab, tab_room)) {
             continue;
         }
 #endif

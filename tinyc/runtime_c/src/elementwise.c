@@ -37,61 +37,115 @@ static inline int8_t add_one(const tinyc_add_params *p, int32_t x1, int32_t x2)
 }
 
 /* The table form: s1 and s2 above depend on one int8 value each, so the
- * compiler tabulates them (table[x1 + 128], table[256 + x2 + 128]: the same
- * int32 values) and each element costs two loads, the sum and the output's
- * rescale. */
-static void add_table_portable(const tinyc_add_params *p, const int8_t *x1, const int8_t *x2, const int32_t *t1,
-                               const int32_t *t2, int8_t *out, int32_t n)
+ * compiler tabulates them (table[x1 + 128] = s1, table[256 + x2 + 128] = s2,
+ * or -s2 for a Sub: the same int32 values, and the kernel only adds) and each
+ * element costs two loads, the sum and the output's rescale.
+ *
+ * add_table walks the two outer dimensions; a rows function runs the rows of
+ * the third, each of `n` elements (a dense run of whole rows is one row).
+ * What the rows need, read from the parameters once per call (a store through
+ * out may alias *p, which would reload them for every element): */
+typedef struct {
+    const int32_t *t1, *t2;        /* the table's halves from their middles: t1[x1], t2[x2] */
+    int32_t s1, s2;                /* element steps of in1 / in2 */
+    int32_t a2, b2, rows, n;       /* row steps of in1 / in2, rows, elements per row */
+    int32_t mult, shift, offset, lo, hi;   /* the output's requantization */
+#if TINYC_DSP
+    int32_t m2, npo, r;            /* ... in simd.h's class 0 form */
+#endif
+} add_rows;
+
+/* Portable; on a DSP core the fallback of requantizations outside class 0. */
+TINYC_FALLBACK static int8_t *add_rows_portable(const add_rows *w, const int8_t *x1, const int8_t *x2, int8_t *out)
 {
-    const int32_t s1 = p->in1_strides[3], s2 = p->in2_strides[3];
-    while (n-- > 0) {
-        const int32_t raw = p->subtract ? wrap_sub32(t1[*x1], t2[*x2]) : wrap_add32(t1[*x1], t2[*x2]);
-        const int32_t y = tinyc_mbqm_smaller_than_one(raw, p->out_mult, p->out_shift) + p->out_offset;
-        *out++ = (int8_t)tinyc_clamp32(y, p->act_min, p->act_max);
-        x1 += s1;
-        x2 += s2;
+    const int32_t *t1 = w->t1, *t2 = w->t2;
+    const int32_t s1 = w->s1, s2 = w->s2, a2 = w->a2, b2 = w->b2, rows = w->rows, n = w->n;
+    const int32_t mult = w->mult, shift = w->shift, offset = w->offset, lo = w->lo, hi = w->hi;
+    int32_t i, k;
+    for (i = 0; i < rows; ++i) {
+        const int8_t *u = x1 + i * a2, *v = x2 + i * b2;
+        for (k = n; k > 0; --k) {
+            const int32_t raw = wrap_add32(t1[*u], t2[*v]);
+            const int32_t y = tinyc_mbqm_smaller_than_one(raw, mult, shift) + offset;
+            *out++ = (int8_t)tinyc_clamp32(y, lo, hi);
+            u += s1;
+            v += s2;
+        }
     }
+    return out;
 }
 
 #if TINYC_DSP
-/* One row on a DSP core, the output's rescale in simd.h's exact class 0 form
- * (SMMLAR, ADD, QADD, ASR), compiled for each (subtract, full clamp) pair. */
-TINYC_ALWAYS_INLINE void add_table_row_dsp(const int8_t *x1, const int8_t *x2, int32_t s1, int32_t s2,
-                                           const int32_t *t1, const int32_t *t2, int8_t *out, int32_t n,
-                                           const tinyc_rq *q, int32_t lo, int32_t hi, int subtract, int full)
+/* The rows on a DSP core, the output's rescale in simd.h's exact class 0 form
+ * (SMMLAR, ADD, QADD, ASR), compiled for the full clamp and, in a project with
+ * an Add whose activation narrows it (codegen/variants.py ADD_CLAMP), for
+ * other bounds (without: add_rows_portable runs those, the same values). */
+TINYC_ALWAYS_INLINE int8_t *add_rows_dsp(const add_rows *w, const int8_t *x1, const int8_t *x2, int8_t *out,
+                                         int full)
 {
-    const int32_t m2 = q->m2, npo = q->npo, r = q->r;
-    while (n-- > 0) {
-        const int32_t raw = subtract ? wrap_sub32(t1[*x1], t2[*x2]) : wrap_add32(t1[*x1], t2[*x2]);
-        int32_t y = tinyc_rq_value0(raw, m2, npo, r);
-        if (full) {
-            y = __ssat(y, 8);
-        } else {
-            y = y < lo ? lo : y;
-            y = y > hi ? hi : y;
+    const int32_t *t1 = w->t1, *t2 = w->t2;
+    const int32_t s1 = w->s1, s2 = w->s2, a2 = w->a2, b2 = w->b2, rows = w->rows, n = w->n;
+    const int32_t m2 = w->m2, npo = w->npo, r = w->r, lo = w->lo, hi = w->hi;
+    int32_t i, k;
+    for (i = 0; i < rows; ++i) {
+        const int8_t *u = x1 + i * a2, *v = x2 + i * b2;
+        for (k = n; k > 0; --k) {
+            int32_t y = tinyc_rq_value0(wrap_add32(t1[*u], t2[*v]), m2, npo, r);
+            if (full) {
+                y = __ssat(y, 8);
+            } else {
+                y = y < lo ? lo : y;
+                y = y > hi ? hi : y;
+            }
+            *out++ = (int8_t)y;
+            u += s1;
+            v += s2;
         }
-        *out++ = (int8_t)y;
-        x1 += s1;
-        x2 += s2;
     }
+    return out;
 }
 
-static void add_table_row_fast(const int8_t *x1, const int8_t *x2, int32_t s1, int32_t s2, const int32_t *t1,
-                               const int32_t *t2, int8_t *out, int32_t n, const tinyc_rq *q, int32_t lo, int32_t hi,
-                               int subtract)
+#if TINYC_MVE
+/* Dense rows on Helium: 4 elements per step, their table entries fetched by
+ * two gathers (the int8 values as signed word offsets from the tables'
+ * middles: address arithmetic wraps), added, and requantized as a vector
+ * (simd.h tinyc_mve_requantize, exact for every shift <= 0). */
+static int8_t *add_rows_mve(const add_rows *w, const int8_t *x1, const int8_t *x2, int8_t *out)
 {
-    const int full = lo == -128 && hi == 127;
-    if (subtract) {
-        if (full) {
-            add_table_row_dsp(x1, x2, s1, s2, t1, t2, out, n, q, lo, hi, 1, 1);
-        } else {
-            add_table_row_dsp(x1, x2, s1, s2, t1, t2, out, n, q, lo, hi, 1, 0);
+    const int32x4_t mult = vdupq_n_s32(w->mult), shift = vdupq_n_s32(w->shift);
+    const int32x4_t lo = vdupq_n_s32(w->lo), hi = vdupq_n_s32(w->hi);
+    int32_t i, k;
+    for (i = 0; i < w->rows; ++i) {
+        const int8_t *u = x1 + i * w->a2, *v = x2 + i * w->b2;
+        for (k = 0; k + 4 <= w->n; k += 4, out += 4) {
+            const uint32x4_t o1 = vreinterpretq_u32_s32(vldrbq_s32(u + k));
+            const uint32x4_t o2 = vreinterpretq_u32_s32(vldrbq_s32(v + k));
+            const int32x4_t raw = vaddq_s32(vldrwq_gather_shifted_offset_s32(w->t1, o1),
+                                            vldrwq_gather_shifted_offset_s32(w->t2, o2));
+            vstrbq_s32(out, tinyc_mve_requantize(raw, mult, shift, w->offset, lo, hi));
         }
-    } else if (full) {
-        add_table_row_dsp(x1, x2, s1, s2, t1, t2, out, n, q, lo, hi, 0, 1);
-    } else {
-        add_table_row_dsp(x1, x2, s1, s2, t1, t2, out, n, q, lo, hi, 0, 0);
+        if (k < w->n) {  /* the last 1-3 elements */
+            const mve_pred16_t m = vctp32q((uint32_t)(w->n - k));
+            const uint32x4_t o1 = vreinterpretq_u32_s32(vldrbq_z_s32(u + k, m));
+            const uint32x4_t o2 = vreinterpretq_u32_s32(vldrbq_z_s32(v + k, m));
+            const int32x4_t raw = vaddq_s32(vldrwq_gather_shifted_offset_z_s32(w->t1, o1, m),
+                                            vldrwq_gather_shifted_offset_z_s32(w->t2, o2, m));
+            vstrbq_p_s32(out, tinyc_mve_requantize(raw, mult, shift, w->offset, lo, hi), m);
+            out += w->n - k;
+        }
     }
+    return out;
+}
+#endif
+
+/* (A function of its own: the row loops keep their values in registers.) */
+__attribute__((noinline)) static int8_t *add_rows_fast(const add_rows *w, const int8_t *x1, const int8_t *x2,
+                                                       int8_t *out)
+{
+    if (!TINYC_USES(ADD_CLAMP) || (w->lo == -128 && w->hi == 127)) {
+        return add_rows_dsp(w, x1, x2, out, 1);
+    }
+    return add_rows_dsp(w, x1, x2, out, 0);
 }
 #endif
 
@@ -101,56 +155,68 @@ static void add_table(const tinyc_add_params *p, const int8_t *in1, const int8_t
     const int32_t *n = p->out_shape;
     const int32_t *a = p->in1_strides;
     const int32_t *b = p->in2_strides;
-    const int32_t *t1 = table + 128;
-    const int32_t *t2 = table + 256 + 128;
-    int32_t i0, i1, i2, row = n[3];
+    add_rows w;
+    int32_t i0, i1;
     int fast = 0;
+    w.t1 = table + 128;
+    w.t2 = table + 256 + 128;
+    w.s1 = a[3];
+    w.s2 = b[3];
+    w.a2 = a[2];
+    w.b2 = b[2];
+    w.rows = n[2];
+    w.n = n[3];
+    w.mult = p->out_mult;
+    w.shift = p->out_shift;
+    w.offset = p->out_offset;
+    w.lo = p->act_min;
+    w.hi = p->act_max;
+    /* a dense innermost run spanning whole rows: one row for all of them */
+    if (a[3] == 1 && b[3] == 1 && a[2] == n[3] && b[2] == n[3]) {
+        w.n *= n[2];
+        w.rows = 1;
+    }
 #if TINYC_DSP
-    tinyc_rq q;
-    q.m2 = q.npo = q.r = 0;
     /* simd.h's class 0 requantization equals MultiplyByQuantizedMultiplierSmallerThanOneExp
      * + offset + clamp under these bounds */
-    fast = tinyc_rq_layer_ok(&p->out_mult, &p->out_shift, 1, p->out_offset, p->act_min, p->act_max) &&
-           tinyc_rq_fast(p->out_mult, p->out_shift, p->out_offset, &q.m2, &q.npo, &q.r);
+    fast = tinyc_rq_layer_ok(&w.mult, &w.shift, 1, w.offset, w.lo, w.hi) &&
+           tinyc_rq_fast(w.mult, w.shift, w.offset, &w.m2, &w.npo, &w.r) &&
+           (TINYC_USES(ADD_CLAMP) || (w.lo == -128 && w.hi == 127));
 #endif
-    /* a dense innermost run spanning whole rows: one call for all of them */
-    int32_t rows2 = n[2];
-    if (a[3] == 1 && b[3] == 1 && a[2] == n[3] && b[2] == n[3]) {
-        row *= n[2];
-        rows2 = 1;
-    }
     for (i0 = 0; i0 < n[0]; ++i0) {
         for (i1 = 0; i1 < n[1]; ++i1) {
-            for (i2 = 0; i2 < rows2; ++i2) {
-                const int8_t *x1 = in1 + i0 * a[0] + i1 * a[1] + i2 * a[2];
-                const int8_t *x2 = in2 + i0 * b[0] + i1 * b[1] + i2 * b[2];
-#if TINYC_DSP
-                if (fast) {
-                    add_table_row_fast(x1, x2, a[3], b[3], t1, t2, out, row, &q, p->act_min, p->act_max,
-                                       p->subtract);
-                    out += row;
-                    continue;
-                }
-#endif
-                add_table_portable(p, x1, x2, t1, t2, out, row);
-                out += row;
+            const int8_t *x1 = in1 + i0 * a[0] + i1 * a[1];
+            const int8_t *x2 = in2 + i0 * b[0] + i1 * b[1];
+#if TINYC_MVE
+            if (w.s1 == 1 && w.s2 == 1) {
+                out = add_rows_mve(&w, x1, x2, out);
+                continue;
             }
+#endif
+#if TINYC_DSP
+            if (fast) {
+                out = add_rows_fast(&w, x1, x2, out);
+                continue;
+            }
+#endif
+            out = add_rows_portable(&w, x1, x2, out);
         }
     }
     (void)fast;
 }
 
-void tinyc_add_s8(const tinyc_add_params *p, const int8_t *in1, const int8_t *in2, const int32_t *table,
-                  int8_t *out)
+/* Without a table: TFLM's rescaling of each element.  In a project whose every
+ * Add has its table (codegen/variants.py: ADD_PLAIN 0) on a DSP core, only the
+ * fallback of a call without one: compiled for size. */
+#if TINYC_USES(ADD_TABLE) && !TINYC_USES(ADD_PLAIN)
+TINYC_FALLBACK
+#endif
+static void add_plain(const tinyc_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *out)
 {
     const int32_t *n = p->out_shape;
     const int32_t *a = p->in1_strides;
     const int32_t *b = p->in2_strides;
     int32_t i0, i1, i2, i3;
-    if (TINYC_USES(ADD_TABLE) && table != 0) {
-        add_table(p, in1, in2, table, out);
-        return;
-    }
     for (i0 = 0; i0 < n[0]; ++i0) {
         for (i1 = 0; i1 < n[1]; ++i1) {
             for (i2 = 0; i2 < n[2]; ++i2) {
@@ -161,6 +227,16 @@ void tinyc_add_s8(const tinyc_add_params *p, const int8_t *in1, const int8_t *in
                 }
             }
         }
+    }
+}
+
+void tinyc_add_s8(const tinyc_add_params *p, const int8_t *in1, const int8_t *in2, const int32_t *table,
+                  int8_t *out)
+{
+    if (TINYC_USES(ADD_TABLE) && table != 0) {
+        add_table(p, in1, in2, table, out);
+    } else {
+        add_plain(p, in1, in2, out);
     }
 }
 

@@ -217,15 +217,40 @@ void tinyc_avg_pool_s8(const tinyc_pool_params *p, const int8_t *in, int8_t *out
     }
 }
 
+#if TINYC_DSP
+/* The mean's requantization in TFLM's form: on a DSP core the fallback of
+ * multipliers outside simd.h's exact form. */
+TINYC_FALLBACK static int8_t mean_out(int32_t acc, const tinyc_mean_params *p)
+{
+    return (int8_t)tinyc_clamp32(tinyc_mbqm(acc, p->mult, p->shift) + p->out_offset, TINYC_INT8_MIN, TINYC_INT8_MAX);
+}
+
+/* simd.h's exact form; the 1 / reduce folding can leave the multiplier
+ * unnormalized: c = 0, so the addend is 0 */
+TINYC_ALWAYS_INLINE int8_t mean_out_dsp(int32_t acc, int fast, const tinyc_rq *q, const tinyc_mean_params *p)
+{
+    int32_t sh, x;
+    if (!fast) {
+        return mean_out(acc, p);
+    }
+    sh = (int32_t)((uint32_t)acc << q->left);
+    x = tinyc_smmlar(sh, q->m2, (int32_t)((uint32_t)sh * (uint32_t)q->c));
+    x = (x + ((x >> 31) & q->sm)) >> q->k;
+    return (int8_t)__ssat(__qadd(x, q->npo) >> q->r, 8);
+}
+#endif
+
 void tinyc_mean_s8(const tinyc_mean_params *p, const int8_t *in, int8_t *out)
 {
     const int32_t inner = p->inner;
     const int32_t block = p->reduce * inner;      /* elements per outer index */
     const int32_t zp_total = p->in_zero_point * p->reduce;
+    /* read once: a store through out may alias *p (and the check reads int32 arrays) */
+    const int32_t mult = p->mult, shift = p->shift, out_offset = p->out_offset;
     int32_t o, i, r;
 #if TINYC_DSP
-    const int fast = tinyc_rq_layer_ok(&p->mult, &p->shift, 1, p->out_offset, -128, 127);
-    const tinyc_rq q = tinyc_rq_make(p->mult, p->shift, p->out_offset);
+    const int fast = tinyc_rq_layer_ok(&mult, &shift, 1, out_offset, -128, 127);
+    const tinyc_rq q = tinyc_rq_make(mult, shift, out_offset);
 #endif
 
     for (o = 0; o < p->outer; ++o) {
@@ -245,31 +270,23 @@ void tinyc_mean_s8(const tinyc_mean_params *p, const int8_t *in, int8_t *out)
             }
             sum4_flush(&a);
             for (j = 0; j < 4; ++j) {
-                const int32_t acc = (int32_t)((uint32_t)a.s[j] - (uint32_t)zp_total);
-                if (fast) {
-                    /* simd.h's exact form; the 1 / reduce folding can leave the
-                     * multiplier unnormalized: c = 0, so the addend is 0 */
-                    const int32_t sh = (int32_t)((uint32_t)acc << q.left);
-                    int32_t x = tinyc_smmlar(sh, q.m2, (int32_t)((uint32_t)sh * (uint32_t)q.c));
-                    x = (x + ((x >> 31) & q.sm)) >> q.k;
-                    *out++ = (int8_t)__ssat(__qadd(x, q.npo) >> q.r, 8);
-                } else {
-                    const int32_t v = tinyc_mbqm(acc, p->mult, p->shift) + p->out_offset;
-                    *out++ = (int8_t)tinyc_clamp32(v, TINYC_INT8_MIN, TINYC_INT8_MAX);
-                }
+                *out++ = mean_out_dsp((int32_t)((uint32_t)a.s[j] - (uint32_t)zp_total), fast, &q, p);
             }
         }
 #endif
         for (; i < inner; ++i) {
             int32_t sum = 0;
             int32_t at = i;
-            int32_t v;
             for (r = 0; r < p->reduce; ++r) {
                 sum += slab[at];
                 at += inner;
             }
-            v = tinyc_mbqm(sum - zp_total, p->mult, p->shift) + p->out_offset;
-            *out++ = (int8_t)tinyc_clamp32(v, TINYC_INT8_MIN, TINYC_INT8_MAX);
+#if TINYC_DSP
+            *out++ = mean_out_dsp(sum - zp_total, fast, &q, p);
+#else
+            *out++ = (int8_t)tinyc_clamp32(tinyc_mbqm(sum - zp_total, mult, shift) + out_offset, TINYC_INT8_MIN,
+                                           TINYC_INT8_MAX);
+#endif
         }
     }
 }

@@ -13,6 +13,18 @@
  *   act_min / act_max: int8 clamp bounds, fused activations included.
  *   mult / shift: TFLite's Q31 multiplier and signed shift (shift > 0 is a
  *   left shift), applied by tinyc_mbqm() in fixedpoint.h.
+ *
+ * Parameter structs: a generated model stores one const struct per distinct
+ * layer in flash, so in the structs models have many of (convolution, mean,
+ * add, mul) the fields whose values are small by nature are narrow: one
+ * axis's size, kernel sizes, strides, dilations and paddings uint16_t /
+ * int16_t, input offsets (up to 128) int16_t, output zero points, clamp
+ * bounds, shifts and flags int8_t, a depthwise channel multiplier uint8_t;
+ * multipliers, element strides and element counts stay int32_t.  The int32
+ * fields come first, then the 16-bit, then the 8-bit ones, so the structs
+ * pack without holes.  The compiler refuses a layer whose value does not fit
+ * (tinyc/kernels/params.py c_narrow holds the same types); the kernels read
+ * the fields into int32 locals.
  */
 #ifndef TINYC_KERNELS_H
 #define TINYC_KERNELS_H
@@ -26,16 +38,17 @@ extern "C" {
 /* ---- convolution ------------------------------------------------------- */
 
 typedef struct {
-    int32_t in_h, in_w, in_c;
-    int32_t out_h, out_w, out_c;
-    int32_t k_h, k_w;
-    int32_t stride_h, stride_w;
-    int32_t dil_h, dil_w;
-    int32_t pad_t, pad_l;          /* bottom/right padding follows from the shapes */
-    int32_t groups;                /* conv2d: in_c / groups channels per group; depthwise: unused (1) */
-    int32_t depth_multiplier;      /* depthwise: out_c = in_c * depth_multiplier; conv2d: unused (1) */
-    int32_t in_offset, out_offset;
-    int32_t act_min, act_max;
+    uint16_t in_h, in_w, in_c;
+    uint16_t out_h, out_w, out_c;
+    uint16_t k_h, k_w;
+    uint16_t stride_h, stride_w;
+    uint16_t dil_h, dil_w;
+    int16_t pad_t, pad_l;          /* bottom/right padding follows from the shapes */
+    uint16_t groups;               /* conv2d: in_c / groups channels per group; depthwise: unused (1) */
+    int16_t in_offset;
+    uint8_t depth_multiplier;      /* depthwise: out_c = in_c * depth_multiplier; conv2d: unused (1) */
+    int8_t out_offset;
+    int8_t act_min, act_max;
 } tinyc_conv_params;
 
 /* Scratch.  The DSP paths (TINYC_DSP) of the convolutions work through a
@@ -64,6 +77,16 @@ void tinyc_conv2d_wide_s8(const tinyc_conv_params *p, const int8_t *in, const in
                           const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out,
                           void *scratch, int32_t scratch_bytes);
 int32_t tinyc_conv2d_wide_s8_scratch_bytes(const tinyc_conv_params *p);
+
+/* The same values for one group, with the weights in tinyc's Helium layout
+ * (int8, 4 output channels x 16 window values per chunk: kernels/conv.py
+ * mve_pack) and the folded bias (as tinyc_conv2d_wide_s8).  The compiler picks
+ * it on cores with the M-profile Vector Extension (mve.c; elsewhere it runs a
+ * plain loop). */
+void tinyc_conv2d_mve_s8(const tinyc_conv_params *p, const int8_t *in, const int8_t *w,
+                         const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out,
+                         void *scratch, int32_t scratch_bytes);
+int32_t tinyc_conv2d_mve_s8_scratch_bytes(const tinyc_conv_params *p);
 
 /* The same arithmetic for k_h = k_w = 1, no padding, groups = 1, any stride: a
  * matrix product over channels, the fast path for pointwise convolutions. */
@@ -96,6 +119,22 @@ void tinyc_depthwise_conv2d_inplace_s8(const tinyc_conv_params *p, int8_t *buf, 
                                        void *scratch, int32_t scratch_bytes);
 int32_t tinyc_depthwise_conv2d_inplace_s8_scratch_bytes(const tinyc_conv_params *p);
 
+/* Depthwise with depth multiplier 1 on Helium (mve.c): the weights packed per
+ * group of 4 channels ([C / 4][k_h * k_w][4] int8: kernels/conv.py mve_pack_dw),
+ * the bias folded with the input offset and padded to 4 channels; the scratch
+ * holds one group's padded plane, plane_h * plane_w * 4 bytes (required, as
+ * tinyc_depthwise_conv2d_mve_s8_scratch_bytes says).  The in-place variant
+ * overwrites its input under tinyc_depthwise_conv2d_inplace_s8's conditions.
+ * Without Helium the same algorithm runs a plain loop. */
+void tinyc_depthwise_conv2d_mve_s8(const tinyc_conv_params *p, const int8_t *in, const int8_t *w,
+                                   const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out,
+                                   void *scratch, int32_t scratch_bytes);
+int32_t tinyc_depthwise_conv2d_mve_s8_scratch_bytes(const tinyc_conv_params *p);
+void tinyc_depthwise_conv2d_inplace_mve_s8(const tinyc_conv_params *p, int8_t *buf, const int8_t *w,
+                                           const int32_t *bias, const int32_t *mult, const int32_t *shift,
+                                           void *scratch, int32_t scratch_bytes);
+int32_t tinyc_depthwise_conv2d_inplace_mve_s8_scratch_bytes(const tinyc_conv_params *p);
+
 /* ---- fully connected --------------------------------------------------- */
 
 typedef struct {
@@ -114,6 +153,10 @@ void tinyc_fully_connected_wide_s8(const tinyc_fc_params *p, const int8_t *in, c
                                    const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out,
                                    void *scratch, int32_t scratch_bytes);
 int32_t tinyc_fully_connected_wide_s8_scratch_bytes(const tinyc_fc_params *p);
+
+/* The same values with Helium weights and the folded bias (as tinyc_conv2d_mve_s8). */
+void tinyc_fully_connected_mve_s8(const tinyc_fc_params *p, const int8_t *in, const int8_t *w,
+                                  const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out);
 
 /* ---- pooling and reductions -------------------------------------------- */
 
@@ -146,8 +189,9 @@ void tinyc_avg_pool_s8(const tinyc_pool_params *p, const int8_t *in, int8_t *out
 
 typedef struct {
     int32_t outer, reduce, inner;  /* input viewed as [outer][reduce][inner] */
-    int32_t in_zero_point, out_offset;
-    int32_t mult, shift;           /* already folded with 1 / reduce */
+    int32_t mult;                  /* already folded with 1 / reduce, as shift */
+    int8_t in_zero_point, out_offset;
+    int8_t shift;
 } tinyc_mean_params;
 
 /* TFLM int8 MEAN (QuantizedMeanOrSum): sum = sum of raw values over reduce;
@@ -162,18 +206,20 @@ typedef struct {
     int32_t out_shape[4];
     int32_t in1_strides[4];
     int32_t in2_strides[4];
-    int32_t in1_offset, in2_offset, out_offset;
-    int32_t left_shift;            /* 20 */
-    int32_t in1_mult, in1_shift;   /* shifts <= 0, applied as TFLite's
+    int32_t in1_mult, in2_mult, out_mult;
+    int16_t in1_offset, in2_offset;
+    int8_t out_offset;
+    int8_t left_shift;             /* 20 */
+    int8_t in1_shift, in2_shift;   /* shifts <= 0, applied with the mults as TFLite's
                                       MultiplyByQuantizedMultiplierSmallerThanOneExp */
-    int32_t in2_mult, in2_shift;
-    int32_t out_mult, out_shift;
-    int32_t subtract;              /* 1: in1 - in2 (SUB), 0: in1 + in2 (ADD) */
-    int32_t act_min, act_max;
+    int8_t out_shift;
+    int8_t subtract;               /* 1: in1 - in2 (SUB), 0: in1 + in2 (ADD) */
+    int8_t act_min, act_max;
 } tinyc_add_params;
 
 /* table: NULL, or tinyc's 512 precomputed int32 values (kernels/elementwise.py
- * add_table): each input's rescaled value, in1's for x1 = -128..127, then in2's. */
+ * add_table): each input's rescaled value, in1's for x1 = -128..127, then in2's
+ * (negated for a SUB: the kernel adds the two entries). */
 void tinyc_add_s8(const tinyc_add_params *p, const int8_t *in1, const int8_t *in2, const int32_t *table,
                   int8_t *out);
 
@@ -181,9 +227,11 @@ typedef struct {
     int32_t out_shape[4];
     int32_t in1_strides[4];
     int32_t in2_strides[4];
-    int32_t in1_offset, in2_offset, out_offset;
-    int32_t out_mult, out_shift;
-    int32_t act_min, act_max;
+    int32_t out_mult;
+    int16_t in1_offset, in2_offset;
+    int8_t out_offset;
+    int8_t out_shift;
+    int8_t act_min, act_max;
 } tinyc_mul_params;
 
 /* out = clamp(mbqm((x1 + in1_offset) * (x2 + in2_offset), out_mult, out_shift) + out_offset). */

@@ -25,6 +25,41 @@
 #define TINYC_DSP 0
 #endif
 
+/* TINYC_MVE is 1 where the Helium kernels (mve.c) compile: the integer
+ * M-profile Vector Extension (Cortex-M55 / M85), unless TINYC_NO_DSP. */
+#if TINYC_DSP && defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
+#define TINYC_MVE 1
+#else
+#define TINYC_MVE 0
+#endif
+
+#if TINYC_MVE
+#include <arm_mve.h>
+
+/* clamp(mbqm(acc, mult, shift) + out_offset, act_min, act_max) lane by lane,
+ * exactly (tinyc_mbqm in fixedpoint.h, the numpy spec's sum):
+ *   - x << max(shift, 0) wraps as tinyc_mbqm's shift does (VSHL by register);
+ *   - VQRDMULH is gemmlowp's SaturatingRoundingDoublingHighMul: floor((2ab +
+ *     2^31) / 2^32) = floor((ab + 2^30) / 2^31) equals gemmlowp's nudged
+ *     truncation for either sign of ab, and both saturate only for a = b =
+ *     INT32_MIN;
+ *   - RoundingDivideByPOT rounds half away from zero, VRSHL half up: for a
+ *     negative value and a right shift, 1 is taken off first (the shift's
+ *     sign bit ANDed with the value's; VQADD keeps INT32_MIN, whose result
+ *     is the same);
+ *   - VQADD adds out_offset without wrapping, as the numpy spec adds in int64
+ *     (a saturated sum clamps to the same bound). */
+static inline int32x4_t tinyc_mve_requantize(int32x4_t acc, int32x4_t mult, int32x4_t shift, int32_t out_offset,
+                                             int32x4_t act_min, int32x4_t act_max)
+{
+    const int32x4_t right = vminq_s32(shift, vdupq_n_s32(0)); /* -max(-shift, 0) */
+    int32x4_t v = vqrdmulhq_s32(vshlq_s32(acc, vmaxq_s32(shift, vdupq_n_s32(0))), mult);
+    v = vqaddq_s32(v, vshrq_n_s32(vandq_s32(v, right), 31));
+    v = vqaddq_n_s32(vrshlq_s32(v, right), out_offset);
+    return vminq_s32(vmaxq_s32(v, act_min), act_max);
+}
+#endif
+
 /* The portable kernels are the fallback of the DSP builds (exotic parameters):
  * compiled for size there, to keep the flash cost of the fast paths down. */
 #if TINYC_DSP

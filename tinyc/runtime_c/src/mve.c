@@ -1,0 +1,859 @@
+/* Convolution and fully connected kernels for cores with Helium (the M-profile
+ * Vector Extension, MVE: Cortex-M55 / M85).
+ *
+ * tinyc_conv2d_mve_s8 / tinyc_fully_connected_mve_s8 give exactly the values of
+ * tinyc_conv2d_s8 (one group) / tinyc_fully_connected_s8.  The compiler stores
+ * their weights in the order the vector loop reads them (kernels/conv.py
+ * mve_pack): per group of 4 output channels, per chunk of 16 window values, the
+ * 4 channels' 16 int8 weights; the window length K is padded to a multiple of
+ * 16 and the channels to a multiple of 4 with zero weights.  The bias holds the
+ * input offset (kernels/conv.py fold_bias: bias + in_offset * sum(w)), so the
+ * window enters raw and a padded tap is the input zero point.
+ *
+ * Per chunk of one pixel's window: one VLDRB of 16 window bytes, and per
+ * output channel one VLDRB of its 16 weights and one VMLADAVA.S8 (16 MACs into
+ * a scalar accumulator).  Two pixels share the weight loads.  The 4 channels'
+ * sums are then requantized as one vector (simd.h tinyc_mve_requantize: exact, for every
+ * parameter).  Padded window bytes meet zero weights, so a window's tail may
+ * hold anything: a pointwise layer reads its pixels in place, other layers
+ * copy each window into the scratch (im2col).
+ *
+ * Without MVE (the host, other cores) the same values come from a plain loop
+ * over the packed weights. */
+#include <stddef.h>
+
+#include "tinyc/fixedpoint.h"
+#include "tinyc/kernels.h"
+#include "tinyc/simd.h"
+
+/* Weight i of output channel o in the packed layout (chunks = ceil(K / 16)). */
+static int32_t mve_weight(const int8_t *w, int32_t chunks, int32_t o, int32_t i)
+{
+    return w[(((o >> 2) * chunks + (i >> 4)) << 6) + ((o & 3) << 4) + (i & 15)];
+}
+
+static int8_t requantize_one(int32_t acc, int32_t mult, int32_t shift, int32_t out_offset, int32_t act_min,
+                             int32_t act_max)
+{
+    const int32_t v = tinyc_mbqm(acc, mult, shift);
+    /* in int64, as the numpy spec adds: out_offset cannot wrap a large value */
+    const int64_t o = (int64_t)v + out_offset;
+    return (int8_t)(o < act_min ? act_min : (o > act_max ? act_max : (int32_t)o));
+}
+
+/* out[o] for one window x (K values) of every output channel. */
+static void dot_portable(const int8_t *x, int32_t k, const int8_t *w, int32_t n, const int32_t *bias,
+                         const int32_t *mult, const int32_t *shift, int32_t per_channel, int32_t out_offset,
+                         int32_t act_min, int32_t act_max, int8_t *out)
+{
+    const int32_t chunks = (k + 15) >> 4;
+    int32_t o, i;
+    for (o = 0; o < n; ++o) {
+        uint32_t acc = (uint32_t)bias[o];
+        const int32_t c = per_channel ? o : 0;
+        for (i = 0; i < k; ++i) {
+            acc += (uint32_t)(x[i] * mve_weight(w, chunks, o, i));
+        }
+        out[o] = requantize_one((int32_t)acc, mult[c], shift[c], out_offset, act_min, act_max);
+    }
+}
+
+#if TINYC_MVE
+/* n bytes from src to dst, 16 at a time. */
+static inline void copy_run(int8_t *dst, const int8_t *src, int32_t n)
+{
+    while (n > 0) {
+        const mve_pred16_t m = vctp8q((uint32_t)n);
+        vstrbq_p_s8(dst, vldrbq_z_s8(src, m), m);
+        src += 16;
+        dst += 16;
+        n -= 16;
+    }
+}
+
+static inline void fill_run(int8_t *dst, int8_t v, int32_t n)
+{
+    const int8x16_t z = vdupq_n_s8(v);
+    while (n > 0) {
+        vstrbq_p_s8(dst, z, vctp8q((uint32_t)n));
+        dst += 16;
+        n -= 16;
+    }
+}
+#else
+static void copy_run(int8_t *dst, const int8_t *src, int32_t n)
+{
+    while (n-- > 0) {
+        *dst++ = *src++;
+    }
+}
+
+static void fill_run(int8_t *dst, int8_t v, int32_t n)
+{
+    while (n-- > 0) {
+        *dst++ = v;
+    }
+}
+#endif
+
+/* The window of output pixel (oy, ox), padded taps as the zero point.  Without
+ * dilation along the rows a kernel row is at most three runs: padding, input
+ * bytes, padding. */
+static void window_of(const tinyc_conv_params *p, const int8_t *in, int32_t oy, int32_t ox, int8_t *win)
+{
+    const int8_t zp = (int8_t)-p->in_offset;
+    const int32_t in_c = p->in_c, k_w = p->k_w, row = k_w * in_c;
+    const int32_t ix0 = ox * p->stride_w - p->pad_l;
+    int32_t ky, kx, kx0 = 0, kx1 = k_w;
+    if (p->dil_w == 1) {
+        /* the taps inside the input: kx0 <= kx < kx1 (0 <= kx0 <= kx1 <= k_w) */
+        kx0 = ix0 >= 0 ? 0 : (-ix0 < k_w ? -ix0 : k_w);
+        kx1 = p->in_w - ix0 < k_w ? p->in_w - ix0 : k_w;
+        kx1 = kx1 < kx0 ? kx0 : kx1;
+    }
+    if (kx0 == 0 && kx1 == k_w && p->dil_w == 1) {
+        /* every kernel row wholly inside along x: one run per row */
+        const int32_t iy0 = oy * p->stride_h - p->pad_t;
+        const int32_t step = p->dil_h * p->in_w * in_c;
+        const int8_t *src = in + (iy0 * p->in_w + ix0) * in_c;
+        for (ky = 0; ky < p->k_h; ++ky, win += row, src += step) {
+            const int32_t iy = iy0 + ky * p->dil_h;
+            if (iy >= 0 && iy < p->in_h) {
+                copy_run(win, src, row);
+            } else {
+                fill_run(win, zp, row);
+            }
+        }
+        return;
+    }
+    for (ky = 0; ky < p->k_h; ++ky, win += row) {
+        const int32_t iy = oy * p->stride_h - p->pad_t + ky * p->dil_h;
+        const int8_t *src = in + (iy * p->in_w + ix0) * in_c;
+        if (iy < 0 || iy >= p->in_h) {
+            fill_run(win, zp, row);
+        } else if (p->dil_w == 1) {
+            fill_run(win, zp, kx0 * in_c);
+            copy_run(win + kx0 * in_c, src + kx0 * in_c, (kx1 - kx0) * in_c);
+            fill_run(win + kx1 * in_c, zp, (k_w - kx1) * in_c);
+        } else {
+            for (kx = 0; kx < k_w; ++kx) {
+                const int32_t ix = ix0 + kx * p->dil_w;
+                if (ix >= 0 && ix < p->in_w) {
+                    copy_run(win + kx * in_c, src + kx * p->dil_w * in_c, in_c);
+                } else {
+                    fill_run(win + kx * in_c, zp, in_c);
+                }
+            }
+        }
+    }
+}
+
+#if TINYC_MVE
+/* Arguments of mve_pair (offsets fixed in the assembly).  A window is `rows`
+ * runs of (full + 1) chunks; after each run x0 and x1 skip skip0 / skip1 bytes
+ * (a kernel row read in place from the input: the rest of the input row; a
+ * copied window: 0). */
+typedef struct {
+    const int8_t *x0, *x1;  /*  0: the two windows */
+    const int8_t *w;        /*  8: packed weights (walked) */
+    int32_t full;           /* 12: chunks of a run before its last */
+    uint32_t last;          /* 16: predicate of a run's last chunk's window lanes (VPR.P0) */
+    const int32_t *bias;    /* 20: folded biases, padded to 4 channels (walked) */
+    int32_t rows;           /* 24: runs per window (> 0) */
+    int32_t skip0, skip1;   /* 28 */
+    int32_t left;           /* 36: (the run counter) */
+    const int32_t *mult;    /* 40: multipliers (walked by mstep bytes per group) */
+    const int32_t *shift;   /* 44: shifts (likewise) */
+    int32_t mstep;          /* 48: 16 (per channel) or 0 (one multiplier) */
+    int32_t n_left;         /* 52: channels not yet done (walked) */
+    int8_t *out0, *out1;    /* 56: the pixels' outputs (walked) */
+    int32_t out_offset;     /* 64 */
+    int32_t act_min;        /* 68 */
+    int32_t act_max;        /* 72 */
+} mve_job;
+
+typedef char mve_job_layout[(offsetof(mve_job, left) == 36 && offsetof(mve_job, n_left) == 52 &&
+                             offsetof(mve_job, act_max) == 72) ? 1 : -1];
+
+/* One chunk of 16 window values: window bytes in q0 (pixel 0) and q1 (pixel
+ * 1); per channel one load of its 16 weights and two VMLADAVA.S8.  The sums
+ * live in the 8 even registers VMLADAVA takes: r0 r2 r4 r6 (pixel 0,
+ * channels 0-3) and r8 r10 r12 lr (pixel 1); r3 walks the weights. */
+#define MVE_CHUNK                   \
+    "vldrb.u8 q2, [r3], #16\n\t"    \
+    "vmlava.s8 r0, q0, q2\n\t"      \
+    "vmlava.s8 r8, q1, q2\n\t"      \
+    "vldrb.u8 q3, [r3], #16\n\t"    \
+    "vmlava.s8 r2, q0, q3\n\t"      \
+    "vmlava.s8 r10, q1, q3\n\t"     \
+    "vldrb.u8 q2, [r3], #16\n\t"    \
+    "vmlava.s8 r4, q0, q2\n\t"      \
+    "vmlava.s8 r12, q1, q2\n\t"     \
+    "vldrb.u8 q3, [r3], #16\n\t"    \
+    "vmlava.s8 r6, q0, q3\n\t"      \
+    "vmlava.s8 lr, q1, q3\n\t"
+
+/* Every output channel of two pixels, 4 channels at a time: the sums over both
+ * windows (16 instructions per chunk: 128 MACs), then the 8 sums as two vectors
+ * requantized as tinyc_mve_requantize does and stored.  In C, gcc kept some of the 8
+ * sums on the stack (VMLADAVA writes even registers only), and a call per
+ * channel group cost as much as its requantization. */
+__attribute__((naked, noinline)) static void mve_pair(mve_job *job __attribute__((unused)))
+{
+    __asm__ volatile(
+        "push {r4-r11, lr}\n\t"
+        "vpush {d8-d15}\n\t"
+        "mov r11, r0\n\t"
+        "vmov.i32 q4, #0\n\t"
+        "ldrd r0, r2, [r11, #68]\n\t"
+        "vdup.32 q6, r0\n\t"
+        "vdup.32 q7, r2\n\t"
+        "ldr r3, [r11, #8]\n\t"
+        /* a channel group */
+        "4:\n\t"
+        "ldr r9, [r11, #16]\n\t"
+        "vmsr p0, r9\n\t"
+        "ldr r9, [r11, #24]\n\t"
+        "str r9, [r11, #36]\n\t"
+        "ldrd r5, r1, [r11, #0]\n\t"
+        "ldr r0, [r11, #20]\n\t"
+        "add r9, r0, #16\n\t"
+        "str r9, [r11, #20]\n\t"
+        "ldrd r4, r6, [r0, #8]\n\t"
+        "ldrd r0, r2, [r0]\n\t"
+        "mov r8, r0\n\t"
+        "mov r10, r2\n\t"
+        "mov r12, r4\n\t"
+        "mov lr, r6\n\t"
+        /* a run of the windows */
+        "3:\n\t"
+        "ldr r9, [r11, #12]\n\t"
+        "cmp r9, #0\n\t"
+        "beq 2f\n\t"
+        "1:\n\t"
+        "vldrb.u8 q0, [r5], #16\n\t"
+        "vldrb.u8 q1, [r1], #16\n\t" MVE_CHUNK
+        "subs r9, r9, #1\n\t"
+        "bne 1b\n\t"
+        "2:\n\t"
+        "vpstt\n\t"
+        "vldrbt.u8 q0, [r5], #16\n\t"
+        "vldrbt.u8 q1, [r1], #16\n\t" MVE_CHUNK
+        "ldr r9, [r11, #28]\n\t"
+        "add r5, r5, r9\n\t"
+        "ldr r9, [r11, #32]\n\t"
+        "add r1, r1, r9\n\t"
+        "ldr r9, [r11, #36]\n\t"
+        "subs r9, r9, #1\n\t"
+        "str r9, [r11, #36]\n\t"
+        "bne 3b\n\t"
+        /* the sums as vectors: q0 pixel 0, q1 pixel 1 */
+        "vmov q0[2], q0[0], r0, r4\n\t"
+        "vmov q0[3], q0[1], r2, r6\n\t"
+        "vmov q1[2], q1[0], r8, r12\n\t"
+        "vmov q1[3], q1[1], r10, lr\n\t"
+        /* the group's channels: multiplier q2, shift q3 (lanes past n zero) */
+        "ldr r0, [r11, #52]\n\t"
+        "vctp.32 r0\n\t"
+        "ldrd r0, r2, [r11, #40]\n\t"
+        "vpstt\n\t"
+        "vldrwt.u32 q2, [r0]\n\t"
+        "vldrwt.u32 q3, [r2]\n\t"
+        "ldr r4, [r11, #48]\n\t"
+        "add r0, r0, r4\n\t"
+        "add r2, r2, r4\n\t"
+        "strd r0, r2, [r11, #40]\n\t"
+        "vmax.s32 q5, q3, q4\n\t"
+        "vmin.s32 q3, q3, q4\n\t"
+        "vshl.s32 q0, q0, q5\n\t"
+        "vshl.s32 q1, q1, q5\n\t"
+        "vqrdmulh.s32 q0, q0, q2\n\t"
+        "vqrdmulh.s32 q1, q1, q2\n\t"
+        "vand q2, q0, q3\n\t"
+        "vshr.s32 q2, q2, #31\n\t"
+        "vqadd.s32 q0, q0, q2\n\t"
+        "vand q2, q1, q3\n\t"
+        "vshr.s32 q2, q2, #31\n\t"
+        "vqadd.s32 q1, q1, q2\n\t"
+        "vrshl.s32 q0, q0, q3\n\t"
+        "vrshl.s32 q1, q1, q3\n\t"
+        "ldr r0, [r11, #64]\n\t"
+        "vqadd.s32 q0, q0, r0\n\t"
+        "vqadd.s32 q1, q1, r0\n\t"
+        "vmax.s32 q0, q0, q6\n\t"
+        "vmax.s32 q1, q1, q6\n\t"
+        "vmin.s32 q0, q0, q7\n\t"
+        "vmin.s32 q1, q1, q7\n\t"
+        "ldrd r0, r2, [r11, #56]\n\t"
+        "vpstt\n\t"
+        "vstrbt.32 q0, [r0]\n\t"
+        "vstrbt.32 q1, [r2]\n\t"
+        "add r0, r0, #4\n\t"
+        "add r2, r2, #4\n\t"
+        "strd r0, r2, [r11, #56]\n\t"
+        "ldr r0, [r11, #52]\n\t"
+        "subs r0, r0, #4\n\t"
+        "str r0, [r11, #52]\n\t"
+        "bgt 4b\n\t"
+        "vpop {d8-d15}\n\t"
+        "pop {r4-r11, pc}\n\t");
+}
+
+typedef struct {
+    const int8_t *w;          /* packed weights */
+    int32_t chunks, n;        /* 16-value chunks per window; output channels */
+    const int32_t *bias;      /* folded, padded to a multiple of 4 channels */
+    const int32_t *mult, *shift;
+    int32_t per_channel, out_offset, act_min, act_max;
+    mve_pred16_t last;        /* lanes of a run's last chunk inside the window (a pixel read in place) */
+    int32_t rows, full;       /* runs per window, chunks of a run before its last */
+} mve_layer;
+
+/* Every output channel of two windows x0, x1 (x1 may equal x0, out1 out0),
+ * skipping skip0 / skip1 bytes after each run. */
+static void mve_pixel_pair(const mve_layer *l, const int8_t *x0, const int8_t *x1, int32_t skip0, int32_t skip1,
+                           int8_t *out0, int8_t *out1)
+{
+    int32_t m4[4], s4[4];  /* one multiplier and shift, as a vector */
+    mve_job job;
+    job.x0 = x0;
+    job.x1 = x1;
+    job.w = l->w;
+    job.full = l->full;
+    job.last = l->last;
+    job.bias = l->bias;
+    job.rows = l->rows;
+    job.skip0 = skip0;
+    job.skip1 = skip1;
+    if (l->per_channel) {
+        job.mult = l->mult;
+        job.shift = l->shift;
+        job.mstep = 16;
+    } else {
+        m4[0] = m4[1] = m4[2] = m4[3] = l->mult[0];
+        s4[0] = s4[1] = s4[2] = s4[3] = l->shift[0];
+        job.mult = m4;
+        job.shift = s4;
+        job.mstep = 0;
+    }
+    job.n_left = l->n;
+    job.out0 = out0;
+    job.out1 = out1;
+    job.out_offset = l->out_offset;
+    job.act_min = l->act_min;
+    job.act_max = l->act_max;
+    mve_pair(&job);
+}
+#endif /* TINYC_MVE */
+
+#if TINYC_MVE
+/* The window's first byte in the input when it has no padded tap (its kernel
+ * rows are then runs of the input), else 0. */
+static const int8_t *window_in_place(const tinyc_conv_params *p, const int8_t *in, int32_t oy, int32_t ox)
+{
+    const int32_t iy = oy * p->stride_h - p->pad_t, ix = ox * p->stride_w - p->pad_l;
+    if (iy < 0 || ix < 0 || iy + (p->k_h - 1) * p->dil_h >= p->in_h || ix + (p->k_w - 1) * p->dil_w >= p->in_w) {
+        return 0;
+    }
+    return in + (iy * p->in_w + ix) * p->in_c;
+}
+#endif
+
+int32_t tinyc_conv2d_mve_s8_scratch_bytes(const tinyc_conv_params *p)
+{
+    /* two windows of 16 * chunks bytes, unless every window is a pixel read in
+     * place (kernels/conv.py conv2d_mve_scratch_bytes holds the same rule) */
+#if TINYC_MVE
+    const int32_t chunks = (p->k_h * p->k_w * p->in_c + 15) >> 4;
+    if (p->out_h > 0 && p->out_w > 0 && chunks > 0 && !(p->k_h == 1 && p->k_w == 1 && p->pad_t == 0 &&
+                                                        p->pad_l == 0)) {
+        return 32 * chunks;
+    }
+#endif
+    (void)p;
+    return 0;
+}
+
+void tinyc_conv2d_mve_s8(const tinyc_conv_params *p, const int8_t *in, const int8_t *w, const int32_t *bias,
+                         const int32_t *mult, const int32_t *shift, int8_t *out, void *scratch,
+                         int32_t scratch_bytes)
+{
+    const int32_t k = p->k_h * p->k_w * p->in_c;
+    const int32_t n = p->out_c;
+    const int32_t pixels = p->out_h * p->out_w;
+    const int direct = p->k_h == 1 && p->k_w == 1 && p->pad_t == 0 && p->pad_l == 0;
+    const int32_t need = tinyc_conv2d_mve_s8_scratch_bytes(p);
+    int8_t *win = (int8_t *)scratch;
+    int32_t q;
+    if (pixels <= 0 || k <= 0) {
+        return;
+    }
+#if TINYC_MVE
+    if (direct || (scratch != 0 && scratch_bytes >= need)) {
+        const int32_t chunks = (k + 15) >> 4;
+        /* kernel rows of whole chunks (and not dilated along x): a window wholly
+         * inside the input is read in place, a run per kernel row (the packed
+         * layout's chunks then start at kernel rows) */
+        const int32_t row = p->k_w * p->in_c;
+        const int by_rows = !direct && p->dil_w == 1 && (row & 15) == 0;
+        const int32_t in_row = p->in_w * p->in_c;
+        mve_layer l = {w, chunks, n, bias, mult, shift, 1, p->out_offset, p->act_min, p->act_max,
+                       vctp8q((uint32_t)(direct ? k - 16 * (chunks - 1) : 16)), 1, chunks - 1};
+        int8_t *win1 = win + 16 * chunks;
+        /* a short window (at most 4 chunks) whose bytes lie within 255 of its
+         * first: a pixel with no padded tap gathers each chunk with one load
+         * (the byte offsets of its values; the padding lanes read byte 0,
+         * which meets zero weights) */
+        const int32_t span = (p->k_h - 1) * p->dil_h * in_row + (p->k_w - 1) * p->dil_w * p->in_c + p->in_c - 1;
+        const int gather = !direct && !by_rows && chunks <= 4 && span <= 255;
+        uint8x16_t offs[4];
+        if (by_rows) {
+            l.rows = p->k_h;
+            l.full = (row >> 4) - 1;
+        }
+        if (gather) {
+            uint8_t ob[64];
+            int32_t i = 0, ky, kx, c;
+            for (ky = 0; ky < p->k_h; ++ky) {
+                for (kx = 0; kx < p->k_w; ++kx) {
+                    for (c = 0; c < p->in_c; ++c) {
+                        ob[i++] = (uint8_t)(ky * p->dil_h * in_row + kx * p->dil_w * p->in_c + c);
+                    }
+                }
+            }
+            while (i < 16 * chunks) {
+                ob[i++] = 0;
+            }
+            for (i = 0; i < chunks; ++i) {
+                offs[i] = vld1q_u8(ob + 16 * i);
+            }
+        }
+        for (q = 0; q < pixels; q += 2) {
+            const int32_t r = q + 1 < pixels ? q + 1 : q;
+            const int32_t oy0 = q / p->out_w, ox0 = q % p->out_w, oy1 = r / p->out_w, ox1 = r % p->out_w;
+            const int8_t *x0, *x1;
+            int32_t skip0 = 0, skip1 = 0;
+            if (direct) {
+                x0 = in + (oy0 * p->stride_h * p->in_w + ox0 * p->stride_w) * p->in_c;
+                x1 = in + (oy1 * p->stride_h * p->in_w + ox1 * p->stride_w) * p->in_c;
+            } else if (gather) {
+                const int8_t *b0 = window_in_place(p, in, oy0, ox0), *b1 = window_in_place(p, in, oy1, ox1);
+                int32_t j;
+                if (b0 != 0) {
+                    for (j = 0; j < chunks; ++j) {
+                        vstrbq_s8(win + 16 * j, vldrbq_gather_offset_s8(b0, offs[j]));
+                    }
+                } else {
+                    window_of(p, in, oy0, ox0, win);
+                }
+                if (b1 != 0) {
+                    for (j = 0; j < chunks; ++j) {
+                        vstrbq_s8(win1 + 16 * j, vldrbq_gather_offset_s8(b1, offs[j]));
+                    }
+                } else {
+                    window_of(p, in, oy1, ox1, win1);
+                }
+                x0 = win;
+                x1 = win1;
+            } else {
+                x0 = by_rows ? window_in_place(p, in, oy0, ox0) : 0;
+                x1 = by_rows ? window_in_place(p, in, oy1, ox1) : 0;
+                if (x0 != 0) {
+                    skip0 = p->dil_h * in_row - row;
+                } else {
+                    window_of(p, in, oy0, ox0, win);
+                    x0 = win;
+                }
+                if (x1 != 0) {
+                    skip1 = p->dil_h * in_row - row;
+                } else {
+                    window_of(p, in, oy1, ox1, win1);
+                    x1 = win1;
+                }
+            }
+            mve_pixel_pair(&l, x0, x1, skip0, skip1, out + q * n, out + r * n);
+        }
+        return;
+    }
+#else
+    (void)scratch_bytes;
+    (void)need;
+#endif
+    {
+        /* one window at a time: in place for a pointwise layer, else through
+         * the scratch when it holds one, else tap by tap */
+        for (q = 0; q < pixels; ++q) {
+            const int32_t oy = q / p->out_w, ox = q % p->out_w;
+            if (direct) {
+                dot_portable(in + (oy * p->stride_h * p->in_w + ox * p->stride_w) * p->in_c, k, w, n, bias, mult,
+                             shift, 1, p->out_offset, p->act_min, p->act_max, out + q * n);
+            } else if (scratch != 0 && scratch_bytes >= k) {
+                window_of(p, in, oy, ox, win);
+                dot_portable(win, k, w, n, bias, mult, shift, 1, p->out_offset, p->act_min, p->act_max,
+                             out + q * n);
+            } else {
+                /* no room for a window: each tap as the portable kernel reads it */
+                const int32_t chunks = (k + 15) >> 4;
+                int32_t o, ky, kx, c;
+                for (o = 0; o < n; ++o) {
+                    uint32_t acc = (uint32_t)bias[o];
+                    int32_t i = 0;
+                    for (ky = 0; ky < p->k_h; ++ky) {
+                        const int32_t iy = oy * p->stride_h - p->pad_t + ky * p->dil_h;
+                        for (kx = 0; kx < p->k_w; ++kx) {
+                            const int32_t ix = ox * p->stride_w - p->pad_l + kx * p->dil_w;
+                            const int inside = iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w;
+                            const int8_t *src = in + (iy * p->in_w + ix) * p->in_c;
+                            for (c = 0; c < p->in_c; ++c, ++i) {
+                                const int32_t v = inside ? src[c] : -p->in_offset;
+                                acc += (uint32_t)(v * mve_weight(w, chunks, o, i));
+                            }
+                        }
+                    }
+                    out[q * n + o] = requantize_one((int32_t)acc, mult[o], shift[o], p->out_offset, p->act_min,
+                                                    p->act_max);
+                }
+            }
+        }
+    }
+}
+
+void tinyc_fully_connected_mve_s8(const tinyc_fc_params *p, const int8_t *in, const int8_t *w,
+                                  const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out)
+{
+    const int32_t k = p->in_features, n = p->out_features;
+    int32_t b;
+    if (k <= 0) {
+        return;
+    }
+#if TINYC_MVE
+    {
+        const int32_t chunks = (k + 15) >> 4;
+        const mve_layer l = {w, chunks, n, bias, mult, shift, p->per_channel, p->out_offset, p->act_min,
+                             p->act_max, vctp8q((uint32_t)(k - 16 * (chunks - 1))), 1, chunks - 1};
+        for (b = 0; b < p->batches; b += 2) {
+            const int32_t r = b + 1 < p->batches ? b + 1 : b;
+            mve_pixel_pair(&l, in + b * k, in + r * k, 0, 0, out + b * n, out + r * n);
+        }
+    }
+#else
+    for (b = 0; b < p->batches; ++b) {
+        dot_portable(in + b * k, k, w, n, bias, mult, shift, p->per_channel, p->out_offset, p->act_min,
+                     p->act_max, out + b * n);
+    }
+#endif
+}
+
+
+/* ---- depthwise (depth multiplier 1) ----------------------------------------
+ *
+ * tinyc_depthwise_conv2d_mve_s8 and its in-place variant give the values of
+ * tinyc_depthwise_conv2d_s8 (depth multiplier 1) with the weights packed per
+ * group of 4 channels (kernels/conv.py mve_pack_dw: [C / 4][k_h * k_w][4] int8,
+ * zero past C) and the folded bias (padded to 4 channels).  Group by group, the
+ * group's padded plane, [plane_h][plane_w][4] bytes (padding as the zero
+ * point), is copied into the scratch; then each output pixel's 4 channels are
+ * one int32 vector: per tap one widening load of 4 plane bytes, one of 4
+ * weights, a VMUL and a VADD (MVE has no vector-by-vector VMLA; two pixels
+ * share the weight loads), requantized as a
+ * vector and stored as 4 bytes.  A group reads and writes only its own
+ * channels' bytes, after copying them: so the output may overwrite the input
+ * (the in-place variant), under dw_inplace.c's conditions. */
+
+static int32_t dw_plane_h(const tinyc_conv_params *p)
+{
+    return (p->out_h - 1) * p->stride_h + (p->k_h - 1) * p->dil_h + 1;
+}
+
+static int32_t dw_plane_w(const tinyc_conv_params *p)
+{
+    return (p->out_w - 1) * p->stride_w + (p->k_w - 1) * p->dil_w + 1;
+}
+
+int32_t tinyc_depthwise_conv2d_mve_s8_scratch_bytes(const tinyc_conv_params *p)
+{
+    /* the group's plane, required (kernels/conv.py dw_mve_scratch_bytes) */
+    return p->out_h > 0 && p->out_w > 0 ? 4 * dw_plane_h(p) * dw_plane_w(p) : 0;
+}
+
+/* Group g's plane: 4 bytes per plane pixel, the channels past C and the
+ * padding as the zero point.  A plane row is 3 runs of pixels (padding, input,
+ * padding); on Helium cores word loops. */
+/* (no memset for the fill loops: the runtime calls no libc) */
+__attribute__((noinline, optimize("no-tree-loop-distribute-patterns"))) static void dw_gather(const tinyc_conv_params *p, const int8_t *src, int32_t g, int8_t *plane, int32_t plane_h,
+                      int32_t plane_w)
+{
+    const int32_t C = p->in_c, lanes = C - 4 * g < 4 ? C - 4 * g : 4;
+    const int8_t zp = (int8_t)-p->in_offset;
+    const int32_t j0 = p->pad_l < plane_w ? p->pad_l : plane_w;
+    int32_t j1 = p->pad_l + p->in_w < plane_w ? p->pad_l + p->in_w : plane_w;
+    int32_t r, j, k;
+    j1 = j1 < j0 ? j0 : j1;
+    for (r = 0; r < plane_h; ++r) {
+        const int32_t iy = r - p->pad_t;
+        const int inside = iy >= 0 && iy < p->in_h;
+        const int8_t *s = src + (iy * p->in_w + (j0 - p->pad_l)) * C + 4 * g;
+        int8_t *d = plane + r * plane_w * 4;
+        const int32_t a = inside ? j0 : plane_w, b = inside ? j1 : plane_w;  /* the input run */
+#if TINYC_MVE
+        /* the scratch is word-aligned; Armv8.1-M loads words at any address */
+        uint32_t *dw = (uint32_t *)(void *)d;
+        const uint32_t zp4 = (uint8_t)zp * 0x01010101u;
+        for (j = 0; j < a; ++j) {
+            dw[j] = zp4;
+        }
+        if (lanes == 4) {
+            for (j = a; j < b; ++j, s += C) {
+                dw[j] = *(const tinyc_u32_unaligned *)(const void *)s;
+            }
+            for (j = b; j < plane_w; ++j) {
+                dw[j] = zp4;
+            }
+            continue;
+        }
+#else
+        for (j = 0; j < 4 * a; ++j) {
+            d[j] = zp;
+        }
+#endif
+        for (j = a; j < b; ++j, s += C) {
+            for (k = 0; k < 4; ++k) {
+                d[4 * j + k] = k < lanes ? s[k] : zp;
+            }
+        }
+        for (j = 4 * b; j < 4 * plane_w; ++j) {
+            d[j] = zp;
+        }
+    }
+}
+
+#if TINYC_MVE
+/* One tap of both pixels: the tap's 4 weights (r0 walks them), then each
+ * pixel's 4 plane bytes (r1: pixel 0's kernel row, r2: pixel 1's) times them
+ * (MVE has no vector-by-vector VMLA: VMUL, VADD).  Widening loads and
+ * narrowing stores take low registers only. */
+#define DW_TAP(kx)                          \
+    "vldrb.s32 q2, [r0], #4\n\t"            \
+    "vldrb.s32 q3, [r1, #" #kx "]\n\t"      \
+    "vmul.i32 q3, q3, q2\n\t"               \
+    "vadd.i32 q0, q0, q3\n\t"               \
+    "vldrb.s32 q3, [r2, #" #kx "]\n\t"      \
+    "vmul.i32 q3, q3, q2\n\t"               \
+    "vadd.i32 q1, q1, q3\n\t"
+
+#define DW_ROW DW_TAP(0) DW_TAP(4) DW_TAP(8)
+
+/* Arguments of dw3x3_row (offsets fixed in the assembly). */
+typedef struct {
+    const int8_t *x;       /*  0: the first pixel's window in the plane (4 bytes per plane pixel) */
+    int32_t row;           /*  4: bytes per plane row */
+    int32_t step;          /*  8: bytes from a pixel's window to the next one's */
+    const int8_t *w;       /* 12: the group's 9 taps x 4 weights */
+    const int32_t *k;      /* 16: the group's vectors: folded bias, max(shift, 0), mult, min(shift, 0), lo, hi */
+    int8_t *out;           /* 20: the first pixel's 4 output channels */
+    int32_t out_step;      /* 24: bytes from a pixel's outputs to the next one's */
+    int32_t pairs;         /* 28: pixel pairs (> 0) */
+    int32_t out_offset;    /* 32 */
+    uint32_t lanes;        /* 36: the predicate of the group's channels (VPR.P0) */
+} dw_row_job;
+
+typedef char dw_row_job_layout[(offsetof(dw_row_job, pairs) == 28 && offsetof(dw_row_job, lanes) == 36) ? 1 : -1];
+
+/* Pairs of output pixels of a 3 x 3 kernel without dilation along a row: per
+ * pair 63 instructions of taps (72 MACs) and 27 of requantization (tinyc_mve_requantize,
+ * both pixels at once).  In C, gcc hoisted the loads and kept products on the
+ * stack.  A lone last pixel is a pair with step = out_step = 0: both write the
+ * same bytes. */
+__attribute__((naked, noinline)) static void dw3x3_row(dw_row_job *job __attribute__((unused)))
+{
+    __asm__ volatile(
+        "push {r4-r11, lr}\n\t"
+        "ldr r1, [r0, #36]\n\t"
+        "vmsr p0, r1\n\t"
+        "ldrd r8, r9, [r0]\n\t"
+        "ldrd r10, r11, [r0, #8]\n\t"
+        "ldrd r6, r3, [r0, #16]\n\t"
+        "ldrd r12, lr, [r0, #24]\n\t"
+        "ldr r4, [r0, #32]\n\t"
+        "lsl r7, r10, #1\n\t"
+        "1:\n\t"
+        "mov r0, r11\n\t"
+        "vldrw.u32 q0, [r6]\n\t"
+        "vmov q1, q0\n\t"
+        "mov r1, r8\n\t"
+        "add r2, r8, r10\n\t" DW_ROW
+        "add r1, r1, r9\n\t"
+        "add r2, r2, r9\n\t" DW_ROW
+        "add r1, r1, r9\n\t"
+        "add r2, r2, r9\n\t" DW_ROW
+        "vldrw.u32 q2, [r6, #16]\n\t"
+        "vshl.s32 q0, q0, q2\n\t"
+        "vshl.s32 q1, q1, q2\n\t"
+        "vldrw.u32 q2, [r6, #32]\n\t"
+        "vqrdmulh.s32 q0, q0, q2\n\t"
+        "vqrdmulh.s32 q1, q1, q2\n\t"
+        "vldrw.u32 q2, [r6, #48]\n\t"
+        "vand q3, q0, q2\n\t"
+        "vshr.s32 q3, q3, #31\n\t"
+        "vqadd.s32 q0, q0, q3\n\t"
+        "vand q3, q1, q2\n\t"
+        "vshr.s32 q3, q3, #31\n\t"
+        "vqadd.s32 q1, q1, q3\n\t"
+        "vrshl.s32 q0, q0, q2\n\t"
+        "vrshl.s32 q1, q1, q2\n\t"
+        "vqadd.s32 q0, q0, r4\n\t"
+        "vqadd.s32 q1, q1, r4\n\t"
+        "vldrw.u32 q2, [r6, #64]\n\t"
+        "vmax.s32 q0, q0, q2\n\t"
+        "vmax.s32 q1, q1, q2\n\t"
+        "vldrw.u32 q2, [r6, #80]\n\t"
+        "vmin.s32 q0, q0, q2\n\t"
+        "vmin.s32 q1, q1, q2\n\t"
+        "add r5, r3, r12\n\t"
+        "vpstt\n\t"
+        "vstrbt.32 q0, [r3]\n\t"
+        "vstrbt.32 q1, [r5]\n\t"
+        "add r3, r5, r12\n\t"
+        "add r8, r8, r7\n\t"
+        "subs lr, lr, #1\n\t"
+        "bne 1b\n\t"
+        "pop {r4-r11, pc}\n\t");
+}
+
+/* Any other kernel: the taps of two pixels' windows x0, x1. */
+static void dw_pair(const tinyc_conv_params *p, const int8_t *x0, const int8_t *x1, int32_t row, const int8_t *wg,
+                    int32x4_t *acc0, int32x4_t *acc1)
+{
+    int32_t ky, kx;
+    int32x4_t a0 = *acc0, a1 = *acc1;
+    for (ky = 0; ky < p->k_h; ++ky) {
+        const int32_t off = ky * p->dil_h * row;
+        for (kx = 0; kx < p->k_w; ++kx, wg += 4) {
+            const int32x4_t wv = vldrbq_s32(wg);
+            a0 = vaddq_s32(a0, vmulq_s32(vldrbq_s32(x0 + off + 4 * kx * p->dil_w), wv));
+            a1 = vaddq_s32(a1, vmulq_s32(vldrbq_s32(x1 + off + 4 * kx * p->dil_w), wv));
+        }
+    }
+    *acc0 = a0;
+    *acc1 = a1;
+}
+#endif
+
+static void dw_group(const tinyc_conv_params *p, const int8_t *plane, int32_t plane_w, const int8_t *wg,
+                     const int32_t *bias4, const int32_t *mult, const int32_t *shift, int32_t lanes, int8_t *dst)
+{
+    const int32_t C = p->out_c;
+    int32_t oy, ox;
+#if TINYC_MVE
+    const mve_pred16_t m = vctp32q((uint32_t)lanes);
+    const int32x4_t start = vldrwq_s32(bias4);
+    const int32x4_t mult4 = vldrwq_z_s32(mult, m), shift4 = vldrwq_z_s32(shift, m);
+    const int32x4_t lo = vdupq_n_s32(p->act_min), hi = vdupq_n_s32(p->act_max);
+    const int32_t step = 4 * p->stride_w, row = 4 * plane_w;
+    const int k33 = p->k_h == 3 && p->k_w == 3 && p->dil_h == 1 && p->dil_w == 1;
+    if (k33) {
+        /* the requantization's vectors: bias, left shift, multiplier, right shift, clamp */
+        int32x4_t k[6] __attribute__((aligned(8)));
+        dw_row_job job;
+        k[0] = start;
+        k[1] = vmaxq_s32(shift4, vdupq_n_s32(0));
+        k[2] = mult4;
+        k[3] = vminq_s32(shift4, vdupq_n_s32(0));
+        k[4] = lo;
+        k[5] = hi;
+        job.row = row;
+        job.w = wg;
+        job.k = (const int32_t *)k;
+        job.out_offset = p->out_offset;
+        job.lanes = m;
+        for (oy = 0; oy < p->out_h; ++oy) {
+            const int8_t *x = plane + oy * p->stride_h * row;
+            int8_t *out = dst + oy * p->out_w * C;
+            const int32_t pairs = p->out_w >> 1;
+            if (pairs > 0) {
+                job.x = x;
+                job.step = step;
+                job.out = out;
+                job.out_step = C;
+                job.pairs = pairs;
+                dw3x3_row(&job);
+            }
+            if (p->out_w & 1) {  /* the lone last pixel: a pair of itself */
+                job.x = x + 2 * pairs * step;
+                job.step = 0;
+                job.out = out + 2 * pairs * C;
+                job.out_step = 0;
+                job.pairs = 1;
+                dw3x3_row(&job);
+            }
+        }
+        return;
+    }
+    for (oy = 0; oy < p->out_h; ++oy) {
+        const int8_t *x0 = plane + oy * p->stride_h * row;
+        int8_t *out = dst + oy * p->out_w * C;
+        for (ox = 0; ox < p->out_w; ox += 2, x0 += 2 * step, out += 2 * C) {
+            const int8_t *x1 = ox + 1 < p->out_w ? x0 + step : x0;
+            int32x4_t acc0 = start, acc1 = start;
+            dw_pair(p, x0, x1, row, wg, &acc0, &acc1);
+            vstrbq_p_s32(out, tinyc_mve_requantize(acc0, mult4, shift4, p->out_offset, lo, hi), m);
+            if (ox + 1 < p->out_w) {
+                vstrbq_p_s32(out + C, tinyc_mve_requantize(acc1, mult4, shift4, p->out_offset, lo, hi), m);
+            }
+        }
+    }
+#else
+    int32_t j, ky, kx;
+    for (oy = 0; oy < p->out_h; ++oy) {
+        for (ox = 0; ox < p->out_w; ++ox) {
+            for (j = 0; j < lanes; ++j) {
+                uint32_t acc = (uint32_t)bias4[j];
+                for (ky = 0; ky < p->k_h; ++ky) {
+                    for (kx = 0; kx < p->k_w; ++kx) {
+                        const int32_t py = oy * p->stride_h + ky * p->dil_h, px = ox * p->stride_w + kx * p->dil_w;
+                        acc += (uint32_t)(plane[(py * plane_w + px) * 4 + j] * wg[(ky * p->k_w + kx) * 4 + j]);
+                    }
+                }
+                dst[(oy * p->out_w + ox) * C + j] =
+                    requantize_one((int32_t)acc, mult[j], shift[j], p->out_offset, p->act_min, p->act_max);
+            }
+        }
+    }
+#endif
+}
+
+static void dw_mve(const tinyc_conv_params *p, const int8_t *src, const int8_t *w, const int32_t *bias,
+                   const int32_t *mult, const int32_t *shift, int8_t *dst, void *scratch, int32_t scratch_bytes)
+{
+    const int32_t C = p->in_c, taps = p->k_h * p->k_w;
+    const int32_t plane_h = dw_plane_h(p), plane_w = dw_plane_w(p);
+    int32_t g;
+    if (p->out_h <= 0 || p->out_w <= 0 || scratch == 0 || scratch_bytes < 4 * plane_h * plane_w) {
+        return;  /* the plane is required: the compiler always plans it */
+    }
+    for (g = 0; 4 * g < C; ++g) {
+        const int32_t lanes = C - 4 * g < 4 ? C - 4 * g : 4;
+        dw_gather(p, src, g, (int8_t *)scratch, plane_h, plane_w);
+        dw_group(p, (const int8_t *)scratch, plane_w, w + g * taps * 4, bias + 4 * g, mult + 4 * g, shift + 4 * g,
+                 lanes, dst + 4 * g);
+    }
+}
+
+void tinyc_depthwise_conv2d_mve_s8(const tinyc_conv_params *p, const int8_t *in, const int8_t *w,
+                                   const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out,
+                                   void *scratch, int32_t scratch_bytes)
+{
+    dw_mve(p, in, w, bias, mult, shift, out, scratch, scratch_bytes);
+}
+
+int32_t tinyc_depthwise_conv2d_inplace_mve_s8_scratch_bytes(const tinyc_conv_params *p)
+{
+    return tinyc_depthwise_conv2d_mve_s8_scratch_bytes(p);
+}
+
+void tinyc_depthwise_conv2d_inplace_mve_s8(const tinyc_conv_params *p, int8_t *buf, const int8_t *w,
+                                           const int32_t *bias, const int32_t *mult, const int32_t *shift,
+                                           void *scratch, int32_t scratch_bytes)
+{
+    dw_mve(p, buf, w, bias, mult, shift, buf, scratch, scratch_bytes);
+}
