@@ -268,36 +268,28 @@ def conv_case(rng, kind: str) -> Case:
     return Case(kind, p, x, want, w, bias, mult, shift, scratch, short, note=style)
 
 
-def wide_case(rng, kind: str) -> Case:
-    """A conv (one group), pointwise or fully connected case with its weights
-    widened and its bias folded, as passes/widen.py stores them."""
+PREPACKED = {"conv_wide": "conv2d_wide_s8", "fc_wide": "fully_connected_wide_s8", "conv_mve": "conv2d_mve_s8",
+             "fc_mve": "fully_connected_mve_s8"}
+
+
+def prepacked_case(rng, kind: str) -> Case:
+    """A conv (one group), pointwise or fully connected case with its weights in
+    the layout passes/widen.py stores for the core (*_wide: int16 pairs for the
+    DSP loops; *_mve: packed for Helium) and its bias folded with the input offset."""
+    fc = kind.startswith("fc")
     while True:
-        base = fc_case(rng) if kind == "fc_wide" else conv_case(rng, "conv1x1" if rng.random() < 0.4 else "conv")
-        if kind == "fc_wide" or base.params.groups == 1:
+        base = fc_case(rng) if fc else conv_case(rng, "conv1x1" if rng.random() < 0.4 else "conv")
+        if fc or base.params.groups == 1:
             break
     p = base.params
     w2d = base.w.reshape(base.w.shape[0], -1)
-    in_offset = p.in_offset
-    words, folded = widen(w2d), fold_bias(w2d, base.bias, in_offset)
-    name = "fully_connected_wide_s8" if kind == "fc_wide" else "conv2d_wide_s8"
-    n = KERNELS[name].scratch_bytes(p, dsp=True)
-    return Case(kind, p, base.x, base.want, words, folded, base.mult, base.shift, n, n - 1 if n > 0 else -1,
-                note=base.note)
-
-
-def mve_case(rng, kind: str) -> Case:
-    """A conv (one group), pointwise or fully connected case with its weights
-    packed for Helium and its bias folded, as passes/widen.py stores them for a
-    Cortex-M55."""
-    while True:
-        base = fc_case(rng) if kind == "fc_mve" else conv_case(rng, "conv1x1" if rng.random() < 0.4 else "conv")
-        if kind == "fc_mve" or base.params.groups == 1:
-            break
-    p = base.params
-    w2d = base.w.reshape(base.w.shape[0], -1)
-    packed, folded = mve_pack(w2d), mve_bias(fold_bias(w2d, base.bias, p.in_offset))
-    n = KERNELS["conv2d_mve_s8"].scratch_bytes(p, dsp=True) if kind == "conv_mve" else 0
-    return Case(kind, p, base.x, base.want, packed, folded, base.mult, base.shift, n, n - 1 if n > 0 else -1,
+    folded = fold_bias(w2d, base.bias, p.in_offset)
+    if kind.endswith("_mve"):
+        w, folded = mve_pack(w2d), mve_bias(folded)
+    else:
+        w = widen(w2d)
+    n = KERNELS[PREPACKED[kind]].scratch_bytes(p, dsp=True)
+    return Case(kind, p, base.x, base.want, w, folded, base.mult, base.shift, n, n - 1 if n > 0 else -1,
                 note=base.note)
 
 
@@ -542,8 +534,8 @@ def make_cases(seed: int = 2024) -> list[Case]:
     for kind, n in (("max_pool", 15), ("avg_pool", 15), ("mean", 10)):
         cases += [pool_case(rng, kind) for _ in range(n)]
     cases += [add_case(rng) for _ in range(20)]
-    cases += [wide_case(rng, "conv_wide") for _ in range(24)] + [wide_case(rng, "fc_wide") for _ in range(16)]
-    cases += [mve_case(rng, "conv_mve") for _ in range(40)] + [mve_case(rng, "fc_mve") for _ in range(20)]
+    for kind, n in (("conv_wide", 24), ("fc_wide", 16), ("conv_mve", 40), ("fc_mve", 20)):
+        cases += [prepacked_case(rng, kind) for _ in range(n)]
     cases += [dw_mve_case(rng, "dw_mve") for _ in range(20)] + [dw_mve_case(rng, "dw_inplace_mve") for _ in range(30)]
     return cases
 
