@@ -1,5 +1,5 @@
-/* Convolution and fully connected kernels for cores with Helium (the M-profile
- * Vector Extension, MVE: Cortex-M55 / M85).
+/* Convolution, fully connected and 3 x 3 depthwise kernels for cores with
+ * Helium (the M-profile Vector Extension, MVE: Cortex-M55 / M85).
  *
  * tinyc_conv2d_mve_s8 / tinyc_fully_connected_mve_s8 give exactly the values of
  * tinyc_conv2d_s8 (one group) / tinyc_fully_connected_s8.  The compiler stores
@@ -13,13 +13,15 @@
  * Per chunk of one pixel's window: one VLDRB of 16 window bytes, and per
  * output channel one VLDRB of its 16 weights and one VMLADAVA.S8 (16 MACs into
  * a scalar accumulator).  Two pixels share the weight loads.  The 4 channels'
- * sums are then requantized as one vector (simd.h tinyc_mve_requantize: exact, for every
- * parameter).  Padded window bytes meet zero weights, so a window's tail may
- * hold anything: a pointwise layer reads its pixels in place, other layers
- * copy each window into the scratch (im2col).
+ * sums are then requantized as one vector (simd.h tinyc_mve_requantize: exact,
+ * for every parameter).  Padded window bytes meet zero weights, so a window's
+ * tail may hold anything.  A pointwise layer reads its pixels in place; a
+ * window without padded taps is read in place kernel row by kernel row when
+ * those rows are whole chunks, or gathered a chunk per load when it spans at
+ * most 255 bytes; other windows are copied into the scratch (im2col).
  *
- * Without MVE (the host, other cores) the same values come from a plain loop
- * over the packed weights. */
+ * The depthwise kernels (below) work on planes of 4 channels.  Without MVE (the
+ * host, other cores) the same values come from plain loops. */
 #include <stddef.h>
 
 #include "tinyc/fixedpoint.h"
