@@ -34,6 +34,7 @@ from tinyc.kernels.conv import (
     conv2d_s8,
     depthwise_conv2d_s8,
     depthwise_inplace_scratch_bytes,
+    dw_mve_by_channel,
     fold_bias,
     fully_connected_s8,
     mve_bias,
@@ -293,13 +294,14 @@ def prepacked_case(rng, kind: str) -> Case:
                 note=base.note)
 
 
-def dw_mve_case(rng, kind: str) -> Case:
+def dw_mve_case(rng, kind: str, by_channel: bool = False) -> Case:
     """A depthwise case (depth multiplier 1) with its weights packed per group of
     4 channels and its bias folded, as passes/widen.py stores them for a Cortex-M55;
-    the group plane is required (no shorter scratch)."""
+    the group plane is required (no shorter scratch).  ``by_channel``: one the
+    channel-plane loop runs (stride 1, maps of 64 pixels or more)."""
     while True:
         base = conv_case(rng, "dw_inplace" if kind == "dw_inplace_mve" else "dw")
-        if base.params.depth_multiplier == 1:
+        if base.params.depth_multiplier == 1 and (not by_channel or dw_mve_by_channel(base.params)):
             break
     p = base.params
     w2d = base.w.reshape(p.out_c, -1)
@@ -537,6 +539,7 @@ def make_cases(seed: int = 2024) -> list[Case]:
     for kind, n in (("conv_wide", 24), ("fc_wide", 16), ("conv_mve", 40), ("fc_mve", 20)):
         cases += [prepacked_case(rng, kind) for _ in range(n)]
     cases += [dw_mve_case(rng, "dw_mve") for _ in range(20)] + [dw_mve_case(rng, "dw_inplace_mve") for _ in range(30)]
+    cases += [dw_mve_case(rng, kind, by_channel=True) for kind in ("dw_mve", "dw_inplace_mve") for _ in range(8)]
     return cases
 
 

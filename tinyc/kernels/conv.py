@@ -349,13 +349,28 @@ def depthwise_conv2d_inplace_mve_s8(p: ConvParams, x, packed, folded_bias, mult,
     return depthwise_conv2d_inplace_s8(p, x, w, bias, mult, shift)
 
 
+DW_PLANE_TAPS = 16  # mve.c: the channel-plane loop's most taps
+DW_PLANE_PIXELS = 64  # and its smallest output map
+
+
+def dw_mve_by_channel(p: ConvParams) -> bool:
+    """Whether the Helium depthwise runs its channel-plane loop (mve.c
+    dw_by_channel): stride 1, no dilation, at most 16 taps, 64 output pixels or more."""
+    return (p.stride_h == p.stride_w == 1 and p.dil_h == p.dil_w == 1 and p.k_h * p.k_w <= DW_PLANE_TAPS
+            and p.out_h * p.out_w >= DW_PLANE_PIXELS)
+
+
 def dw_mve_scratch_bytes(p: ConvParams, dsp: bool = False) -> int:
-    """One group's padded plane, 4 bytes per plane pixel: required, on any core
-    (mve.c tinyc_depthwise_conv2d_mve_s8_scratch_bytes)."""
+    """Required, on any core (mve.c tinyc_depthwise_conv2d_mve_s8_scratch_bytes):
+    one group's padded plane, 4 bytes per plane pixel; for the channel-plane loop
+    that plane and its 4 channel planes, each rounded up to whole vectors."""
     if p.out_h < 1 or p.out_w < 1:
         return 0
     plane_h, plane_w = _inplace_plane(p)
-    return 4 * plane_h * plane_w
+    n = plane_h * plane_w
+    if dw_mve_by_channel(p):
+        return 8 * (-(-n // 16) * 16) + 64
+    return 4 * n
 
 
 # ----------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.program import KernelCall, Program
-from ..kernels.conv import fold_bias, mve_bias, mve_pack, mve_pack_dw, widen
+from ..kernels.conv import dw_mve_by_channel, fold_bias, mve_bias, mve_pack, mve_pack_dw, widen
 from ..kernels.elementwise import add_table
 
 WIDE_KERNEL = {"conv2d_s8": "conv2d_wide_s8", "conv2d_1x1_s8": "conv2d_wide_s8",
@@ -63,10 +63,13 @@ def _eligible(program: Program, call: KernelCall, vector: bool) -> bool:
 
 
 def _mve_depthwise_pays(p) -> bool:
-    """The Helium depthwise's assembly loop takes 3 x 3 kernels (no dilation) over
-    rows of 2 pixels or more; elsewhere (a one-column map: sww's layers) the DSP
-    kernels are faster."""
-    return (p.depth_multiplier == 1 and p.k_h == p.k_w == 3 and p.dil_h == p.dil_w == 1 and p.out_w >= 2)
+    """The Helium depthwise is faster than the DSP kernels where it runs its
+    channel-plane loop (stride 1, up to 16 taps, maps of 64 pixels or more) or a 3
+    x 3 kernel (no dilation) over rows of 2 pixels or more; elsewhere (sww's
+    one-column maps) the DSP kernels are faster."""
+    if p.depth_multiplier != 1:
+        return False
+    return dw_mve_by_channel(p) or (p.k_h == p.k_w == 3 and p.dil_h == p.dil_w == 1 and p.out_w >= 2)
 
 
 def _macs(call: KernelCall) -> int:

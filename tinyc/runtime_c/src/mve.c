@@ -572,10 +572,34 @@ static int32_t dw_plane_w(const tinyc_conv_params *p)
     return (p->out_w - 1) * p->stride_w + (p->k_w - 1) * p->dil_w + 1;
 }
 
+/* The channel-plane loop (below) takes stride 1 without dilation, at most
+ * DW_PLANE_TAPS taps, over maps of at least DW_PLANE_PIXELS pixels (its cost
+ * per channel and per plane pixel outweighs its faster MACs on smaller maps). */
+#define DW_PLANE_TAPS 16
+#define DW_PLANE_PIXELS 64
+
+static int dw_by_channel(const tinyc_conv_params *p)
+{
+    return p->stride_h == 1 && p->stride_w == 1 && p->dil_h == 1 && p->dil_w == 1 &&
+           p->k_h * p->k_w <= DW_PLANE_TAPS && p->out_h * p->out_w >= DW_PLANE_PIXELS;
+}
+
+static int32_t round16(int32_t n)
+{
+    return (n + 15) & ~15;
+}
+
 int32_t tinyc_depthwise_conv2d_mve_s8_scratch_bytes(const tinyc_conv_params *p)
 {
-    /* the group's plane, required (kernels/conv.py dw_mve_scratch_bytes) */
-    return p->out_h > 0 && p->out_w > 0 ? 4 * dw_plane_h(p) * dw_plane_w(p) : 0;
+    /* required (kernels/conv.py dw_mve_scratch_bytes): the group's plane; for
+     * the channel-plane loop, the 4-channel plane (then the 4 output planes)
+     * and the 4 channel planes (then the outputs interleaved again), each
+     * with room for whole vectors past its end */
+    const int32_t n = dw_plane_h(p) * dw_plane_w(p);
+    if (p->out_h <= 0 || p->out_w <= 0) {
+        return 0;
+    }
+    return dw_by_channel(p) ? 8 * round16(n) + 64 : 4 * n;
 }
 
 /* Group g's plane: 4 bytes per plane pixel, the channels past C and the
@@ -824,15 +848,293 @@ static void dw_group(const tinyc_conv_params *p, const int8_t *plane, int32_t pl
 #endif
 }
 
+#if TINYC_MVE
+/* ---- stride 1: one plane per channel, 4 output positions per vector ----
+ *
+ * VLD4 splits the group's 4-channel plane into 4 planes of one byte per
+ * pixel, laid out along the longer output dimension ("inner"; the other is
+ * "outer"): output position u * pitch + v is outer index u, inner index v, and
+ * its taps are the plane bytes at fixed offsets from it.  Per vector of 4
+ * consecutive positions and per tap: one widening load and one VMLA by the
+ * tap's weight (a scalar): 2 instructions per 4 MACs, against 3.5 in the
+ * 4-channel layout.  Positions past the inner size (v >= its output size)
+ * read across a plane row and are dropped: a flat layout along the longer
+ * dimension keeps them few.  The outputs are clamped before the output offset,
+ * which is added to 16 bytes at once when VST4 interleaves the 4 output planes
+ * again; words then go to the output pixels.  The left shift of a channel's
+ * requantization is folded into its weights and bias (the sum wraps as
+ * tinyc_mbqm's shift does), so the loop keeps 9 weights, 3 row pointers and
+ * the output in registers. */
+
+/* Arguments of dw_plane3x3 (offsets fixed in the assembly). */
+typedef struct {
+    const int8_t *x;   /*  0: the channel plane */
+    int32_t pitch;     /*  4: bytes from an outer row of the plane to the next */
+    int8_t *out;       /*  8: one byte per output position */
+    int32_t vectors;   /* 12: vectors of 4 positions (> 0) */
+    const int32_t *w;  /* 16: the 9 weights (<< left); tap (a, b) at 3a + b: outer offset a, inner b */
+    const int32_t *k;  /* 20: vectors: bias << left, multiplier, right shift (<= 0), act_min and act_max
+                        * less the output offset */
+    int32_t right;     /* 24: nonzero for a right shift */
+} dw_plane_job;
+
+typedef char dw_plane_job_layout[(offsetof(dw_plane_job, k) == 20 && offsetof(dw_plane_job, right) == 24) ? 1 : -1];
+
+/* One tap row (pointer r, its weights wa wb wc: inner offsets 0, 1, 2). */
+#define DW_PLANE_ROW(r, wa, wb, wc)              \
+    "vldrb.s32 q1, [" r ", #1]\n\t"              \
+    "vmla.s32 q0, q1, " wb "\n\t"                \
+    "vldrb.s32 q1, [" r ", #2]\n\t"              \
+    "vmla.s32 q0, q1, " wc "\n\t"                \
+    "vldrb.s32 q1, [" r "], #4\n\t"              \
+    "vmla.s32 q0, q1, " wa "\n\t"
+
+#define DW_PLANE_TAPS3X3                          \
+    "vmov q0, q7\n\t"                             \
+    DW_PLANE_ROW("r0", "r4", "r5", "r6")          \
+    DW_PLANE_ROW("r1", "r7", "r8", "r9")          \
+    DW_PLANE_ROW("r2", "r10", "r11", "r12")       \
+    "vqrdmulh.s32 q0, q0, q5\n\t"
+
+#define DW_PLANE_STORE                            \
+    "vmax.s32 q0, q0, q3\n\t"                     \
+    "vmin.s32 q0, q0, q4\n\t"                     \
+    "vstrb.32 q0, [r3], #4\n\t"                   \
+    "subs lr, lr, #1\n\t"
+
+/* A 3 x 3 kernel over a channel plane: 27 instructions per 4 outputs with a
+ * right shift (VQRDMULH, the round-half-away fix-up, VRSHL), 24 without.
+ * Widening loads and narrowing stores take low registers only: rows in r0-r2,
+ * output r3, weights r4-r12. */
+__attribute__((naked, noinline)) static void dw_plane3x3(dw_plane_job *job __attribute__((unused)))
+{
+    __asm__ volatile(
+        "push {r4-r11, lr}\n\t"
+        "vpush {d8-d15}\n\t"
+        "ldr r1, [r0, #20]\n\t"
+        "vldrw.u32 q7, [r1]\n\t"
+        "vldrw.u32 q5, [r1, #16]\n\t"
+        "vldrw.u32 q6, [r1, #32]\n\t"
+        "vldrw.u32 q3, [r1, #48]\n\t"
+        "vldrw.u32 q4, [r1, #64]\n\t"
+        "ldr r3, [r0, #16]\n\t"
+        "ldm r3, {r4-r12}\n\t"
+        "ldr lr, [r0, #12]\n\t"
+        "ldr r2, [r0, #4]\n\t"
+        "ldr r3, [r0, #24]\n\t"
+        "cmp r3, #0\n\t"
+        "ldr r3, [r0, #8]\n\t"
+        "ldr r0, [r0]\n\t"
+        "add r1, r0, r2\n\t"
+        "add r2, r1, r2\n\t"
+        "beq 2f\n\t"
+        "1:\n\t" DW_PLANE_TAPS3X3
+        "vshr.s32 q2, q0, #31\n\t"
+        "vqadd.s32 q0, q0, q2\n\t"
+        "vrshl.s32 q0, q0, q6\n\t" DW_PLANE_STORE
+        "bne 1b\n\t"
+        "b 3f\n\t"
+        "2:\n\t" DW_PLANE_TAPS3X3 DW_PLANE_STORE
+        "bne 2b\n\t"
+        "3:\n\t"
+        "vpop {d8-d15}\n\t"
+        "pop {r4-r11, pc}\n\t");
+}
+
+/* Any other kernel (at most DW_PLANE_TAPS taps): tap t at plane offset off[t]. */
+static void dw_plane_any(const dw_plane_job *job, const int32_t *off, int32_t taps)
+{
+    const int32x4_t bias = vldrwq_s32(job->k), mult = vldrwq_s32(job->k + 4), right = vldrwq_s32(job->k + 8);
+    const int32x4_t lo = vldrwq_s32(job->k + 12), hi = vldrwq_s32(job->k + 16);
+    const int8_t *x = job->x;
+    int8_t *out = job->out;
+    int32_t v, t;
+    for (v = 0; v < job->vectors; ++v, x += 4, out += 4) {
+        int32x4_t acc = bias;
+        for (t = 0; t < taps; ++t) {
+            acc = vmlaq_n_s32(acc, vldrbq_s32(x + off[t]), job->w[t]);
+        }
+        acc = vqrdmulhq_s32(acc, mult);
+        if (job->right) {
+            acc = vrshlq_s32(vqaddq_s32(acc, vshrq_n_s32(acc, 31)), right);
+        }
+        vstrbq_s32(out, vminq_s32(vmaxq_s32(acc, lo), hi));
+    }
+}
+
+/* n words of the zero point (4 per store). */
+static void dw_fill(uint32_t *d, uint32x4_t zp4, int32_t n)
+{
+    int32_t k;
+    for (k = 0; k < n; k += 4) {
+        vstrwq_p_u32(d + k, zp4, vctp32q((uint32_t)(n - k)));
+    }
+}
+
+/* Group g's 4-channel plane as one word per plane pixel, `lines` outer lines of
+ * `pitch` words (inner = the plane's columns, or its rows when col).  An inner
+ * run of input pixels is 4 words per gather load (their bytes are `step`
+ * apart) when the group's words are aligned, else byte by byte. */
+static void dw_quad(const tinyc_conv_params *p, const int8_t *src, int32_t g, uint32_t *quad, int col,
+                    int32_t pitch, int32_t lines)
+{
+    const int32_t C = p->in_c;
+    const int32_t in_inner = col ? p->in_h : p->in_w, pad_inner = col ? p->pad_t : p->pad_l;
+    const int32_t in_outer = col ? p->in_w : p->in_h, pad_outer = col ? p->pad_l : p->pad_t;
+    const int32_t step = col ? p->in_w * C : C, outer_step = col ? C : p->in_w * C;
+    const int32_t j0 = pad_inner < pitch ? pad_inner : pitch;
+    const int32_t j1 = pad_inner + in_inner < pitch ? (pad_inner + in_inner < j0 ? j0 : pad_inner + in_inner) : pitch;
+    const uint32x4_t zp4 = vdupq_n_u32((uint8_t)(-p->in_offset) * 0x01010101u);
+    const uint32x4_t offs = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)step);
+    const int32_t lanes = C - 4 * g < 4 ? C - 4 * g : 4;
+    const int words = (C & 3) == 0 && ((uintptr_t)src & 3) == 0;
+    int32_t u, k, j;
+    for (u = 0; u < lines; ++u, quad += pitch) {
+        const int32_t iu = u - pad_outer;
+        const int8_t *s = src + iu * outer_step + (j0 - pad_inner) * step + 4 * g;
+        if (iu < 0 || iu >= in_outer) {
+            dw_fill(quad, zp4, pitch);
+            continue;
+        }
+        dw_fill(quad, zp4, j0);
+        if (words) {
+            for (k = j0; k < j1; k += 4, s += 4 * step) {
+                const mve_pred16_t m = vctp32q((uint32_t)(j1 - k));
+                vstrwq_p_u32(quad + k, vldrwq_gather_offset_z_u32((const uint32_t *)(const void *)s, offs, m), m);
+            }
+        } else {
+            /* the channels past C as the zero point */
+            for (k = j0; k < j1; ++k, s += step) {
+                int8_t *d = (int8_t *)(void *)(quad + k);
+                for (j = 0; j < 4; ++j) {
+                    d[j] = j < lanes ? s[j] : (int8_t)-p->in_offset;
+                }
+            }
+        }
+        dw_fill(quad + j1, zp4, pitch - j1);
+    }
+}
+
+static void dw_mve_by_channel(const tinyc_conv_params *p, const int8_t *src, const int8_t *w, const int32_t *bias,
+                              const int32_t *mult, const int32_t *shift, int8_t *dst, int8_t *scratch)
+{
+    const int32_t C = p->in_c, taps = p->k_h * p->k_w;
+    const int32_t plane_h = dw_plane_h(p), plane_w = dw_plane_w(p), n = plane_h * plane_w;
+    const int32_t by_rows = (p->out_h - 1) * plane_w + p->out_w, by_cols = (p->out_w - 1) * plane_h + p->out_h;
+    const int col = by_cols < by_rows;  /* inner = the columns (height) */
+    const int32_t pitch = col ? plane_h : plane_w, positions = col ? by_cols : by_rows;
+    const int32_t outer = col ? p->out_w : p->out_h, inner = col ? p->out_h : p->out_w;
+    const int32_t split = round16(n) + 16, out_plane = round16(positions);
+    int8_t *const quad = scratch, *const planes = scratch + 4 * round16(n);
+    const int8x16_t out_offset = vdupq_n_s8((int8_t)p->out_offset);
+    const int k33 = p->k_h == 3 && p->k_w == 3;
+    const int words = (C & 3) == 0 && ((uintptr_t)dst & 3) == 0;  /* output words aligned */
+    int32_t off[DW_PLANE_TAPS], wt[DW_PLANE_TAPS] __attribute__((aligned(8)));
+    int32x4_t k[5];
+    dw_plane_job job;
+    int32_t g, j, i, ky, kx, u, v;
+    job.pitch = pitch;
+    job.vectors = (positions + 3) >> 2;
+    job.w = wt;
+    job.k = (const int32_t *)k;
+    k[3] = vdupq_n_s32(p->act_min - p->out_offset);
+    k[4] = vdupq_n_s32(p->act_max - p->out_offset);
+    for (ky = 0; ky < p->k_h; ++ky) {
+        for (kx = 0; kx < p->k_w; ++kx) {
+            off[ky * p->k_w + kx] = col ? kx * pitch + ky : ky * pitch + kx;
+        }
+    }
+    for (g = 0; 4 * g < C; ++g) {
+        const int32_t lanes = C - 4 * g < 4 ? C - 4 * g : 4;
+        const int8_t *wg = w + g * taps * 4;
+        int8_t *out = dst + 4 * g;
+        dw_quad(p, src, g, (uint32_t *)(void *)quad, col, pitch, col ? plane_w : plane_h);
+        for (i = 0; i < n; i += 16) {
+            const int8x16x4_t q = vld4q_s8(quad + 4 * i);
+            vst1q_s8(planes + i, q.val[0]);
+            vst1q_s8(planes + split + i, q.val[1]);
+            vst1q_s8(planes + 2 * split + i, q.val[2]);
+            vst1q_s8(planes + 3 * split + i, q.val[3]);
+        }
+        for (j = 0; j < lanes; ++j) {
+            const int32_t c = 4 * g + j, left = shift[c] > 0 ? shift[c] : 0;
+            int32_t t;
+            if (k33 && col) {
+                /* tap (a, b) of the assembly: outer offset a (the column), inner b */
+                int32_t a, b;
+                for (a = 0; a < 3; ++a) {
+                    for (b = 0; b < 3; ++b) {
+                        wt[3 * a + b] = (int32_t)((uint32_t)wg[4 * (3 * b + a) + j] << left);
+                    }
+                }
+            } else {
+                for (t = 0; t < taps; ++t) {
+                    wt[t] = (int32_t)((uint32_t)wg[4 * t + j] << left);
+                }
+            }
+            k[0] = vdupq_n_s32((int32_t)((uint32_t)bias[c] << left));
+            k[1] = vdupq_n_s32(mult[c]);
+            k[2] = vdupq_n_s32(shift[c] < 0 ? shift[c] : 0);
+            job.x = planes + j * split;
+            job.out = quad + j * out_plane;
+            job.right = shift[c] < 0;
+            if (k33) {
+                dw_plane3x3(&job);
+            } else {
+                dw_plane_any(&job, off, taps);
+            }
+        }
+        for (i = 0; i < positions; i += 16) {
+            int8x16x4_t q;
+            q.val[0] = vaddq_s8(vld1q_s8(quad + i), out_offset);
+            q.val[1] = vaddq_s8(vld1q_s8(quad + out_plane + i), out_offset);
+            q.val[2] = vaddq_s8(vld1q_s8(quad + 2 * out_plane + i), out_offset);
+            q.val[3] = vaddq_s8(vld1q_s8(quad + 3 * out_plane + i), out_offset);
+            vst4q_s8(planes + 4 * i, q);
+        }
+        for (u = 0; u < outer; ++u) {
+            const uint32_t *from = (const uint32_t *)(const void *)planes + u * pitch;
+            const int32_t step = (col ? p->out_w : 1) * C;
+            int8_t *to = out + (col ? u : u * p->out_w) * C;
+            if (lanes == 4 && words) {
+                /* 4 pixels' words per scatter store */
+                const uint32x4_t offs = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)step);
+                for (v = 0; v < inner; v += 4, to += 4 * step) {
+                    const mve_pred16_t m = vctp32q((uint32_t)(inner - v));
+                    vstrwq_scatter_offset_p_u32((uint32_t *)(void *)to, offs, vldrwq_z_u32(from + v, m), m);
+                }
+            } else if (lanes == 4) {
+                for (v = 0; v < inner; ++v, to += step) {
+                    *(tinyc_u32_unaligned *)(void *)to = from[v];
+                }
+            } else {
+                for (v = 0; v < inner; ++v, to += step) {
+                    for (j = 0; j < lanes; ++j) {
+                        to[j] = ((const int8_t *)(from + v))[j];
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
 static void dw_mve(const tinyc_conv_params *p, const int8_t *src, const int8_t *w, const int32_t *bias,
                    const int32_t *mult, const int32_t *shift, int8_t *dst, void *scratch, int32_t scratch_bytes)
 {
     const int32_t C = p->in_c, taps = p->k_h * p->k_w;
     const int32_t plane_h = dw_plane_h(p), plane_w = dw_plane_w(p);
     int32_t g;
-    if (p->out_h <= 0 || p->out_w <= 0 || scratch == 0 || scratch_bytes < 4 * plane_h * plane_w) {
-        return;  /* the plane is required: the compiler always plans it */
+    if (p->out_h <= 0 || p->out_w <= 0 || scratch == 0 ||
+        scratch_bytes < tinyc_depthwise_conv2d_mve_s8_scratch_bytes(p)) {
+        return;  /* the scratch is required: the compiler always plans it */
     }
+#if TINYC_MVE
+    if (dw_by_channel(p)) {
+        dw_mve_by_channel(p, src, w, bias, mult, shift, dst, (int8_t *)scratch);
+        return;
+    }
+#endif
     for (g = 0; 4 * g < C; ++g) {
         const int32_t lanes = C - 4 * g < 4 ? C - 4 * g : 4;
         dw_gather(p, src, g, (int8_t *)scratch, plane_h, plane_w);
