@@ -346,6 +346,176 @@ static void mve_pixel_pair(const mve_layer *l, const int8_t *x0, const int8_t *x
     job.act_max = l->act_max;
     mve_pair(&job);
 }
+
+/* MVE_CHUNK with every channel's weights in q2 (q3 holds mve_rows's clamp). */
+#define MVE_CHUNK_Q2                \
+    "vldrb.u8 q2, [r3], #16\n\t"    \
+    "vmlava.s8 r0, q0, q2\n\t"      \
+    "vmlava.s8 r8, q1, q2\n\t"      \
+    "vldrb.u8 q2, [r3], #16\n\t"    \
+    "vmlava.s8 r2, q0, q2\n\t"      \
+    "vmlava.s8 r10, q1, q2\n\t"     \
+    "vldrb.u8 q2, [r3], #16\n\t"    \
+    "vmlava.s8 r4, q0, q2\n\t"      \
+    "vmlava.s8 r12, q1, q2\n\t"     \
+    "vldrb.u8 q2, [r3], #16\n\t"    \
+    "vmlava.s8 r6, q0, q2\n\t"      \
+    "vmlava.s8 lr, q1, q2\n\t"
+
+/* Arguments of mve_rows (offsets fixed in the assembly). */
+typedef struct {
+    const int8_t *x;     /*  0: pixel 0's window */
+    const int8_t *w;     /*  4: the group's packed weights */
+    int32_t full;        /*  8: chunks of a window before its last */
+    uint32_t last;       /* 12: predicate of the last chunk's window lanes (VPR.P0) */
+    const int32_t *k;    /* 16: the group's vectors: folded bias, max(shift, 0), multiplier,
+                          * min(shift, 0), act_min, act_max */
+    int32_t skip;        /* 20: bytes from the end of pixel 0's window to the next pair's */
+    int32_t in_step;     /* 24: bytes from pixel 0's window to pixel 1's */
+    int8_t *out;         /* 28: pixel 0's 4 outputs */
+    int32_t out_step;    /* 32: bytes from pixel 0's outputs to pixel 1's */
+    int32_t pairs;       /* 36: pixel pairs (> 0; walked) */
+    int32_t out_offset;  /* 40 */
+    uint32_t lanes;      /* 44: predicate of the group's channels (VPR.P0) */
+    int32_t left;        /* 48: nonzero when a channel shifts left */
+} mve_rows_job;
+
+typedef char mve_rows_job_layout[(offsetof(mve_rows_job, pairs) == 36 && offsetof(mve_rows_job, left) == 48) ? 1 : -1];
+
+/* One channel group over pairs of windows laid out at a fixed step (a
+ * pointwise layer's pixels, a fully connected layer's batches): the group's
+ * bias, multiplier, shifts and clamp stay in q4-q7 and q3 across the pairs,
+ * the sums start as the bias (two lanes per VMOV), and the requantization of
+ * both pixels costs 23 instructions (mve_pair, which walks groups inside a
+ * pair, reloads them all per pair).  Narrowing stores take low registers: the
+ * outputs walk in r7. */
+__attribute__((naked, noinline)) static void mve_rows(mve_rows_job *job __attribute__((unused)))
+{
+    __asm__ volatile(
+        "push {r4-r11, lr}\n\t"
+        "vpush {d8-d15}\n\t"
+        "mov r11, r0\n\t"
+        "ldr r0, [r11, #16]\n\t"
+        "vldrw.u32 q4, [r0]\n\t"
+        "vldrw.u32 q5, [r0, #32]\n\t"
+        "vldrw.u32 q6, [r0, #48]\n\t"
+        "vldrw.u32 q7, [r0, #64]\n\t"
+        "vldrw.u32 q3, [r0, #80]\n\t"
+        "ldr r5, [r11]\n\t"
+        "ldr r7, [r11, #28]\n\t"
+        /* a pair */
+        "1:\n\t"
+        "ldr r0, [r11, #24]\n\t"
+        "add r1, r5, r0\n\t"
+        "ldr r3, [r11, #4]\n\t"
+        "vmov r0, r4, q4[2], q4[0]\n\t"
+        "vmov r2, r6, q4[3], q4[1]\n\t"
+        "vmov r8, r12, q4[2], q4[0]\n\t"
+        "vmov r10, lr, q4[3], q4[1]\n\t"
+        "ldr r9, [r11, #8]\n\t"
+        "cmp r9, #0\n\t"
+        "beq 3f\n\t"
+        "2:\n\t"
+        "vldrb.u8 q0, [r5], #16\n\t"
+        "vldrb.u8 q1, [r1], #16\n\t" MVE_CHUNK_Q2
+        "subs r9, r9, #1\n\t"
+        "bne 2b\n\t"
+        "3:\n\t"
+        "ldr r9, [r11, #12]\n\t"
+        "vmsr p0, r9\n\t"
+        "vpstt\n\t"
+        "vldrbt.u8 q0, [r5], #16\n\t"
+        "vldrbt.u8 q1, [r1], #16\n\t" MVE_CHUNK_Q2
+        "vmov q0[2], q0[0], r0, r4\n\t"
+        "vmov q0[3], q0[1], r2, r6\n\t"
+        "vmov q1[2], q1[0], r8, r12\n\t"
+        "vmov q1[3], q1[1], r10, lr\n\t"
+        "ldr r0, [r11, #48]\n\t"
+        "cbz r0, 4f\n\t"
+        "ldr r0, [r11, #16]\n\t"
+        "vldrw.u32 q2, [r0, #16]\n\t"
+        "vshl.s32 q0, q0, q2\n\t"
+        "vshl.s32 q1, q1, q2\n\t"
+        "4:\n\t"
+        "vqrdmulh.s32 q0, q0, q5\n\t"
+        "vqrdmulh.s32 q1, q1, q5\n\t"
+        "vand q2, q0, q6\n\t"
+        "vshr.s32 q2, q2, #31\n\t"
+        "vqadd.s32 q0, q0, q2\n\t"
+        "vand q2, q1, q6\n\t"
+        "vshr.s32 q2, q2, #31\n\t"
+        "vqadd.s32 q1, q1, q2\n\t"
+        "vrshl.s32 q0, q0, q6\n\t"
+        "vrshl.s32 q1, q1, q6\n\t"
+        "ldrd r0, r2, [r11, #40]\n\t"
+        "vqadd.s32 q0, q0, r0\n\t"
+        "vqadd.s32 q1, q1, r0\n\t"
+        "vmax.s32 q0, q0, q7\n\t"
+        "vmax.s32 q1, q1, q7\n\t"
+        "vmin.s32 q0, q0, q3\n\t"
+        "vmin.s32 q1, q1, q3\n\t"
+        "vmsr p0, r2\n\t"
+        "ldr r0, [r11, #32]\n\t"
+        "vpst\n\t"
+        "vstrbt.32 q0, [r7]\n\t"
+        "add r7, r7, r0\n\t"
+        "vpst\n\t"
+        "vstrbt.32 q1, [r7]\n\t"
+        "add r7, r7, r0\n\t"
+        "ldr r0, [r11, #20]\n\t"
+        "add r5, r5, r0\n\t"
+        "ldr r0, [r11, #36]\n\t"
+        "subs r0, r0, #1\n\t"
+        "str r0, [r11, #36]\n\t"
+        "bne 1b\n\t"
+        "vpop {d8-d15}\n\t"
+        "pop {r4-r11, pc}\n\t");
+}
+
+/* Every output channel of `count` windows of l->chunks * 16 - padding bytes
+ * at x + q * in_step (q < count), the outputs at out + q * l->n. */
+static void mve_windows(const mve_layer *l, const int8_t *x, int32_t in_step, int32_t count, int8_t *out)
+{
+    int32x4_t k[6] __attribute__((aligned(8)));
+    mve_rows_job job;
+    const int32_t pairs = count >> 1, window = 16 * l->chunks;
+    int32_t g;
+    job.w = l->w;
+    job.full = l->chunks - 1;
+    job.last = l->last;
+    job.k = (const int32_t *)k;
+    job.out_offset = l->out_offset;
+    k[4] = vdupq_n_s32(l->act_min);
+    k[5] = vdupq_n_s32(l->act_max);
+    for (g = 0; 4 * g < l->n; ++g, job.w += 4 * window) {
+        const int32_t lanes = l->n - 4 * g < 4 ? l->n - 4 * g : 4;
+        const mve_pred16_t m = vctp32q((uint32_t)lanes);
+        const int32x4_t shift = l->per_channel ? vldrwq_z_s32(l->shift + 4 * g, m) : vdupq_n_s32(l->shift[0]);
+        k[0] = vldrwq_s32(l->bias + 4 * g);
+        k[1] = vmaxq_s32(shift, vdupq_n_s32(0));
+        k[2] = l->per_channel ? vldrwq_z_s32(l->mult + 4 * g, m) : vdupq_n_s32(l->mult[0]);
+        k[3] = vminq_s32(shift, vdupq_n_s32(0));
+        job.left = vmaxvq_s32(0, shift) > 0;
+        job.lanes = m;
+        job.x = x;
+        job.out = out + 4 * g;
+        if (pairs > 0) {
+            job.skip = 2 * in_step - window;
+            job.in_step = in_step;
+            job.out_step = l->n;
+            job.pairs = pairs;
+            mve_rows(&job);
+        }
+        if (count & 1) {  /* the last window: a pair of itself */
+            job.x = x + 2 * pairs * in_step;
+            job.out = out + 2 * pairs * l->n + 4 * g;
+            job.in_step = 0;
+            job.out_step = 0;
+            job.pairs = 1;
+            mve_rows(&job);
+        }
+    }
+}
 #endif /* TINYC_MVE */
 
 #if TINYC_MVE
@@ -429,6 +599,11 @@ void tinyc_conv2d_mve_s8(const tinyc_conv_params *p, const int8_t *in, const int
             for (i = 0; i < chunks; ++i) {
                 offs[i] = vld1q_u8(ob + 16 * i);
             }
+        }
+        if (direct && p->stride_w == 1 && (p->stride_h == 1 || p->out_h == 1)) {
+            /* consecutive pixels: windows in_c bytes apart */
+            mve_windows(&l, in, p->in_c, pixels, out);
+            return;
         }
         for (q = 0; q < pixels; q += 2) {
             const int32_t r = q + 1 < pixels ? q + 1 : q;
@@ -524,7 +699,6 @@ void tinyc_fully_connected_mve_s8(const tinyc_fc_params *p, const int8_t *in, co
                                   const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out)
 {
     const int32_t k = p->in_features, n = p->out_features;
-    int32_t b;
     if (k <= 0) {
         return;
     }
@@ -533,12 +707,10 @@ void tinyc_fully_connected_mve_s8(const tinyc_fc_params *p, const int8_t *in, co
         const int32_t chunks = (k + 15) >> 4;
         const mve_layer l = {w, chunks, n, bias, mult, shift, p->per_channel, p->out_offset, p->act_min,
                              p->act_max, vctp8q((uint32_t)(k - 16 * (chunks - 1))), 1, chunks - 1};
-        for (b = 0; b < p->batches; b += 2) {
-            const int32_t r = b + 1 < p->batches ? b + 1 : b;
-            mve_pixel_pair(&l, in + b * k, in + r * k, 0, 0, out + b * n, out + r * n);
-        }
+        mve_windows(&l, in, k, p->batches, out);
     }
 #else
+    int32_t b;
     for (b = 0; b < p->batches; ++b) {
         dot_portable(in + b * k, k, w, n, bias, mult, shift, p->per_channel, p->out_offset, p->act_min,
                      p->act_max, out + b * n);
