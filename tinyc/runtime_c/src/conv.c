@@ -187,8 +187,11 @@ TINYC_FALLBACK static void conv_portable(const tinyc_conv_params *p, const int8_
     }
 }
 
+/* xs: room for the pixel's channels as int16 with the input offset added (the
+ * scratch, on cores without the DSP extension), or 0. */
 TINYC_FALLBACK static void conv1x1_portable(const tinyc_conv_params *p, const int8_t *in, const int8_t *w,
-                             const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out)
+                             const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out,
+                             int16_t *xs)
 {
     const int32_t in_c = p->in_c;
     const int32_t in_offset = p->in_offset;
@@ -212,13 +215,21 @@ TINYC_FALLBACK static void conv1x1_portable(const tinyc_conv_params *p, const in
             a.runs = 1;
             a.x_step = a.w_step = 0;
             a.offset = in_offset;
+            a.x16 = xs;
+            if (!TINYC_DSP && xs != 0 && out_c >= 4) {
+                tinyc_offset_copy(px, in_c, in_offset, xs);
+            }
             for (o = 0; !TINYC_DSP && o + 4 <= out_c; o += 4) {
                 int32_t k;
                 for (k = 0; k < 4; ++k) {
                     a.w[k] = w_row + k * in_c;
                     a.acc[k] = 0;
                 }
-                tinyc_dot4_s8(&a);
+                if (xs != 0) {
+                    tinyc_dot4_x16(&a);
+                } else {
+                    tinyc_dot4_s8(&a);
+                }
                 for (k = 0; k < 4; ++k) {
                     *out++ = requantize(a.acc[k], bias, o + k, mult, shift, &o_p);
                 }
@@ -1072,6 +1083,11 @@ int32_t tinyc_conv2d_1x1_s8_scratch_bytes(const tinyc_conv_params *p)
     if (p->in_c >= 4 && p->in_c <= TINYC_WBUF_K && p->out_h > 0 && p->out_w > 0) {
         return 16 * (p->in_c >> 2);
     }
+#else
+    /* a pixel's channels as int16 with the input offset added (conv1x1_portable) */
+    if (p->out_c >= 4 && p->out_h > 0 && p->out_w > 0) {
+        return 2 * p->in_c;
+    }
 #endif
     (void)p;
     return 0;
@@ -1113,11 +1129,13 @@ void tinyc_conv2d_1x1_s8(const tinyc_conv_params *p, const int8_t *in, const int
                scratch_words(scratch, scratch_bytes, tinyc_conv2d_1x1_s8_scratch_bytes(p)));
         return;
     }
+    conv1x1_portable(p, in, w, bias, mult, shift, out, 0);
 #else
-    (void)scratch;
-    (void)scratch_bytes;
+    const int32_t need = tinyc_conv2d_1x1_s8_scratch_bytes(p);
+    const int wide = need > 0 && scratch != 0 && scratch_bytes >= need && ((uintptr_t)scratch & 1u) == 0 &&
+                     p->in_offset >= -32767 + 128 && p->in_offset <= 32767 - 127;
+    conv1x1_portable(p, in, w, bias, mult, shift, out, wide ? (int16_t *)scratch : 0);
 #endif
-    conv1x1_portable(p, in, w, bias, mult, shift, out);
 }
 
 void tinyc_conv2d_s8(const tinyc_conv_params *p, const int8_t *in, const int8_t *w,

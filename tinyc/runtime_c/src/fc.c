@@ -15,8 +15,11 @@
 #include "tinyc/matmul_dsp.h"
 #include "tinyc/wide.h"
 
+/* xs: room for a row as int16 with the input offset added (the scratch, on
+ * cores without the DSP extension), or 0. */
 TINYC_FALLBACK static void fc_portable(const tinyc_fc_params *p, const int8_t *in, const int8_t *w,
-                                       const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out)
+                                       const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out,
+                                       int16_t *xs)
 {
     const int32_t n_in = p->in_features;
     const int32_t in_offset = p->in_offset;
@@ -37,13 +40,21 @@ TINYC_FALLBACK static void fc_portable(const tinyc_fc_params *p, const int8_t *i
         a.runs = 1;
         a.x_step = a.w_step = 0;
         a.offset = in_offset;
+        a.x16 = xs;
+        if (!TINYC_DSP && xs != 0 && p->out_features >= 4) {
+            tinyc_offset_copy(x, n_in, in_offset, xs);
+        }
         for (o = 0; !TINYC_DSP && o + 4 <= p->out_features; o += 4) {  /* (DSP cores: a fallback) */
             int32_t j;
             for (j = 0; j < 4; ++j) {
                 a.w[j] = w_row + j * n_in;
                 a.acc[j] = bias != 0 ? bias[o + j] : 0;
             }
-            tinyc_dot4_s8(&a);
+            if (xs != 0) {
+                tinyc_dot4_x16(&a);
+            } else {
+                tinyc_dot4_s8(&a);
+            }
             for (j = 0; j < 4; ++j) {
                 const int32_t k = p->per_channel ? o + j : 0;
                 int32_t v;
@@ -135,18 +146,39 @@ static void fc_dsp(const tinyc_fc_params *p, const int8_t *in, const int8_t *w, 
 }
 #endif
 
+int32_t tinyc_fully_connected_s8_scratch_bytes(const tinyc_fc_params *p)
+{
+#if !TINYC_DSP
+    /* a row as int16 with the input offset added (fc_portable); kernels/conv.py
+     * holds the same rule */
+    if (p->batches > 0 && p->out_features >= 4) {
+        return 2 * p->in_features;
+    }
+#endif
+    (void)p;
+    return 0;
+}
+
 void tinyc_fully_connected_s8(const tinyc_fc_params *p, const int8_t *in, const int8_t *w,
-                              const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out)
+                              const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out,
+                              void *scratch, int32_t scratch_bytes)
 {
 #if TINYC_DSP
+    (void)scratch;
+    (void)scratch_bytes;
     if (p->in_offset >= -32767 + 128 && p->in_offset <= 32767 - 127 &&
         tinyc_rq_layer_ok(mult, shift, p->per_channel ? p->out_features : 1, p->out_offset, p->act_min,
                           p->act_max)) {
         fc_dsp(p, in, w, bias, mult, shift, out);
         return;
     }
+    fc_portable(p, in, w, bias, mult, shift, out, 0);
+#else
+    const int32_t need = tinyc_fully_connected_s8_scratch_bytes(p);
+    const int wide = need > 0 && scratch != 0 && scratch_bytes >= need && ((uintptr_t)scratch & 1u) == 0 &&
+                     p->in_offset >= -32767 + 128 && p->in_offset <= 32767 - 127;
+    fc_portable(p, in, w, bias, mult, shift, out, wide ? (int16_t *)scratch : 0);
 #endif
-    fc_portable(p, in, w, bias, mult, shift, out);
 }
 
 /* ---- wide weights (tinyc/wide.h; the bias holds in_offset * sum(w)) ------- */

@@ -125,6 +125,15 @@ static inline int32_t tinyc_sat8(int32_t v)
 #endif
 }
 
+/* xs[i] = x[i] + offset, i < n: a run for tinyc_dot4_x16 (|offset| <= 32767 - 128). */
+static inline void tinyc_offset_copy(const int8_t *x, int32_t n, int32_t offset, int16_t *xs)
+{
+    const int8_t *const end = x + n;
+    while (x != end) {
+        *xs++ = (int16_t)(*x++ + offset);
+    }
+}
+
 /* The portable kernels' inner loop: 4 sums sharing one run of input values,
  *   acc[j] += sum_r sum_i (x[r * x_step + i] + offset) * w[j][r * w_step + i]
  * over runs r < runs and i < n (e.g. a convolution window's kernel rows
@@ -141,10 +150,11 @@ typedef struct {
     int32_t w_step;       /* 32 */
     int32_t offset;       /* 36 */
     int32_t acc[4];       /* 40 */
+    const int16_t *x16;   /* 56: tinyc_dot4_x16's run (the offset added) */
 } tinyc_dot4_args;
 
 #if defined(__thumb2__) && defined(__GNUC__) && !defined(__ARM_FEATURE_DSP)
-typedef char tinyc_dot4_args_layout[(sizeof(void *) == 4 && sizeof(tinyc_dot4_args) == 56) ? 1 : -1];
+typedef char tinyc_dot4_args_layout[(sizeof(void *) == 4 && sizeof(tinyc_dot4_args) == 60) ? 1 : -1];
 
 /* One input value of a run: its 4 MACs (r11 the value plus the offset). */
 #define TINYC_DOT4_ONE                 \
@@ -248,6 +258,38 @@ __attribute__((naked, noinline, unused)) static void tinyc_dot4_s8(tinyc_dot4_ar
         "add sp, sp, #8\n\t"
         "pop {r4-r11, pc}\n\t");
 }
+
+/* tinyc_dot4_s8 over one run of int16 values x16 (the offset already added:
+ * a kernel's copy of its input in the scratch), offset and runs unused: 20
+ * instructions per 8 MACs.  r10 holds the arguments' address. */
+__attribute__((naked, noinline, unused)) static void tinyc_dot4_x16(tinyc_dot4_args *a __attribute__((unused)))
+{
+    __asm__ volatile(
+        "push {r4-r11, lr}\n\t"
+        "mov r10, r0\n\t"
+        "add r12, r10, #40\n\t"
+        "ldm r12, {r6-r9}\n\t"
+        "add r12, r10, #4\n\t"
+        "ldm r12, {r2-r5}\n\t"
+        "ldr r11, [r10, #20]\n\t"
+        "ldr r0, [r10, #56]\n\t"
+        "add r1, r0, r11, lsl #1\n\t"
+        "lsls r11, r11, #31\n\t"
+        "beq 2f\n\t"
+        "ldrsh r11, [r0], #2\n\t" TINYC_DOT4_ONE
+        "2:\n\t"
+        "cmp r0, r1\n\t"
+        "beq 4f\n\t"
+        "3:\n\t"
+        "ldrsh r11, [r0, #2]\n\t"
+        "ldrsh r12, [r0], #4\n\t" TINYC_DOT4_TWO
+        "cmp r0, r1\n\t"
+        "bne 3b\n\t"
+        "4:\n\t"
+        "add r10, r10, #40\n\t"
+        "stm r10, {r6-r9}\n\t"
+        "pop {r4-r11, pc}\n\t");
+}
 #else
 __attribute__((noinline, unused)) static void tinyc_dot4_s8(tinyc_dot4_args *a)
 {
@@ -273,6 +315,25 @@ __attribute__((noinline, unused)) static void tinyc_dot4_s8(tinyc_dot4_args *a)
         w1 += skip;
         w2 += skip;
         w3 += skip;
+    }
+    a->acc[0] = (int32_t)a0;
+    a->acc[1] = (int32_t)a1;
+    a->acc[2] = (int32_t)a2;
+    a->acc[3] = (int32_t)a3;
+}
+
+__attribute__((noinline, unused)) static void tinyc_dot4_x16(tinyc_dot4_args *a)
+{
+    const int16_t *x = a->x16;
+    const int16_t *const end = x + a->n;
+    const int8_t *w0 = a->w[0], *w1 = a->w[1], *w2 = a->w[2], *w3 = a->w[3];
+    uint32_t a0 = (uint32_t)a->acc[0], a1 = (uint32_t)a->acc[1], a2 = (uint32_t)a->acc[2], a3 = (uint32_t)a->acc[3];
+    while (x != end) {
+        const int32_t v = *x++;
+        a0 += (uint32_t)(v * *w0++);
+        a1 += (uint32_t)(v * *w1++);
+        a2 += (uint32_t)(v * *w2++);
+        a3 += (uint32_t)(v * *w3++);
     }
     a->acc[0] = (int32_t)a0;
     a->acc[1] = (int32_t)a1;
