@@ -145,9 +145,9 @@ def test_qemu_mps3_an547_helium_kernels_reproduce_goldens(tmp_path, name):
 
 @needs_shared
 @needs_qemu
-@pytest.mark.parametrize("board", ["mps2-an500", "mps3-an547", "netduinoplus2", "stm32f746", "nrf52840"])
+@pytest.mark.parametrize("board", ["mps2-an500", "mps3-an547", "mps2-an385", "netduinoplus2", "stm32f746", "nrf52840"])
 def test_qemu_other_cores_reproduce_goldens(tmp_path, board):
-    """A small model (MLPerf Tiny KWS) on the Cortex-M7, M55 and STM32F405 machines,
+    """A small model (MLPerf Tiny KWS) on the Cortex-M7, M55, M3 (the portable kernels) and STM32F405 machines,
     through the command line; real boards run on their core's stand-in."""
     name = "mlperf_kws_dscnn"
     data = SHARED_MODELS / "goldens" / f"{name}.npz"

@@ -66,8 +66,10 @@ def lib(runtime_lib):
         getattr(dll, name).restype = None
         getattr(dll, name + "_scratch_bytes").argtypes = [ctypes.c_void_p]
         getattr(dll, name + "_scratch_bytes").restype = ctypes.c_int32
-    dll.tinyc_fully_connected_s8.argtypes = [ctypes.c_void_p] * 7
+    dll.tinyc_fully_connected_s8.argtypes = [ctypes.c_void_p] * 8 + [ctypes.c_int32]
     dll.tinyc_fully_connected_s8.restype = None
+    dll.tinyc_fully_connected_s8_scratch_bytes.argtypes = [ctypes.c_void_p]
+    dll.tinyc_fully_connected_s8_scratch_bytes.restype = ctypes.c_int32
     for name in ("tinyc_conv2d_wide_s8", "tinyc_fully_connected_wide_s8", "tinyc_conv2d_mve_s8"):  # ..., scratch, bytes
         getattr(dll, name).argtypes = [ctypes.c_void_p] * 8 + [ctypes.c_int32]
         getattr(dll, name).restype = None
@@ -98,11 +100,17 @@ def run_c_weighted(lib, name: str, p, x, w, bias, mult, shift, out_shape) -> np.
         np.ascontiguousarray(mult, dtype=np.int32),
         np.ascontiguousarray(shift, dtype=np.int32),
     ]
-    out = np.full(out_shape, 99, dtype=np.int8)  # not 0: every element must be written
     cp = p.to_ctypes()
-    scratch = () if name == "tinyc_fully_connected_s8" else (None, 0)  # the portable C needs no scratch
-    getattr(lib, name)(ctypes.byref(cp), *map(_ptr, arrays), _ptr(out), *scratch)
-    return out
+    # without scratch, then with the scratch the kernel asks for (the portable
+    # C's int16 copy of its input): the same bytes
+    outs = []
+    for size in (0, getattr(lib, name + "_scratch_bytes")(ctypes.byref(cp))):
+        scratch = np.full(max(size, 1), 0x5A, dtype=np.int8)  # garbage: the kernel writes before it reads
+        out = np.full(out_shape, 99, dtype=np.int8)  # not 0: every element must be written
+        getattr(lib, name)(ctypes.byref(cp), *map(_ptr, arrays), _ptr(out), _ptr(scratch) if size else None, size)
+        outs.append(out)
+    np.testing.assert_array_equal(outs[1], outs[0], err_msg=f"{name}: with and without scratch")
+    return outs[0]
 
 
 def run_c_pool(lib, name: str, p, x, out_shape) -> np.ndarray:

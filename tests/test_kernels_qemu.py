@@ -9,7 +9,8 @@ dilation, depth multipliers, groups, clamp ranges, requantization parameters
 inside and outside the fast paths' ranges) are generated in Python with their
 expected outputs from the numpy specs (tinyc/kernels), written into one C
 program as constant arrays, and run on mps2-an386 (Cortex-M4), mps2-an500
-(Cortex-M7) and mps3-an547 (Cortex-M55) under QEMU.  The program checks every
+(Cortex-M7), mps3-an547 (Cortex-M55) and mps2-an385 (Cortex-M3: the portable
+kernels with their Thumb-2 loops, tinyc_rqp and their scratch) under QEMU.  The program checks every
 output byte and the guard bytes around the output and the in-place scratch,
 exits 0 when every case matches, else reports the first mismatch over
 semihosting.  Also: the runtime builds without warnings and without undefined
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,9 @@ MACHINES = {
     "mps2-an386": ("cortex-m4", ("-mfpu=fpv4-sp-d16", "-mfloat-abi=hard")),
     "mps2-an500": ("cortex-m7", ("-mfpu=fpv5-d16", "-mfloat-abi=hard")),
     "mps3-an547": ("cortex-m55", ("-mfloat-abi=hard",)),
+    "mps2-an385": ("cortex-m3", ("-mfloat-abi=soft",)),  # no DSP extension: the portable kernels
 }
+PORTABLE = ("mps2-an385",)  # machines whose builds take the portable C (their scratch: dsp=False)
 BUILD_CORES = {**{core: flags for core, flags in MACHINES.values()}, "cortex-m0plus": ("-mfloat-abi=soft",)}
 
 KINDS = {  # kind -> C call (x, w, b, m, s, out, scratch, the scratch bytes given)
@@ -69,7 +72,8 @@ KINDS = {  # kind -> C call (x, w, b, m, s, out, scratch, the scratch bytes give
     "give)",
     "dw_inplace": "tinyc_depthwise_conv2d_inplace_s8((const tinyc_conv_params *)c->p, out, c->w, c->b, c->m, "
     "c->s, scratch, give)",
-    "fc": "tinyc_fully_connected_s8((const tinyc_fc_params *)c->p, c->x, c->w, c->b, c->m, c->s, out)",
+    "fc": "tinyc_fully_connected_s8((const tinyc_fc_params *)c->p, c->x, c->w, c->b, c->m, c->s, out, scratch, "
+    "give)",
     "max_pool": "tinyc_max_pool_s8((const tinyc_pool_params *)c->p, c->x, out)",
     "avg_pool": "tinyc_avg_pool_s8((const tinyc_pool_params *)c->p, c->x, out)",
     "mean": "tinyc_mean_s8((const tinyc_mean_params *)c->p, c->x, out)",
@@ -232,6 +236,7 @@ KERNEL_OF = {"conv": "conv2d_s8", "conv1x1": "conv2d_1x1_s8", "dw": "depthwise_c
              "dw_inplace": "depthwise_conv2d_inplace_s8"}
 SCRATCH_BYTES = {kind: f"tinyc_{name}_scratch_bytes((const tinyc_conv_params *)c->p)"
                  for kind, name in KERNEL_OF.items()}
+SCRATCH_BYTES["fc"] = "tinyc_fully_connected_s8_scratch_bytes((const tinyc_fc_params *)c->p)"
 SCRATCH_BYTES["conv_wide"] = "tinyc_conv2d_wide_s8_scratch_bytes((const tinyc_conv_params *)c->p)"
 SCRATCH_BYTES["fc_wide"] = "tinyc_fully_connected_wide_s8_scratch_bytes((const tinyc_fc_params *)c->p)"
 SCRATCH_BYTES["conv_mve"] = "tinyc_conv2d_mve_s8_scratch_bytes((const tinyc_conv_params *)c->p)"
@@ -247,6 +252,25 @@ def scratch_of(kind: str, p: ConvParams) -> tuple[int, int]:
     n = KERNELS[KERNEL_OF[kind]].scratch_bytes(p, dsp=True)
     floor = depthwise_inplace_scratch_bytes(p) if kind == "dw_inplace" else 0  # the plane is required
     return n, n - 1 if n - 1 >= floor else -1
+
+
+def without_dsp(cases: list[Case]) -> list[Case]:
+    """The cases as a core without the DSP extension runs them: the scratch its
+    descriptors plan there (the portable kernels' int16 copies of their input),
+    a byte less to run again with (the slower path, the same values); no
+    Helium kernels."""
+    names = {**KERNEL_OF, **PREPACKED, "fc": "fully_connected_s8"}
+    out = []
+    for c in cases:
+        if c.kind.endswith("_mve"):
+            continue
+        if c.kind not in names:
+            out.append(c)
+            continue
+        n = KERNELS[names[c.kind]].scratch_bytes(c.params, dsp=False)
+        floor = depthwise_inplace_scratch_bytes(c.params) if c.kind == "dw_inplace" else 0
+        out.append(replace(c, scratch=n, short=n - 1 if n - 1 >= floor else -1))
+    return out
 
 
 def conv_case(rng, kind: str) -> Case:
@@ -771,7 +795,7 @@ def cases() -> list[Case]:
 
 # Different random cases on each machine (the M55's 512 KB ITCM holds one set,
 # the MPS2 boards' 4 MB two): more shapes for the same time.
-SEEDS = {"mps2-an386": (2024, 7), "mps2-an500": (2025, 9), "mps3-an547": (13,)}
+SEEDS = {"mps2-an386": (2024, 7), "mps2-an500": (2025, 9), "mps3-an547": (13,), "mps2-an385": (2026, 11)}
 
 
 @needs_tools
@@ -780,6 +804,8 @@ def test_kernels_bit_exact_on_qemu(tmp_path, machine):
     cases = [c for seed in SEEDS[machine] for c in make_cases(seed)]
     if machine == "mps3-an547":  # half the random DSP cases left out (the M4 / M7 run them): the rest fill its ITCM
         cases = [c for i, c in enumerate(cases) if c.note == "model-like" or c.kind.endswith("_mve") or i % 2 == 0]
+    elif machine in PORTABLE:
+        cases = without_dsp(cases)
     else:  # the Helium kernels run on the Cortex-M55 only (their plain loop: test_kernels_conv.py)
         cases = [c for c in cases if not c.kind.endswith("_mve")]
     result = run_cases(tmp_path, cases, machine)
@@ -806,7 +832,8 @@ def test_cases_cover_the_fast_paths(cases):
 def test_runtime_builds_clean_for_cortex_m(tmp_path, core, opt):
     """Every runtime source, -Wall -Wextra -Werror, for each core and optimization
     level (the assembly loops must build at -O0 too); no undefined symbol on the
-    DSP cores, only libgcc's arithmetic helpers on the Cortex-M0+."""
+    DSP cores, only libgcc's arithmetic helpers on the cores without an FPU
+    (Cortex-M0+, M3)."""
     objects = []
     for src in sorted((RUNTIME / "src").glob("*.c")):
         obj = tmp_path / (src.stem + ".o")
@@ -836,7 +863,7 @@ def test_runtime_builds_clean_for_cortex_m(tmp_path, core, opt):
     undefined = {line.split()[-1] for line in res.stdout.splitlines() if line.strip() and not line.endswith(":")}
     res = subprocess.run(["arm-none-eabi-nm", "--defined-only", *objects], capture_output=True, text=True, check=True)
     undefined -= {line.split()[-1] for line in res.stdout.splitlines() if len(line.split()) == 3}  # between sources
-    if core == "cortex-m0plus":
+    if "-mfloat-abi=soft" in BUILD_CORES[core]:  # no FPU (the training kernels' float): libgcc's helpers
         assert all(name.startswith("__aeabi_") for name in undefined), undefined
     else:
         assert undefined == set(), undefined
@@ -848,3 +875,130 @@ def test_runtime_builds_clean_for_cortex_m(tmp_path, core, opt):
         frames = qemu.stack_usage(tmp_path.glob("*.su"))
         big = {f: v for f, v in frames.items() if v > 512}
         assert not big, big
+
+
+# ----------------------------------------------------------------------------
+# the portable requantization (fixedpoint.h tinyc_rqp), on the host and the M3
+# ----------------------------------------------------------------------------
+
+RQP_PROGRAM = r"""
+#include <stdint.h>
+#include "tinyc/fixedpoint.h"
+
+static uint32_t state = 2463534242u;
+
+static uint32_t next(void)
+{
+    state ^= state << 13;
+    state ^= state >> 17;
+    state ^= state << 5;
+    return state;
+}
+
+static int32_t failures, checks;
+
+/* tinyc_rqp against tinyc_mbqm plus the offset in int64 (the numpy spec's sum) */
+static void check(int32_t acc, int32_t mult, int32_t shift, int32_t off)
+{
+    const int64_t want = (int64_t)tinyc_mbqm(acc, mult, shift) + off;
+    ++checks;
+    if ((int64_t)tinyc_rqp(acc, mult, shift, off) != want) {
+        ++failures;
+    }
+}
+
+static void channel(int32_t mult, int32_t shift)
+{
+    static const int32_t offs[] = {0, -128, 127, 1 << 29, -(1 << 29)};
+    static const int32_t fixed[] = {INT32_MIN, INT32_MIN + 1, -65536, -1, 0, 1, 65535, INT32_MAX - 1, INT32_MAX};
+    const int32_t right = -shift;
+    int32_t o, i;
+    for (o = 0; o < 5; ++o) {
+        for (i = 0; i < 9; ++i) {
+            check(fixed[i], mult, shift, offs[o]);
+        }
+        for (i = 0; i < 24; ++i) {
+            const int32_t r = (int32_t)next();
+            check(r, mult, shift, offs[o]);                 /* anywhere */
+            check(r >> (int32_t)(next() % 31u), mult, shift, offs[o]);   /* smaller sums */
+        }
+        if (mult == (1 << 30) && right < 30) {
+            /* SRDHM(2t, 2^30) = t: the rounding's ties (x = k * 2^right +- 2^(right - 1)) and their neighbours */
+            for (i = 0; i < 8; ++i) {
+                const int32_t k = (int32_t)(next() % 2001u) - 1000;
+                const int64_t tie = (int64_t)k * ((int64_t)1 << right) + (i & 1 ? 1 : -1) * ((int64_t)1 << (right - 1));
+                int32_t d;
+                for (d = -1; d <= 1; ++d) {
+                    const int64_t acc = 2 * tie + d;
+                    if (acc >= INT32_MIN && acc <= INT32_MAX) {
+                        check((int32_t)acc, mult, shift, offs[o]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* 0 when every check passed and tinyc_rqp_ok takes exactly the channels it should */
+int rqp_main(void)
+{
+    static const int32_t mults[] = {1 << 30, (1 << 30) + 1, INT32_MAX, INT32_MAX - 1, 0x5A5A5A5A};
+    int32_t m, s, i;
+    for (s = -31; s <= -1; ++s) {
+        for (m = 0; m < 5; ++m) {
+            channel(mults[m], s);
+        }
+        for (i = 0; i < 12; ++i) {
+            channel((int32_t)((1u << 30) | (next() >> 2)), s);
+        }
+    }
+    channel(0, 0);   /* a zero scale */
+    {
+        const int32_t ok_m[] = {1 << 30, 0, INT32_MAX}, ok_s[] = {-31, 0, -1};
+        const int32_t no_m[] = {(1 << 30) - 1, 1 << 30, 0, 1 << 30, INT32_MIN, 1 << 30};
+        const int32_t no_s[] = {-5, 0, -3, -32, -1, 1};
+        if (!tinyc_rqp_ok(ok_m, ok_s, 3, 1 << 29) || tinyc_rqp_ok(ok_m, ok_s, 3, (1 << 29) + 1)) {
+            return 2;
+        }
+        for (i = 0; i < 6; ++i) {
+            if (tinyc_rqp_ok(no_m + i, no_s + i, 1, 0)) {
+                return 3;
+            }
+        }
+    }
+    return failures == 0 && checks > 100000 ? 0 : 1;
+}
+"""
+
+
+def test_portable_requantization_is_exact_on_the_host(tmp_path):
+    """tinyc_rqp equals tinyc_mbqm plus the offset (in int64) for extreme and
+    random sums, every right shift, the rounding's ties, extreme multipliers and
+    offsets, and a zero scale; tinyc_rqp_ok refuses the channels it cannot take."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no host C compiler")
+    (tmp_path / "rqp.c").write_text(RQP_PROGRAM + "int main(void) { return rqp_main(); }\n")
+    exe = tmp_path / "rqp"
+    subprocess.run([cc, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-I", str(RUNTIME / "include"),
+                    str(tmp_path / "rqp.c"), "-o", str(exe)], check=True)
+    assert subprocess.run([str(exe)]).returncode == 0
+
+
+@needs_tools
+def test_portable_requantization_is_exact_on_the_cortex_m3(tmp_path):
+    """The same checks built for the Cortex-M3 (its SMLAL and SSAT forms)."""
+    from tinyc.sim import qemu
+
+    machine = "mps2-an385"
+    core, flags = MACHINES[machine]
+    m = qemu.MACHINES[machine]
+    (tmp_path / "rqp.c").write_text(RQP_PROGRAM + "int main(void) { return rqp_main(); }\n")
+    ld = tmp_path / "fw.ld"
+    ld.write_text(qemu.render_linker_script(m.flash[0], m.flash[1], m.ram[0], m.ram[1], 16384))
+    elf = tmp_path / "fw.elf"
+    qemu.compile_firmware([tmp_path / "rqp.c", *qemu.firmware_sources()], [RUNTIME / "include", qemu.FIRMWARE_DIR],
+                          elf, core, list(flags), ld)
+    result = qemu.run_qemu(elf, machine, tmp_path, timeout=300, count=False)
+    assert result.fault is None, result.fault
+    assert result.exit_code == 0, result.stderr

@@ -69,7 +69,7 @@ KERNELS: dict[str, Kernel] = dict([
        in_place_variant="depthwise_conv2d_inplace_s8", in_place_when=conv.depthwise_inplace_ok),
     _k("depthwise_conv2d_inplace_s8", "weights_in_place", conv.depthwise_conv2d_inplace_s8,
        scratch=conv.depthwise_inplace_scratch_bytes),
-    _k("fully_connected_s8", "weights", conv.fully_connected_s8),
+    _k("fully_connected_s8", "weights", conv.fully_connected_s8, scratch=conv.fc_scratch_bytes),
     # the same layers with wide weights and folded biases (passes/widen.py)
     _k("conv2d_wide_s8", "weights", conv.conv2d_wide_s8, scratch=conv.conv2d_wide_scratch_bytes),
     _k("fully_connected_wide_s8", "weights", conv.fully_connected_wide_s8, scratch=conv.fc_wide_scratch_bytes),

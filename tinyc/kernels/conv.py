@@ -437,10 +437,14 @@ DWT_MAX_WORDS = 84  # dw_inplace.c: the in-place table's words
 
 
 def conv2d_1x1_scratch_bytes(p: ConvParams, dsp: bool) -> int:
-    """Two weight rows sign-extended to int16 pairs: 4 * K bytes (K = in_c <= WBUF_MAX_K)."""
-    if dsp and 4 <= p.in_c <= WBUF_MAX_K and p.out_h > 0 and p.out_w > 0:
-        return 16 * (p.in_c >> 2)
-    return 0
+    """Two weight rows sign-extended to int16 pairs: 4 * K bytes (K = in_c <= WBUF_MAX_K).
+    Without the DSP extension: a pixel's channels as int16 with the input offset
+    added, 2 * in_c bytes (when there are 4 output channels to share them)."""
+    if p.out_h < 1 or p.out_w < 1:
+        return 0
+    if dsp:
+        return 16 * (p.in_c >> 2) if 4 <= p.in_c <= WBUF_MAX_K else 0
+    return 2 * p.in_c if p.out_c >= 4 else 0
 
 
 def conv2d_scratch_bytes(p: ConvParams, dsp: bool) -> int:
@@ -477,6 +481,14 @@ def conv2d_mve_scratch_bytes(p: ConvParams, dsp: bool) -> int:
     if p.k_h == p.k_w == 1 and p.pad_t == p.pad_l == 0:
         return 0
     return 32 * chunks
+
+
+def fc_scratch_bytes(p: FCParams, dsp: bool) -> int:
+    """Without the DSP extension: a row as int16 with the input offset added,
+    2 * in_features bytes (when there are 4 output features to share it)."""
+    if dsp or p.batches < 1 or p.out_features < 4:
+        return 0
+    return 2 * p.in_features
 
 
 FCW_GROUPS = 128  # fc.c: groups of 4 features per chunk of a long row

@@ -56,18 +56,46 @@ static void tap_range(int32_t origin, int32_t dil, int32_t k, int32_t size,
 /* The output's offset and clamp, read from the parameters once per call: a
  * store through an int8_t output may alias *p, so the portable loops would
  * reload these (narrow) fields for every output (they read the geometry into
- * locals likewise). */
+ * locals likewise).  Cores without the DSP extension also note whether every
+ * channel takes the cheaper exact requantization (fixedpoint.h tinyc_rqp) and
+ * whether the clamp is the whole int8 range (one SSAT). */
 typedef struct {
     int32_t out_offset, act_min, act_max;
+    int rqp, full;
 } conv_out;
 
-static int8_t requantize(int32_t acc, const int32_t *bias, int32_t c, const int32_t *mult,
-                         const int32_t *shift, const conv_out *p)
+static conv_out conv_out_of(const tinyc_conv_params *p, const int32_t *mult, const int32_t *shift)
+{
+    conv_out o;
+    o.out_offset = p->out_offset;
+    o.act_min = p->act_min;
+    o.act_max = p->act_max;
+    o.rqp = !TINYC_DSP && tinyc_rqp_ok(mult, shift, p->out_c, p->out_offset);
+    o.full = !TINYC_DSP && p->act_min == TINYC_INT8_MIN && p->act_max == TINYC_INT8_MAX;
+    return o;
+}
+
+/* (inlined on cores without the DSP extension, where it runs for every output;
+ * out of line in the DSP builds' rarely taken fallbacks) */
+#if TINYC_DSP
+static
+#else
+static inline __attribute__((always_inline))
+#endif
+int8_t requantize(int32_t acc, const int32_t *bias, int32_t c, const int32_t *mult, const int32_t *shift,
+                  const conv_out *p)
 {
     if (bias != 0) {
         acc += bias[c];
     }
-    acc = tinyc_mbqm(acc, mult[c], shift[c]) + p->out_offset;
+    if (!TINYC_DSP && p->rqp) {
+        acc = tinyc_rqp(acc, mult[c], shift[c], p->out_offset);
+    } else {
+        acc = tinyc_mbqm(acc, mult[c], shift[c]) + p->out_offset;
+    }
+    if (!TINYC_DSP && p->full) {
+        return (int8_t)tinyc_sat8(acc);
+    }
     return (int8_t)tinyc_clamp32(acc, p->act_min, p->act_max);
 }
 
@@ -79,7 +107,7 @@ TINYC_FALLBACK static void conv_portable(const tinyc_conv_params *p, const int8_
     const int32_t cg = in_c / groups;             /* input channels per group */
     const int32_t og = p->out_c / groups;         /* output channels per group */
     const int32_t in_offset = p->in_offset;
-    const conv_out o_p = {p->out_offset, p->act_min, p->act_max};
+    const conv_out o_p = conv_out_of(p, mult, shift);
     const int32_t in_h = p->in_h, in_w = p->in_w, out_h = p->out_h, out_w = p->out_w, k_h = p->k_h, k_w = p->k_w;
     const int32_t stride_h = p->stride_h, stride_w = p->stride_w, dil_h = p->dil_h, dil_w = p->dil_w;
     const int32_t pad_t = p->pad_t, pad_l = p->pad_l;
@@ -107,21 +135,25 @@ TINYC_FALLBACK static void conv_portable(const tinyc_conv_params *p, const int8_
              * rarely taken fallback, kept small) */
             if (!TINYC_DSP && groups == 1 && dil_w == 1) {
                 /* one group without column dilation: each kernel row's taps are
-                 * one contiguous run of input and of weights, 4 channels at a time */
-                const int32_t run = (kx1 - kx0) * cg;
+                 * one contiguous run of input and of weights, 4 channels at a
+                 * time over all the window's rows */
+                tinyc_dot4_args a;
+                a.runs = kx1 > kx0 ? ky1 - ky0 : 0;
+                a.x = a.runs > 0 ? in + win : in;
+                a.n = (kx1 - kx0) * cg;
+                a.x_step = tap_step_y;
+                a.w_step = w_row;
+                a.offset = in_offset;
                 for (; j + 4 <= og; j += 4) {
-                    int32_t acc[4];
-                    int32_t ky, in_row = win, k;
-                    acc[0] = acc[1] = acc[2] = acc[3] = 0;
-                    if (kx1 > kx0) {
-                        for (ky = ky0; ky < ky1; ++ky) {
-                            tinyc_dot4_s8(in + in_row, w + j * w_filter + ky * w_row + kx0 * cg, w_filter, run,
-                                          in_offset, acc);
-                            in_row += tap_step_y;
-                        }
-                    }
+                    const int8_t *wj = w + j * w_filter + ky0 * w_row + kx0 * cg;
+                    int32_t k;
                     for (k = 0; k < 4; ++k) {
-                        *out++ = requantize(acc[k], bias, j + k, mult, shift, &o_p);
+                        a.w[k] = wj + k * w_filter;
+                        a.acc[k] = 0;
+                    }
+                    tinyc_dot4_s8(&a);
+                    for (k = 0; k < 4; ++k) {
+                        *out++ = requantize(a.acc[k], bias, j + k, mult, shift, &o_p);
                     }
                 }
             }
@@ -155,12 +187,15 @@ TINYC_FALLBACK static void conv_portable(const tinyc_conv_params *p, const int8_
     }
 }
 
+/* xs: room for the pixel's channels as int16 with the input offset added (the
+ * scratch, on cores without the DSP extension), or 0. */
 TINYC_FALLBACK static void conv1x1_portable(const tinyc_conv_params *p, const int8_t *in, const int8_t *w,
-                             const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out)
+                             const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out,
+                             int16_t *xs)
 {
     const int32_t in_c = p->in_c;
     const int32_t in_offset = p->in_offset;
-    const conv_out o_p = {p->out_offset, p->act_min, p->act_max};
+    const conv_out o_p = conv_out_of(p, mult, shift);
     const int32_t out_c = p->out_c, out_w = p->out_w, out_h = p->out_h;
     /* Input step between output columns and between output rows. */
     const int32_t step_x = p->stride_w * in_c;
@@ -174,12 +209,29 @@ TINYC_FALLBACK static void conv1x1_portable(const tinyc_conv_params *p, const in
             /* One pixel: out[o] = dot(pixel channels, weight row o). */
             const int8_t *px = in + at;
             const int8_t *w_row = w;
+            tinyc_dot4_args a;
+            a.x = px;
+            a.n = in_c;
+            a.runs = 1;
+            a.x_step = a.w_step = 0;
+            a.offset = in_offset;
+            a.x16 = xs;
+            if (!TINYC_DSP && xs != 0 && out_c >= 4) {
+                tinyc_offset_copy(px, in_c, in_offset, xs);
+            }
             for (o = 0; !TINYC_DSP && o + 4 <= out_c; o += 4) {
-                int32_t acc[4], k;
-                acc[0] = acc[1] = acc[2] = acc[3] = 0;
-                tinyc_dot4_s8(px, w_row, in_c, in_c, in_offset, acc);
+                int32_t k;
                 for (k = 0; k < 4; ++k) {
-                    *out++ = requantize(acc[k], bias, o + k, mult, shift, &o_p);
+                    a.w[k] = w_row + k * in_c;
+                    a.acc[k] = 0;
+                }
+                if (xs != 0) {
+                    tinyc_dot4_x16(&a);
+                } else {
+                    tinyc_dot4_s8(&a);
+                }
+                for (k = 0; k < 4; ++k) {
+                    *out++ = requantize(a.acc[k], bias, o + k, mult, shift, &o_p);
                 }
                 w_row += 4 * in_c;
             }
@@ -1031,6 +1083,11 @@ int32_t tinyc_conv2d_1x1_s8_scratch_bytes(const tinyc_conv_params *p)
     if (p->in_c >= 4 && p->in_c <= TINYC_WBUF_K && p->out_h > 0 && p->out_w > 0) {
         return 16 * (p->in_c >> 2);
     }
+#else
+    /* a pixel's channels as int16 with the input offset added (conv1x1_portable) */
+    if (p->out_c >= 4 && p->out_h > 0 && p->out_w > 0) {
+        return 2 * p->in_c;
+    }
 #endif
     (void)p;
     return 0;
@@ -1072,11 +1129,13 @@ void tinyc_conv2d_1x1_s8(const tinyc_conv_params *p, const int8_t *in, const int
                scratch_words(scratch, scratch_bytes, tinyc_conv2d_1x1_s8_scratch_bytes(p)));
         return;
     }
+    conv1x1_portable(p, in, w, bias, mult, shift, out, 0);
 #else
-    (void)scratch;
-    (void)scratch_bytes;
+    const int32_t need = tinyc_conv2d_1x1_s8_scratch_bytes(p);
+    const int wide = need > 0 && scratch != 0 && scratch_bytes >= need && ((uintptr_t)scratch & 1u) == 0 &&
+                     p->in_offset >= -32767 + 128 && p->in_offset <= 32767 - 127;
+    conv1x1_portable(p, in, w, bias, mult, shift, out, wide ? (int16_t *)scratch : 0);
 #endif
-    conv1x1_portable(p, in, w, bias, mult, shift, out);
 }
 
 void tinyc_conv2d_s8(const tinyc_conv_params *p, const int8_t *in, const int8_t *w,
@@ -1110,7 +1169,7 @@ TINYC_FALLBACK static void dw_portable(const tinyc_conv_params *p, const int8_t 
     const int32_t in_c = p->in_c;
     const int32_t dm = p->depth_multiplier > 0 ? p->depth_multiplier : 1;
     const int32_t in_offset = p->in_offset;
-    const conv_out o_p = {p->out_offset, p->act_min, p->act_max};
+    const conv_out o_p = conv_out_of(p, mult, shift);
     const int32_t in_h = p->in_h, in_w = p->in_w, out_h = p->out_h, out_w = p->out_w, k_h = p->k_h, k_w = p->k_w;
     const int32_t stride_h = p->stride_h, stride_w = p->stride_w, dil_h = p->dil_h, dil_w = p->dil_w;
     const int32_t pad_t = p->pad_t, pad_l = p->pad_l;

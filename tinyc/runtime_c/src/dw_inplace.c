@@ -165,8 +165,80 @@ static void gather_plane(const tinyc_conv_params *p, const plane_geom *g, const 
     }
 }
 
+/* Every tap is in the plane (padding as the zero point): the input offset
+ * goes into the start value, sum((x + off) * w) = sum(x * w) + off * sum(w). */
+static uint32_t start_value(const tinyc_conv_params *p, const int8_t *wf, const int32_t *bias, int32_t c)
+{
+    uint32_t start = bias != 0 ? (uint32_t)bias[c] : 0u;
+    int32_t i;
+    for (i = 0; i < p->k_h * p->k_w; ++i) {
+        start += (uint32_t)(p->in_offset * wf[i]);
+    }
+    return start;
+}
+
+#if !TINYC_DSP
+/* 2. (cores without the DSP extension, kernel rows without column dilation)
+ * Output channel c from the plane, 4 outputs of a line at a time: the
+ * kernel's weights are the shared run of tinyc_dot4_s8 (offset 0), the 4
+ * windows its weight rows.  A line is an output row, or the one column of a
+ * one-column map (sww's k x 1 kernels: windows down the plane).  A line's last
+ * block ends at its last output, overlapping the one before (those outputs
+ * are written again with the same values: the plane is a copy); a line of
+ * fewer than 4 repeats its last window. */
+static void plane_conv_blocks(const tinyc_conv_params *p, const plane_geom *g, const int8_t *scratch, int8_t *buf,
+                              const int8_t *wf, const int32_t *bias, const int32_t *mult, const int32_t *shift,
+                              int32_t c)
+{
+    const int32_t chans = p->in_c;
+    const int32_t out_offset = p->out_offset, act_min = p->act_min, act_max = p->act_max;
+    const int32_t m = mult[c], s = shift[c];
+    const int rqp = tinyc_rqp_ok(mult + c, shift + c, 1, out_offset);
+    const int full = act_min == TINYC_INT8_MIN && act_max == TINYC_INT8_MAX;
+    const int column = p->out_w == 1;
+    const int32_t lines = column ? 1 : p->out_h;
+    const int32_t count = column ? p->out_h : p->out_w;                   /* outputs per line */
+    const int32_t win_step = column ? p->stride_h * g->plane_w : p->stride_w;
+    const int32_t out_step = chans;                                       /* (out_w = 1: rows are pixels) */
+    const int32_t tap_step_y = p->dil_h * g->plane_w;
+    const uint32_t start = start_value(p, wf, bias, c);
+    tinyc_dot4_args a;
+    int32_t line, i, j;
+    a.x = wf;
+    if (tap_step_y == p->k_w) {
+        a.n = p->k_h * p->k_w;          /* the window's rows follow each other: one run */
+        a.runs = 1;
+    } else {
+        a.n = p->k_w;
+        a.runs = p->k_h;
+    }
+    a.x_step = a.n;
+    a.w_step = tap_step_y;
+    a.offset = 0;
+    for (line = 0; line < lines; ++line) {
+        const int8_t *first = scratch + line * p->stride_h * g->plane_w;
+        int8_t *dst = buf + c + line * p->out_w * chans;
+        for (i = 0; i < count; i += 4) {
+            const int32_t at = i + 4 <= count ? i : (count >= 4 ? count - 4 : 0);
+            for (j = 0; j < 4; ++j) {
+                const int32_t q = at + j < count ? at + j : count - 1;
+                a.w[j] = first + q * win_step;
+                a.acc[j] = (int32_t)start;
+            }
+            tinyc_dot4_s8(&a);
+            for (j = 0; j < 4; ++j) {
+                const int32_t q = at + j < count ? at + j : count - 1;
+                const int32_t v = rqp ? tinyc_rqp(a.acc[j], m, s, out_offset)
+                                      : (int32_t)((uint32_t)tinyc_mbqm(a.acc[j], m, s) + (uint32_t)out_offset);
+                dst[q * out_step] = (int8_t)(full ? tinyc_sat8(v) : tinyc_clamp32(v, act_min, act_max));
+            }
+        }
+    }
+}
+#endif
+
 /* 2. Output channel c from the plane, over channel c's bytes of buf (portable:
- * every tap is inside the plane, so no bounds tests). */
+ * every tap is in the plane, so no bounds tests). */
 TINYC_FALLBACK static void plane_conv_portable(const tinyc_conv_params *p, const plane_geom *g,
                                                const int8_t *scratch, int8_t *buf, const int8_t *wf,
                                                const int32_t *bias, const int32_t *mult, const int32_t *shift,
@@ -174,21 +246,21 @@ TINYC_FALLBACK static void plane_conv_portable(const tinyc_conv_params *p, const
 {
     const int32_t chans = p->in_c;
     const int32_t k_h = p->k_h, k_w = p->k_w, dil_w = p->dil_w;
-    const int32_t in_offset = p->in_offset;
     /* read once: a store through buf may alias *p, which would reload these
      * narrow fields for every output */
     const int32_t out_offset = p->out_offset, act_min = p->act_min, act_max = p->act_max;
     const int32_t tap_step_y = p->dil_h * g->plane_w;
     const int32_t line_step = p->stride_h * g->plane_w;   /* plane step between output rows */
+    const uint32_t start = start_value(p, wf, bias, c);
     int32_t out_at = c;                                    /* buf index of output (0, 0, c) */
     int32_t line = 0;                                      /* plane index of window (oy, 0) */
-    int32_t oy, ox, i;
-    /* every tap is in the plane (padding as the zero point): the input offset
-     * goes into the start value, sum((x + off) * w) = sum(x * w) + off * sum(w) */
-    uint32_t start = bias != 0 ? (uint32_t)bias[c] : 0u;
-    for (i = 0; i < k_h * k_w; ++i) {
-        start += (uint32_t)(in_offset * wf[i]);
+    int32_t oy, ox;
+#if !TINYC_DSP
+    if (dil_w == 1 || k_w == 1) {
+        plane_conv_blocks(p, g, scratch, buf, wf, bias, mult, shift, c);
+        return;
     }
+#endif
     for (oy = 0; oy < p->out_h; ++oy) {
         int32_t win = line;
         for (ox = 0; ox < p->out_w; ++ox) {
@@ -197,14 +269,8 @@ TINYC_FALLBACK static void plane_conv_portable(const tinyc_conv_params *p, const
             const int8_t *wr = wf;
             int32_t ky, kx;
             for (ky = 0; ky < k_h; ++ky) {
-                if (!TINYC_DSP && k_w == 3 && dil_w == 1) {  /* the common kernel row, unrolled */
-                    acc += (uint32_t)(row[0] * wr[0] + row[1] * wr[1] + row[2] * wr[2]);
-                } else if (!TINYC_DSP && k_w == 1) {
-                    acc += (uint32_t)(row[0] * wr[0]);
-                } else {
-                    for (kx = 0; kx < k_w; ++kx) {
-                        acc += (uint32_t)(row[kx * dil_w] * wr[kx]);
-                    }
+                for (kx = 0; kx < k_w; ++kx) {
+                    acc += (uint32_t)(row[kx * dil_w] * wr[kx]);
                 }
                 row += tap_step_y;
                 wr += k_w;

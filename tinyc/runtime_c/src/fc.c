@@ -15,28 +15,55 @@
 #include "tinyc/matmul_dsp.h"
 #include "tinyc/wide.h"
 
+/* xs: room for a row as int16 with the input offset added (the scratch, on
+ * cores without the DSP extension), or 0. */
 TINYC_FALLBACK static void fc_portable(const tinyc_fc_params *p, const int8_t *in, const int8_t *w,
-                                       const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out)
+                                       const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out,
+                                       int16_t *xs)
 {
     const int32_t n_in = p->in_features;
     const int32_t in_offset = p->in_offset;
+    /* read once (a store through out may alias *p); cores without the DSP
+     * extension take the cheaper exact requantization where it applies
+     * (fixedpoint.h tinyc_rqp) and one SSAT for the whole int8 range */
+    const int32_t out_offset = p->out_offset, act_min = p->act_min, act_max = p->act_max;
+    const int rqp = !TINYC_DSP && tinyc_rqp_ok(mult, shift, p->per_channel ? p->out_features : 1, out_offset);
+    const int full = !TINYC_DSP && act_min == TINYC_INT8_MIN && act_max == TINYC_INT8_MAX;
     int32_t b, o, i;
 
     for (b = 0; b < p->batches; ++b) {
         const int8_t *x = in + b * n_in;
         const int8_t *w_row = w;
+        tinyc_dot4_args a;
+        a.x = x;
+        a.n = n_in;
+        a.runs = 1;
+        a.x_step = a.w_step = 0;
+        a.offset = in_offset;
+        a.x16 = xs;
+        if (!TINYC_DSP && xs != 0 && p->out_features >= 4) {
+            tinyc_offset_copy(x, n_in, in_offset, xs);
+        }
         for (o = 0; !TINYC_DSP && o + 4 <= p->out_features; o += 4) {  /* (DSP cores: a fallback) */
-            int32_t acc[4], j;
-            acc[0] = acc[1] = acc[2] = acc[3] = 0;
-            tinyc_dot4_s8(x, w_row, n_in, n_in, in_offset, acc);
+            int32_t j;
+            for (j = 0; j < 4; ++j) {
+                a.w[j] = w_row + j * n_in;
+                a.acc[j] = bias != 0 ? bias[o + j] : 0;
+            }
+            if (xs != 0) {
+                tinyc_dot4_x16(&a);
+            } else {
+                tinyc_dot4_s8(&a);
+            }
             for (j = 0; j < 4; ++j) {
                 const int32_t k = p->per_channel ? o + j : 0;
-                int32_t a = acc[j];
-                if (bias != 0) {
-                    a += bias[o + j];
+                int32_t v;
+                if (rqp) {
+                    v = tinyc_rqp(a.acc[j], mult[k], shift[k], out_offset);
+                } else {
+                    v = tinyc_mbqm(a.acc[j], mult[k], shift[k]) + out_offset;
                 }
-                a = tinyc_mbqm(a, mult[k], shift[k]) + p->out_offset;
-                *out++ = (int8_t)tinyc_clamp32(a, p->act_min, p->act_max);
+                *out++ = (int8_t)(full ? tinyc_sat8(v) : tinyc_clamp32(v, act_min, act_max));
             }
             w_row += 4 * n_in;
         }
@@ -50,8 +77,8 @@ TINYC_FALLBACK static void fc_portable(const tinyc_fc_params *p, const int8_t *i
             if (bias != 0) {
                 acc += bias[o];
             }
-            acc = tinyc_mbqm(acc, mult[k], shift[k]) + p->out_offset;
-            *out++ = (int8_t)tinyc_clamp32(acc, p->act_min, p->act_max);
+            acc = tinyc_mbqm(acc, mult[k], shift[k]) + out_offset;
+            *out++ = (int8_t)tinyc_clamp32(acc, act_min, act_max);
         }
     }
 }
@@ -119,18 +146,39 @@ static void fc_dsp(const tinyc_fc_params *p, const int8_t *in, const int8_t *w, 
 }
 #endif
 
+int32_t tinyc_fully_connected_s8_scratch_bytes(const tinyc_fc_params *p)
+{
+#if !TINYC_DSP
+    /* a row as int16 with the input offset added (fc_portable); kernels/conv.py
+     * holds the same rule */
+    if (p->batches > 0 && p->out_features >= 4) {
+        return 2 * p->in_features;
+    }
+#endif
+    (void)p;
+    return 0;
+}
+
 void tinyc_fully_connected_s8(const tinyc_fc_params *p, const int8_t *in, const int8_t *w,
-                              const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out)
+                              const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out,
+                              void *scratch, int32_t scratch_bytes)
 {
 #if TINYC_DSP
+    (void)scratch;
+    (void)scratch_bytes;
     if (p->in_offset >= -32767 + 128 && p->in_offset <= 32767 - 127 &&
         tinyc_rq_layer_ok(mult, shift, p->per_channel ? p->out_features : 1, p->out_offset, p->act_min,
                           p->act_max)) {
         fc_dsp(p, in, w, bias, mult, shift, out);
         return;
     }
+    fc_portable(p, in, w, bias, mult, shift, out, 0);
+#else
+    const int32_t need = tinyc_fully_connected_s8_scratch_bytes(p);
+    const int wide = need > 0 && scratch != 0 && scratch_bytes >= need && ((uintptr_t)scratch & 1u) == 0 &&
+                     p->in_offset >= -32767 + 128 && p->in_offset <= 32767 - 127;
+    fc_portable(p, in, w, bias, mult, shift, out, wide ? (int16_t *)scratch : 0);
 #endif
-    fc_portable(p, in, w, bias, mult, shift, out);
 }
 
 /* ---- wide weights (tinyc/wide.h; the bias holds in_offset * sum(w)) ------- */

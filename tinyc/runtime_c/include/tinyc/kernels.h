@@ -144,9 +144,13 @@ typedef struct {
     int32_t per_channel;           /* 0: mult[0] / shift[0] for all outputs; 1: per output */
 } tinyc_fc_params;
 
-/* weights [out_features][in_features]; bias int32 [out_features] or NULL. */
+/* weights [out_features][in_features]; bias int32 [out_features] or NULL.
+ * Scratch (cores without the DSP extension): a row as int16 with the input
+ * offset added; any size gives the same values. */
 void tinyc_fully_connected_s8(const tinyc_fc_params *p, const int8_t *in, const int8_t *w,
-                              const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out);
+                              const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out,
+                              void *scratch, int32_t scratch_bytes);
+int32_t tinyc_fully_connected_s8_scratch_bytes(const tinyc_fc_params *p);
 
 /* The same values with wide weights and the folded bias (as tinyc_conv2d_wide_s8). */
 void tinyc_fully_connected_wide_s8(const tinyc_fc_params *p, const int8_t *in, const int32_t *w,
