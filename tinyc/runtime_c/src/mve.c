@@ -531,20 +531,97 @@ static const int8_t *window_in_place(const tinyc_conv_params *p, const int8_t *i
 }
 #endif
 
+/* Windows copied (im2col) a block at a time: as many as MVE_BLOCK_BYTES hold,
+ * 2 to 16. */
+#define MVE_BLOCK_BYTES 1024
+
+static int32_t mve_block(int32_t chunks)
+{
+    const int32_t n = MVE_BLOCK_BYTES / (16 * chunks);
+    return n < 2 ? 2 : (n > 16 ? 16 : n);
+}
+
+/* Kernel rows of whole chunks, not dilated along x: a window without padded
+ * taps is read in place, one run per kernel row. */
+static int mve_by_rows(const tinyc_conv_params *p)
+{
+    return p->dil_w == 1 && ((p->k_w * p->in_c) & 15) == 0;
+}
+
+/* The input rows one output row's windows read, padding included (a strip:
+ * k_h rows of strip_w pixels), when not dilated along x and at most
+ * MVE_STRIP_BYTES: its windows are then copied a kernel row per load. */
+#define MVE_STRIP_BYTES 2048
+
+static int32_t mve_strip_w(const tinyc_conv_params *p)
+{
+    return (p->out_w - 1) * p->stride_w + p->k_w;
+}
+
+static int32_t mve_strip_bytes(const tinyc_conv_params *p)
+{
+    const int32_t n = p->k_h * mve_strip_w(p) * p->in_c;
+    return p->dil_w == 1 && n <= MVE_STRIP_BYTES ? (n + 15) & ~15 : 0;
+}
+
 int32_t tinyc_conv2d_mve_s8_scratch_bytes(const tinyc_conv_params *p)
 {
-    /* two windows of 16 * chunks bytes, unless every window is a pixel read in
-     * place (kernels/conv.py conv2d_mve_scratch_bytes holds the same rule) */
+    /* windows of 16 * chunks bytes: none when every window is a pixel read in
+     * place, two when windows are read in place by rows (those with padded taps
+     * are copied), else a block (kernels/conv.py conv2d_mve_scratch_bytes holds
+     * the same rule) */
 #if TINYC_MVE
     const int32_t chunks = (p->k_h * p->k_w * p->in_c + 15) >> 4;
     if (p->out_h > 0 && p->out_w > 0 && chunks > 0 && !(p->k_h == 1 && p->k_w == 1 && p->pad_t == 0 &&
                                                         p->pad_l == 0)) {
-        return 32 * chunks;
+        return mve_by_rows(p) ? 32 * chunks : 16 * chunks * mve_block(chunks) + mve_strip_bytes(p);
     }
 #endif
     (void)p;
     return 0;
 }
+
+#if TINYC_MVE
+/* The strip of output row oy: strip row r is input row oy * stride_h - pad_t +
+ * r * dil_h, its pixels from column -pad_l, the padding as the zero point. */
+static void mve_strip(const tinyc_conv_params *p, const int8_t *in, int32_t oy, int8_t *strip)
+{
+    const int32_t C = p->in_c, sw = mve_strip_w(p), row = sw * C;
+    const int8_t zp = (int8_t)-p->in_offset;
+    const int32_t c0 = p->pad_l < sw ? p->pad_l : sw;
+    int32_t c1 = p->pad_l + p->in_w < sw ? p->pad_l + p->in_w : sw;
+    int32_t r;
+    c1 = c1 < c0 ? c0 : c1;
+    for (r = 0; r < p->k_h; ++r, strip += row) {
+        const int32_t iy = oy * p->stride_h - p->pad_t + r * p->dil_h;
+        if (iy < 0 || iy >= p->in_h) {
+            fill_run(strip, zp, row);
+            continue;
+        }
+        fill_run(strip, zp, c0 * C);
+        copy_run(strip + c0 * C, in + (iy * p->in_w + c0 - p->pad_l) * C, (c1 - c0) * C);
+        fill_run(strip + c1 * C, zp, row - c1 * C);
+    }
+}
+
+/* Output pixel ox's window from its row's strip: k_h runs of k_w * in_c bytes. */
+static void mve_window_of_strip(const tinyc_conv_params *p, const int8_t *strip, int32_t ox, int8_t *win)
+{
+    const int32_t C = p->in_c, run = p->k_w * C, row = mve_strip_w(p) * C;
+    const int8_t *from = strip + ox * p->stride_w * C;
+    int32_t r;
+    if (run <= 16) {
+        const mve_pred16_t m = vctp8q((uint32_t)run);
+        for (r = 0; r < p->k_h; ++r, from += row, win += run) {
+            vstrbq_p_s8(win, vldrbq_z_s8(from, m), m);
+        }
+        return;
+    }
+    for (r = 0; r < p->k_h; ++r, from += row, win += run) {
+        copy_run(win, from, run);
+    }
+}
+#endif
 
 void tinyc_conv2d_mve_s8(const tinyc_conv_params *p, const int8_t *in, const int8_t *w, const int32_t *bias,
                          const int32_t *mult, const int32_t *shift, int8_t *out, void *scratch,
@@ -567,7 +644,7 @@ void tinyc_conv2d_mve_s8(const tinyc_conv_params *p, const int8_t *in, const int
          * inside the input is read in place, a run per kernel row (the packed
          * layout's chunks then start at kernel rows) */
         const int32_t row = p->k_w * p->in_c;
-        const int by_rows = !direct && p->dil_w == 1 && (row & 15) == 0;
+        const int by_rows = !direct && mve_by_rows(p);
         const int32_t in_row = p->in_w * p->in_c;
         mve_layer l = {w, chunks, n, bias, mult, shift, 1, p->out_offset, p->act_min, p->act_max,
                        vctp8q((uint32_t)(direct ? k - 16 * (chunks - 1) : 16)), 1, chunks - 1};
@@ -605,6 +682,38 @@ void tinyc_conv2d_mve_s8(const tinyc_conv_params *p, const int8_t *in, const int
             mve_windows(&l, in, p->in_c, pixels, out);
             return;
         }
+        if (!direct && !by_rows) {
+            /* a block of windows copied (gathered where they have no padded
+             * tap), then every channel group over the block */
+            const int32_t block = mve_block(chunks), window = 16 * chunks;
+            int8_t *strip = mve_strip_bytes(p) > 0 ? win + block * window : 0;
+            int32_t i, strip_oy = -1;
+            l.last = vctp8q(16);
+            for (q = 0; q < pixels; q += block) {
+                const int32_t count = pixels - q < block ? pixels - q : block;
+                for (i = 0; i < count; ++i) {
+                    const int32_t oy = (q + i) / p->out_w, ox = (q + i) % p->out_w;
+                    const int8_t *b = gather ? window_in_place(p, in, oy, ox) : 0;
+                    int8_t *to = win + i * window;
+                    int32_t j;
+                    if (b != 0) {
+                        for (j = 0; j < chunks; ++j) {
+                            vstrbq_s8(to + 16 * j, vldrbq_gather_offset_s8(b, offs[j]));
+                        }
+                    } else if (strip != 0) {
+                        if (oy != strip_oy) {
+                            mve_strip(p, in, oy, strip);
+                            strip_oy = oy;
+                        }
+                        mve_window_of_strip(p, strip, ox, to);
+                    } else {
+                        window_of(p, in, oy, ox, to);
+                    }
+                }
+                mve_windows(&l, win, window, count, out + q * n);
+            }
+            return;
+        }
         for (q = 0; q < pixels; q += 2) {
             const int32_t r = q + 1 < pixels ? q + 1 : q;
             const int32_t oy0 = q / p->out_w, ox0 = q % p->out_w, oy1 = r / p->out_w, ox1 = r % p->out_w;
@@ -613,28 +722,9 @@ void tinyc_conv2d_mve_s8(const tinyc_conv_params *p, const int8_t *in, const int
             if (direct) {
                 x0 = in + (oy0 * p->stride_h * p->in_w + ox0 * p->stride_w) * p->in_c;
                 x1 = in + (oy1 * p->stride_h * p->in_w + ox1 * p->stride_w) * p->in_c;
-            } else if (gather) {
-                const int8_t *b0 = window_in_place(p, in, oy0, ox0), *b1 = window_in_place(p, in, oy1, ox1);
-                int32_t j;
-                if (b0 != 0) {
-                    for (j = 0; j < chunks; ++j) {
-                        vstrbq_s8(win + 16 * j, vldrbq_gather_offset_s8(b0, offs[j]));
-                    }
-                } else {
-                    window_of(p, in, oy0, ox0, win);
-                }
-                if (b1 != 0) {
-                    for (j = 0; j < chunks; ++j) {
-                        vstrbq_s8(win1 + 16 * j, vldrbq_gather_offset_s8(b1, offs[j]));
-                    }
-                } else {
-                    window_of(p, in, oy1, ox1, win1);
-                }
-                x0 = win;
-                x1 = win1;
-            } else {
-                x0 = by_rows ? window_in_place(p, in, oy0, ox0) : 0;
-                x1 = by_rows ? window_in_place(p, in, oy1, ox1) : 0;
+            } else {  /* by rows */
+                x0 = window_in_place(p, in, oy0, ox0);
+                x1 = window_in_place(p, in, oy1, ox1);
                 if (x0 != 0) {
                     skip0 = p->dil_h * in_row - row;
                 } else {
@@ -1147,7 +1237,7 @@ static void dw_fill(uint32_t *d, uint32x4_t zp4, int32_t n)
  * `pitch` words (inner = the plane's columns, or its rows when col).  An inner
  * run of input pixels is 4 words per gather load (their bytes are `step`
  * apart) when the group's words are aligned, else byte by byte. */
-static void dw_quad(const tinyc_conv_params *p, const int8_t *src, int32_t g, uint32_t *quad, int col,
+__attribute__((noinline)) static void dw_quad(const tinyc_conv_params *p, const int8_t *src, int32_t g, uint32_t *quad, int col,
                     int32_t pitch, int32_t lines)
 {
     const int32_t C = p->in_c;
@@ -1187,24 +1277,81 @@ static void dw_quad(const tinyc_conv_params *p, const int8_t *src, int32_t g, ui
     }
 }
 
-static void dw_mve_by_channel(const tinyc_conv_params *p, const int8_t *src, const int8_t *w, const int32_t *bias,
-                              const int32_t *mult, const int32_t *shift, int8_t *dst, int8_t *scratch)
+/* The 4-channel plane's n pixels as 4 planes, `split` bytes apart. */
+__attribute__((noinline)) static void dw_split(const int8_t *quad, int32_t n, int8_t *planes, int32_t split)
+{
+    int32_t i;
+    for (i = 0; i < n; i += 16) {
+        const int8x16x4_t q = vld4q_s8(quad + 4 * i);
+        vst1q_s8(planes + i, q.val[0]);
+        vst1q_s8(planes + split + i, q.val[1]);
+        vst1q_s8(planes + 2 * split + i, q.val[2]);
+        vst1q_s8(planes + 3 * split + i, q.val[3]);
+    }
+}
+
+/* The 4 output planes (`stride` bytes apart) plus the output offset, as one
+ * word per position. */
+__attribute__((noinline)) static void dw_interleave(const int8_t *planes, int32_t stride, int32_t positions,
+                                                    int8_t out_offset, int8_t *words)
+{
+    const int8x16_t offset = vdupq_n_s8(out_offset);
+    int32_t i;
+    for (i = 0; i < positions; i += 16) {
+        int8x16x4_t q;
+        q.val[0] = vaddq_s8(vld1q_s8(planes + i), offset);
+        q.val[1] = vaddq_s8(vld1q_s8(planes + stride + i), offset);
+        q.val[2] = vaddq_s8(vld1q_s8(planes + 2 * stride + i), offset);
+        q.val[3] = vaddq_s8(vld1q_s8(planes + 3 * stride + i), offset);
+        vst4q_s8(words + 4 * i, q);
+    }
+}
+
+/* The words of the output positions (inner index < the inner output size) to
+ * the group's channels of the output pixels: 4 pixels per scatter store when
+ * the words are aligned. */
+__attribute__((noinline)) static void dw_store(const tinyc_conv_params *p, const uint32_t *words, int col,
+                                               int32_t pitch, int32_t lanes, int8_t *out)
+{
+    const int32_t C = p->in_c, outer = col ? p->out_w : p->out_h, inner = col ? p->out_h : p->out_w;
+    const int32_t step = (col ? p->out_w : 1) * C;
+    const uint32x4_t offs = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)step);
+    const int aligned = (C & 3) == 0 && ((uintptr_t)out & 3) == 0;
+    int32_t u, v, j;
+    for (u = 0; u < outer; ++u) {
+        const uint32_t *from = words + u * pitch;
+        int8_t *to = out + (col ? u : u * p->out_w) * C;
+        if (lanes == 4 && aligned) {
+            for (v = 0; v < inner; v += 4, to += 4 * step) {
+                const mve_pred16_t m = vctp32q((uint32_t)(inner - v));
+                vstrwq_scatter_offset_p_u32((uint32_t *)(void *)to, offs, vldrwq_z_u32(from + v, m), m);
+            }
+        } else {
+            for (v = 0; v < inner; ++v, to += step) {
+                for (j = 0; j < lanes; ++j) {
+                    to[j] = ((const int8_t *)(from + v))[j];
+                }
+            }
+        }
+    }
+}
+
+__attribute__((noinline)) static void dw_mve_by_channel(const tinyc_conv_params *p, const int8_t *src,
+                                                        const int8_t *w, const int32_t *bias, const int32_t *mult,
+                                                        const int32_t *shift, int8_t *dst, int8_t *scratch)
 {
     const int32_t C = p->in_c, taps = p->k_h * p->k_w;
     const int32_t plane_h = dw_plane_h(p), plane_w = dw_plane_w(p), n = plane_h * plane_w;
     const int32_t by_rows = (p->out_h - 1) * plane_w + p->out_w, by_cols = (p->out_w - 1) * plane_h + p->out_h;
     const int col = by_cols < by_rows;  /* inner = the columns (height) */
     const int32_t pitch = col ? plane_h : plane_w, positions = col ? by_cols : by_rows;
-    const int32_t outer = col ? p->out_w : p->out_h, inner = col ? p->out_h : p->out_w;
     const int32_t split = round16(n) + 16, out_plane = round16(positions);
     int8_t *const quad = scratch, *const planes = scratch + 4 * round16(n);
-    const int8x16_t out_offset = vdupq_n_s8((int8_t)p->out_offset);
     const int k33 = p->k_h == 3 && p->k_w == 3;
-    const int words = (C & 3) == 0 && ((uintptr_t)dst & 3) == 0;  /* output words aligned */
     int32_t off[DW_PLANE_TAPS], wt[DW_PLANE_TAPS] __attribute__((aligned(8)));
     int32x4_t k[5];
     dw_plane_job job;
-    int32_t g, j, i, ky, kx, u, v;
+    int32_t g, j, ky, kx;
     job.pitch = pitch;
     job.vectors = (positions + 3) >> 2;
     job.w = wt;
@@ -1219,15 +1366,8 @@ static void dw_mve_by_channel(const tinyc_conv_params *p, const int8_t *src, con
     for (g = 0; 4 * g < C; ++g) {
         const int32_t lanes = C - 4 * g < 4 ? C - 4 * g : 4;
         const int8_t *wg = w + g * taps * 4;
-        int8_t *out = dst + 4 * g;
         dw_quad(p, src, g, (uint32_t *)(void *)quad, col, pitch, col ? plane_w : plane_h);
-        for (i = 0; i < n; i += 16) {
-            const int8x16x4_t q = vld4q_s8(quad + 4 * i);
-            vst1q_s8(planes + i, q.val[0]);
-            vst1q_s8(planes + split + i, q.val[1]);
-            vst1q_s8(planes + 2 * split + i, q.val[2]);
-            vst1q_s8(planes + 3 * split + i, q.val[3]);
-        }
+        dw_split(quad, n, planes, split);
         for (j = 0; j < lanes; ++j) {
             const int32_t c = 4 * g + j, left = shift[c] > 0 ? shift[c] : 0;
             int32_t t;
@@ -1256,37 +1396,8 @@ static void dw_mve_by_channel(const tinyc_conv_params *p, const int8_t *src, con
                 dw_plane_any(&job, off, taps);
             }
         }
-        for (i = 0; i < positions; i += 16) {
-            int8x16x4_t q;
-            q.val[0] = vaddq_s8(vld1q_s8(quad + i), out_offset);
-            q.val[1] = vaddq_s8(vld1q_s8(quad + out_plane + i), out_offset);
-            q.val[2] = vaddq_s8(vld1q_s8(quad + 2 * out_plane + i), out_offset);
-            q.val[3] = vaddq_s8(vld1q_s8(quad + 3 * out_plane + i), out_offset);
-            vst4q_s8(planes + 4 * i, q);
-        }
-        for (u = 0; u < outer; ++u) {
-            const uint32_t *from = (const uint32_t *)(const void *)planes + u * pitch;
-            const int32_t step = (col ? p->out_w : 1) * C;
-            int8_t *to = out + (col ? u : u * p->out_w) * C;
-            if (lanes == 4 && words) {
-                /* 4 pixels' words per scatter store */
-                const uint32x4_t offs = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)step);
-                for (v = 0; v < inner; v += 4, to += 4 * step) {
-                    const mve_pred16_t m = vctp32q((uint32_t)(inner - v));
-                    vstrwq_scatter_offset_p_u32((uint32_t *)(void *)to, offs, vldrwq_z_u32(from + v, m), m);
-                }
-            } else if (lanes == 4) {
-                for (v = 0; v < inner; ++v, to += step) {
-                    *(tinyc_u32_unaligned *)(void *)to = from[v];
-                }
-            } else {
-                for (v = 0; v < inner; ++v, to += step) {
-                    for (j = 0; j < lanes; ++j) {
-                        to[j] = ((const int8_t *)(from + v))[j];
-                    }
-                }
-            }
-        }
+        dw_interleave(quad, out_plane, positions, (int8_t)p->out_offset, planes);
+        dw_store(p, (const uint32_t *)(const void *)planes, col, pitch, lanes, dst + 4 * g);
     }
 }
 #endif
