@@ -477,9 +477,10 @@ MVE_STRIP_BYTES = 2048  # mve.c: the largest strip (an output row's input rows)
 
 def _mve_strip_bytes(p: ConvParams) -> int:
     """mve.c mve_strip_bytes: the input rows one output row's windows read, padded,
-    when not dilated along x and at most 2 KB (whole vectors), else 0."""
+    when not dilated along x and at most 2 KB (whole vectors and 16 bytes of
+    slack), else 0."""
     n = p.k_h * ((p.out_w - 1) * p.stride_w + p.k_w) * p.in_c
-    return -(-n // 16) * 16 if p.dil_w == 1 and n <= MVE_STRIP_BYTES else 0
+    return -(-n // 16) * 16 + 16 if p.dil_w == 1 and n <= MVE_STRIP_BYTES else 0
 
 
 def conv2d_mve_scratch_bytes(p: ConvParams, dsp: bool) -> int:
@@ -496,7 +497,7 @@ def conv2d_mve_scratch_bytes(p: ConvParams, dsp: bool) -> int:
         return 0
     if p.dil_w == 1 and p.k_w * p.in_c % 16 == 0:
         return 32 * chunks
-    return 16 * chunks * min(16, max(2, MVE_BLOCK_BYTES // (16 * chunks))) + _mve_strip_bytes(p)
+    return 16 * chunks * min(16, max(2, MVE_BLOCK_BYTES // (16 * chunks))) + 16 + _mve_strip_bytes(p)
 
 
 def fc_scratch_bytes(p: FCParams, dsp: bool) -> int:

@@ -531,6 +531,7 @@ static const int8_t *window_in_place(const tinyc_conv_params *p, const int8_t *i
 }
 #endif
 
+#if TINYC_MVE
 /* Windows copied (im2col) a block at a time: as many as MVE_BLOCK_BYTES hold,
  * 2 to 16. */
 #define MVE_BLOCK_BYTES 1024
@@ -550,7 +551,9 @@ static int mve_by_rows(const tinyc_conv_params *p)
 
 /* The input rows one output row's windows read, padding included (a strip:
  * k_h rows of strip_w pixels), when not dilated along x and at most
- * MVE_STRIP_BYTES: its windows are then copied a kernel row per load. */
+ * MVE_STRIP_BYTES: its windows are then copied a kernel row per load.  16
+ * bytes of slack after the strip and after the block of windows: a kernel row
+ * of at most 16 bytes is copied as 16. */
 #define MVE_STRIP_BYTES 2048
 
 static int32_t mve_strip_w(const tinyc_conv_params *p)
@@ -561,8 +564,10 @@ static int32_t mve_strip_w(const tinyc_conv_params *p)
 static int32_t mve_strip_bytes(const tinyc_conv_params *p)
 {
     const int32_t n = p->k_h * mve_strip_w(p) * p->in_c;
-    return p->dil_w == 1 && n <= MVE_STRIP_BYTES ? (n + 15) & ~15 : 0;
+    return p->dil_w == 1 && n <= MVE_STRIP_BYTES ? ((n + 15) & ~15) + 16 : 0;
 }
+
+#endif
 
 int32_t tinyc_conv2d_mve_s8_scratch_bytes(const tinyc_conv_params *p)
 {
@@ -574,7 +579,7 @@ int32_t tinyc_conv2d_mve_s8_scratch_bytes(const tinyc_conv_params *p)
     const int32_t chunks = (p->k_h * p->k_w * p->in_c + 15) >> 4;
     if (p->out_h > 0 && p->out_w > 0 && chunks > 0 && !(p->k_h == 1 && p->k_w == 1 && p->pad_t == 0 &&
                                                         p->pad_l == 0)) {
-        return mve_by_rows(p) ? 32 * chunks : 16 * chunks * mve_block(chunks) + mve_strip_bytes(p);
+        return mve_by_rows(p) ? 32 * chunks : 16 * chunks * mve_block(chunks) + 16 + mve_strip_bytes(p);
     }
 #endif
     (void)p;
@@ -592,32 +597,44 @@ static void mve_strip(const tinyc_conv_params *p, const int8_t *in, int32_t oy, 
     int32_t c1 = p->pad_l + p->in_w < sw ? p->pad_l + p->in_w : sw;
     int32_t r;
     c1 = c1 < c0 ? c0 : c1;
+    const int8x16_t z = vdupq_n_s8(zp);
+    /* whole vectors written, in order: the next run (or the slack) takes the
+     * bytes past a run; the input is read no further than its run */
     for (r = 0; r < p->k_h; ++r, strip += row) {
         const int32_t iy = oy * p->stride_h - p->pad_t + r * p->dil_h;
-        if (iy < 0 || iy >= p->in_h) {
-            fill_run(strip, zp, row);
-            continue;
+        const int inside = iy >= 0 && iy < p->in_h;
+        const int32_t a = inside ? c0 * C : row, b = inside ? c1 * C : row;
+        const int8_t *from = in + (iy * p->in_w + c0 - p->pad_l) * C;
+        int32_t j;
+        for (j = 0; j < a; j += 16) {
+            vst1q_s8(strip + j, z);
         }
-        fill_run(strip, zp, c0 * C);
-        copy_run(strip + c0 * C, in + (iy * p->in_w + c0 - p->pad_l) * C, (c1 - c0) * C);
-        fill_run(strip + c1 * C, zp, row - c1 * C);
+        for (j = a; j + 16 <= b; j += 16, from += 16) {
+            vst1q_s8(strip + j, vld1q_s8(from));
+        }
+        if (j < b) {
+            vst1q_s8(strip + j, vldrbq_z_s8(from, vctp8q((uint32_t)(b - j))));
+        }
+        for (j = b; j < row; j += 16) {
+            vst1q_s8(strip + j, z);
+        }
     }
 }
 
 /* Output pixel ox's window from its row's strip: k_h runs of k_w * in_c bytes. */
-static void mve_window_of_strip(const tinyc_conv_params *p, const int8_t *strip, int32_t ox, int8_t *win)
+static inline void mve_window_of_strip(const tinyc_conv_params *p, const int8_t *strip, int32_t ox, int8_t *win)
 {
-    const int32_t C = p->in_c, run = p->k_w * C, row = mve_strip_w(p) * C;
+    /* in locals: the stores could alias the parameters */
+    const int32_t C = p->in_c, run = p->k_w * C, row = mve_strip_w(p) * C, k_h = p->k_h;
     const int8_t *from = strip + ox * p->stride_w * C;
     int32_t r;
-    if (run <= 16) {
-        const mve_pred16_t m = vctp8q((uint32_t)run);
-        for (r = 0; r < p->k_h; ++r, from += row, win += run) {
-            vstrbq_p_s8(win, vldrbq_z_s8(from, m), m);
+    if (run <= 16) {  /* the next run (or the slack) takes the bytes past this one */
+        for (r = 0; r < k_h; ++r, from += row, win += run) {
+            vst1q_s8(win, vld1q_s8(from));
         }
         return;
     }
-    for (r = 0; r < p->k_h; ++r, from += row, win += run) {
+    for (r = 0; r < k_h; ++r, from += row, win += run) {
         copy_run(win, from, run);
     }
 }
@@ -686,13 +703,13 @@ void tinyc_conv2d_mve_s8(const tinyc_conv_params *p, const int8_t *in, const int
             /* a block of windows copied (gathered where they have no padded
              * tap), then every channel group over the block */
             const int32_t block = mve_block(chunks), window = 16 * chunks;
-            int8_t *strip = mve_strip_bytes(p) > 0 ? win + block * window : 0;
+            int8_t *strip = mve_strip_bytes(p) > 0 ? win + block * window + 16 : 0;
             int32_t i, strip_oy = -1;
             l.last = vctp8q(16);
             for (q = 0; q < pixels; q += block) {
                 const int32_t count = pixels - q < block ? pixels - q : block;
-                for (i = 0; i < count; ++i) {
-                    const int32_t oy = (q + i) / p->out_w, ox = (q + i) % p->out_w;
+                int32_t oy = q / p->out_w, ox = q % p->out_w;
+                for (i = 0; i < count; ++i, ox = ox + 1 < p->out_w ? ox + 1 : 0, oy += ox == 0) {
                     const int8_t *b = gather ? window_in_place(p, in, oy, ox) : 0;
                     int8_t *to = win + i * window;
                     int32_t j;
