@@ -378,9 +378,58 @@ typedef struct {
     int32_t out_offset;  /* 40 */
     uint32_t lanes;      /* 44: predicate of the group's channels (VPR.P0) */
     int32_t left;        /* 48: nonzero when a channel shifts left */
+    int32_t plain;       /* 52: nonzero: every chunk whole, 4 channels, no left shift (full counts
+                          * every chunk then) */
 } mve_rows_job;
 
-typedef char mve_rows_job_layout[(offsetof(mve_rows_job, pairs) == 36 && offsetof(mve_rows_job, left) == 48) ? 1 : -1];
+typedef char mve_rows_job_layout[(offsetof(mve_rows_job, pairs) == 36 && offsetof(mve_rows_job, plain) == 52) ? 1
+                                                                                                           : -1];
+
+/* The requantization of both pixels' sums (q0, q1) after any left shift:
+ * VQRDMULH, the round-half-away fix-up, VRSHL, the offset (r0), the clamp. */
+#define MVE_ROWS_REQUANTIZE         \
+    "vqrdmulh.s32 q0, q0, q5\n\t"   \
+    "vqrdmulh.s32 q1, q1, q5\n\t"   \
+    "vand q2, q0, q6\n\t"           \
+    "vshr.s32 q2, q2, #31\n\t"      \
+    "vqadd.s32 q0, q0, q2\n\t"      \
+    "vand q2, q1, q6\n\t"           \
+    "vshr.s32 q2, q2, #31\n\t"      \
+    "vqadd.s32 q1, q1, q2\n\t"      \
+    "vrshl.s32 q0, q0, q6\n\t"      \
+    "vrshl.s32 q1, q1, q6\n\t"      \
+    "vqadd.s32 q0, q0, r0\n\t"      \
+    "vqadd.s32 q1, q1, r0\n\t"      \
+    "vmax.s32 q0, q0, q7\n\t"       \
+    "vmax.s32 q1, q1, q7\n\t"       \
+    "vmin.s32 q0, q0, q3\n\t"       \
+    "vmin.s32 q1, q1, q3\n\t"
+
+/* A pair's start: pixel 1's window (r1), the weights (r3), the sums as the
+ * bias (two lanes per VMOV), the chunk count (r9). */
+#define MVE_ROWS_START              \
+    "ldr r0, [r11, #24]\n\t"        \
+    "add r1, r5, r0\n\t"            \
+    "ldr r3, [r11, #4]\n\t"         \
+    "vmov r0, r4, q4[2], q4[0]\n\t" \
+    "vmov r2, r6, q4[3], q4[1]\n\t" \
+    "vmov r8, r12, q4[2], q4[0]\n\t" \
+    "vmov r10, lr, q4[3], q4[1]\n\t" \
+    "ldr r9, [r11, #8]\n\t"
+
+#define MVE_ROWS_TO_VECTORS         \
+    "vmov q0[2], q0[0], r0, r4\n\t" \
+    "vmov q0[3], q0[1], r2, r6\n\t" \
+    "vmov q1[2], q1[0], r8, r12\n\t" \
+    "vmov q1[3], q1[1], r10, lr\n\t"
+
+/* The next pair's windows and the pair count (in the job). */
+#define MVE_ROWS_NEXT               \
+    "ldr r0, [r11, #20]\n\t"        \
+    "add r5, r5, r0\n\t"            \
+    "ldr r0, [r11, #36]\n\t"        \
+    "subs r0, r0, #1\n\t"           \
+    "str r0, [r11, #36]\n\t"
 
 /* One channel group over pairs of windows laid out at a fixed step (a
  * pointwise layer's pixels, a fully connected layer's batches): the group's
@@ -403,16 +452,11 @@ __attribute__((naked, noinline)) static void mve_rows(mve_rows_job *job __attrib
         "vldrw.u32 q3, [r0, #80]\n\t"
         "ldr r5, [r11]\n\t"
         "ldr r7, [r11, #28]\n\t"
-        /* a pair */
-        "1:\n\t"
-        "ldr r0, [r11, #24]\n\t"
-        "add r1, r5, r0\n\t"
-        "ldr r3, [r11, #4]\n\t"
-        "vmov r0, r4, q4[2], q4[0]\n\t"
-        "vmov r2, r6, q4[3], q4[1]\n\t"
-        "vmov r8, r12, q4[2], q4[0]\n\t"
-        "vmov r10, lr, q4[3], q4[1]\n\t"
-        "ldr r9, [r11, #8]\n\t"
+        "ldr r0, [r11, #52]\n\t"
+        "cmp r0, #0\n\t"
+        "bne 5f\n\t"
+        /* a pair: full chunks, then the last one under its predicate */
+        "1:\n\t" MVE_ROWS_START
         "cmp r9, #0\n\t"
         "beq 3f\n\t"
         "2:\n\t"
@@ -425,11 +469,7 @@ __attribute__((naked, noinline)) static void mve_rows(mve_rows_job *job __attrib
         "vmsr p0, r9\n\t"
         "vpstt\n\t"
         "vldrbt.u8 q0, [r5], #16\n\t"
-        "vldrbt.u8 q1, [r1], #16\n\t" MVE_CHUNK_Q2
-        "vmov q0[2], q0[0], r0, r4\n\t"
-        "vmov q0[3], q0[1], r2, r6\n\t"
-        "vmov q1[2], q1[0], r8, r12\n\t"
-        "vmov q1[3], q1[1], r10, lr\n\t"
+        "vldrbt.u8 q1, [r1], #16\n\t" MVE_CHUNK_Q2 MVE_ROWS_TO_VECTORS
         "ldr r0, [r11, #48]\n\t"
         "cbz r0, 4f\n\t"
         "ldr r0, [r11, #16]\n\t"
@@ -437,23 +477,7 @@ __attribute__((naked, noinline)) static void mve_rows(mve_rows_job *job __attrib
         "vshl.s32 q0, q0, q2\n\t"
         "vshl.s32 q1, q1, q2\n\t"
         "4:\n\t"
-        "vqrdmulh.s32 q0, q0, q5\n\t"
-        "vqrdmulh.s32 q1, q1, q5\n\t"
-        "vand q2, q0, q6\n\t"
-        "vshr.s32 q2, q2, #31\n\t"
-        "vqadd.s32 q0, q0, q2\n\t"
-        "vand q2, q1, q6\n\t"
-        "vshr.s32 q2, q2, #31\n\t"
-        "vqadd.s32 q1, q1, q2\n\t"
-        "vrshl.s32 q0, q0, q6\n\t"
-        "vrshl.s32 q1, q1, q6\n\t"
-        "ldrd r0, r2, [r11, #40]\n\t"
-        "vqadd.s32 q0, q0, r0\n\t"
-        "vqadd.s32 q1, q1, r0\n\t"
-        "vmax.s32 q0, q0, q7\n\t"
-        "vmax.s32 q1, q1, q7\n\t"
-        "vmin.s32 q0, q0, q3\n\t"
-        "vmin.s32 q1, q1, q3\n\t"
+        "ldrd r0, r2, [r11, #40]\n\t" MVE_ROWS_REQUANTIZE
         "vmsr p0, r2\n\t"
         "ldr r0, [r11, #32]\n\t"
         "vpst\n\t"
@@ -461,13 +485,24 @@ __attribute__((naked, noinline)) static void mve_rows(mve_rows_job *job __attrib
         "add r7, r7, r0\n\t"
         "vpst\n\t"
         "vstrbt.32 q1, [r7]\n\t"
-        "add r7, r7, r0\n\t"
-        "ldr r0, [r11, #20]\n\t"
-        "add r5, r5, r0\n\t"
-        "ldr r0, [r11, #36]\n\t"
-        "subs r0, r0, #1\n\t"
-        "str r0, [r11, #36]\n\t"
+        "add r7, r7, r0\n\t" MVE_ROWS_NEXT
         "bne 1b\n\t"
+        "b 7f\n\t"
+        /* plain: whole chunks, 4 channels, no left shift */
+        "5:\n\t" MVE_ROWS_START
+        "6:\n\t"
+        "vldrb.u8 q0, [r5], #16\n\t"
+        "vldrb.u8 q1, [r1], #16\n\t" MVE_CHUNK_Q2
+        "subs r9, r9, #1\n\t"
+        "bne 6b\n\t" MVE_ROWS_TO_VECTORS
+        "ldr r0, [r11, #40]\n\t" MVE_ROWS_REQUANTIZE
+        "ldr r0, [r11, #32]\n\t"
+        "vstrb.32 q0, [r7]\n\t"
+        "add r7, r7, r0\n\t"
+        "vstrb.32 q1, [r7]\n\t"
+        "add r7, r7, r0\n\t" MVE_ROWS_NEXT
+        "bne 5b\n\t"
+        "7:\n\t"
         "vpop {d8-d15}\n\t"
         "pop {r4-r11, pc}\n\t");
 }
@@ -481,7 +516,6 @@ static void mve_windows(const mve_layer *l, const int8_t *x, int32_t in_step, in
     const int32_t pairs = count >> 1, window = 16 * l->chunks;
     int32_t g;
     job.w = l->w;
-    job.full = l->chunks - 1;
     job.last = l->last;
     job.k = (const int32_t *)k;
     job.out_offset = l->out_offset;
@@ -497,6 +531,8 @@ static void mve_windows(const mve_layer *l, const int8_t *x, int32_t in_step, in
         k[3] = vminq_s32(shift, vdupq_n_s32(0));
         job.left = vmaxvq_s32(0, shift) > 0;
         job.lanes = m;
+        job.plain = l->last == 0xffff && lanes == 4 && !job.left;
+        job.full = job.plain ? l->chunks : l->chunks - 1;
         job.x = x;
         job.out = out + 4 * g;
         if (pairs > 0) {
@@ -622,18 +658,12 @@ static void mve_strip(const tinyc_conv_params *p, const int8_t *in, int32_t oy, 
 }
 
 /* Output pixel ox's window from its row's strip: k_h runs of k_w * in_c bytes. */
-static inline void mve_window_of_strip(const tinyc_conv_params *p, const int8_t *strip, int32_t ox, int8_t *win)
+static void mve_window_of_strip(const tinyc_conv_params *p, const int8_t *strip, int32_t ox, int8_t *win)
 {
     /* in locals: the stores could alias the parameters */
     const int32_t C = p->in_c, run = p->k_w * C, row = mve_strip_w(p) * C, k_h = p->k_h;
     const int8_t *from = strip + ox * p->stride_w * C;
     int32_t r;
-    if (run <= 16) {  /* the next run (or the slack) takes the bytes past this one */
-        for (r = 0; r < k_h; ++r, from += row, win += run) {
-            vst1q_s8(win, vld1q_s8(from));
-        }
-        return;
-    }
     for (r = 0; r < k_h; ++r, from += row, win += run) {
         copy_run(win, from, run);
     }
@@ -666,33 +696,9 @@ void tinyc_conv2d_mve_s8(const tinyc_conv_params *p, const int8_t *in, const int
         mve_layer l = {w, chunks, n, bias, mult, shift, 1, p->out_offset, p->act_min, p->act_max,
                        vctp8q((uint32_t)(direct ? k - 16 * (chunks - 1) : 16)), 1, chunks - 1};
         int8_t *win1 = win + 16 * chunks;
-        /* a short window (at most 4 chunks) whose bytes lie within 255 of its
-         * first: a pixel with no padded tap gathers each chunk with one load
-         * (the byte offsets of its values; the padding lanes read byte 0,
-         * which meets zero weights) */
-        const int32_t span = (p->k_h - 1) * p->dil_h * in_row + (p->k_w - 1) * p->dil_w * p->in_c + p->in_c - 1;
-        const int gather = !direct && !by_rows && chunks <= 4 && span <= 255;
-        uint8x16_t offs[4];
         if (by_rows) {
             l.rows = p->k_h;
             l.full = (row >> 4) - 1;
-        }
-        if (gather) {
-            uint8_t ob[64];
-            int32_t i = 0, ky, kx, c;
-            for (ky = 0; ky < p->k_h; ++ky) {
-                for (kx = 0; kx < p->k_w; ++kx) {
-                    for (c = 0; c < p->in_c; ++c) {
-                        ob[i++] = (uint8_t)(ky * p->dil_h * in_row + kx * p->dil_w * p->in_c + c);
-                    }
-                }
-            }
-            while (i < 16 * chunks) {
-                ob[i++] = 0;
-            }
-            for (i = 0; i < chunks; ++i) {
-                offs[i] = vld1q_u8(ob + 16 * i);
-            }
         }
         if (direct && p->stride_w == 1 && (p->stride_h == 1 || p->out_h == 1)) {
             /* consecutive pixels: windows in_c bytes apart */
@@ -700,31 +706,33 @@ void tinyc_conv2d_mve_s8(const tinyc_conv_params *p, const int8_t *in, const int
             return;
         }
         if (!direct && !by_rows) {
-            /* a block of windows copied (gathered where they have no padded
-             * tap), then every channel group over the block */
+            /* a block of windows copied (from the output row's strip, kernel
+             * row by kernel row), then every channel group over the block */
             const int32_t block = mve_block(chunks), window = 16 * chunks;
+            const int32_t k_h = p->k_h, strip_row = mve_strip_w(p) * p->in_c, x_step = p->stride_w * p->in_c;
             int8_t *strip = mve_strip_bytes(p) > 0 ? win + block * window + 16 : 0;
-            int32_t i, strip_oy = -1;
+            int32_t i, r, strip_oy = -1;
             l.last = vctp8q(16);
             for (q = 0; q < pixels; q += block) {
                 const int32_t count = pixels - q < block ? pixels - q : block;
                 int32_t oy = q / p->out_w, ox = q % p->out_w;
                 for (i = 0; i < count; ++i, ox = ox + 1 < p->out_w ? ox + 1 : 0, oy += ox == 0) {
-                    const int8_t *b = gather ? window_in_place(p, in, oy, ox) : 0;
                     int8_t *to = win + i * window;
-                    int32_t j;
-                    if (b != 0) {
-                        for (j = 0; j < chunks; ++j) {
-                            vstrbq_s8(to + 16 * j, vldrbq_gather_offset_s8(b, offs[j]));
-                        }
-                    } else if (strip != 0) {
-                        if (oy != strip_oy) {
-                            mve_strip(p, in, oy, strip);
-                            strip_oy = oy;
-                        }
-                        mve_window_of_strip(p, strip, ox, to);
-                    } else {
+                    if (strip == 0) {
                         window_of(p, in, oy, ox, to);
+                        continue;
+                    }
+                    if (oy != strip_oy) {
+                        mve_strip(p, in, oy, strip);
+                        strip_oy = oy;
+                    }
+                    if (row <= 16) {  /* the next run (or the slack) takes the bytes past this one */
+                        const int8_t *from = strip + ox * x_step;
+                        for (r = 0; r < k_h; ++r, from += strip_row, to += row) {
+                            vst1q_s8(to, vld1q_s8(from));
+                        }
+                    } else {
+                        mve_window_of_strip(p, strip, ox, to);
                     }
                 }
                 mve_windows(&l, win, window, count, out + q * n);
@@ -1178,11 +1186,11 @@ typedef char dw_plane_job_layout[(offsetof(dw_plane_job, k) == 20 && offsetof(dw
 #define DW_PLANE_STORE                            \
     "vmax.s32 q0, q0, q3\n\t"                     \
     "vmin.s32 q0, q0, q4\n\t"                     \
-    "vstrb.32 q0, [r3], #4\n\t"                   \
-    "subs lr, lr, #1\n\t"
+    "vstrb.32 q0, [r3], #4\n\t"
 
-/* A 3 x 3 kernel over a channel plane: 27 instructions per 4 outputs with a
- * right shift (VQRDMULH, the round-half-away fix-up, VRSHL), 24 without.
+/* A 3 x 3 kernel over a channel plane: 26 instructions per 4 outputs with a
+ * right shift (VQRDMULH, the round-half-away fix-up, VRSHL), 23 without (a
+ * low-overhead loop).
  * Widening loads and narrowing stores take low registers only: rows in r0-r2,
  * output r3, weights r4-r12. */
 __attribute__((naked, noinline)) static void dw_plane3x3(dw_plane_job *job __attribute__((unused)))
@@ -1206,15 +1214,16 @@ __attribute__((naked, noinline)) static void dw_plane3x3(dw_plane_job *job __att
         "ldr r0, [r0]\n\t"
         "add r1, r0, r2\n\t"
         "add r2, r1, r2\n\t"
+        "dls lr, lr\n\t"
         "beq 2f\n\t"
         "1:\n\t" DW_PLANE_TAPS3X3
         "vshr.s32 q2, q0, #31\n\t"
         "vqadd.s32 q0, q0, q2\n\t"
         "vrshl.s32 q0, q0, q6\n\t" DW_PLANE_STORE
-        "bne 1b\n\t"
+        "le lr, 1b\n\t"
         "b 3f\n\t"
         "2:\n\t" DW_PLANE_TAPS3X3 DW_PLANE_STORE
-        "bne 2b\n\t"
+        "le lr, 2b\n\t"
         "3:\n\t"
         "vpop {d8-d15}\n\t"
         "pop {r4-r11, pc}\n\t");
@@ -1241,12 +1250,13 @@ static void dw_plane_any(const dw_plane_job *job, const int32_t *off, int32_t ta
     }
 }
 
-/* n words of the zero point (4 per store). */
-static void dw_fill(uint32_t *d, uint32x4_t zp4, int32_t n)
+/* n words of the zero point, 4 per store: up to 3 words past them are
+ * written too (dw_quad writes a line's runs in order, and the plane is
+ * followed by room). */
+static inline void dw_fill(uint32_t *d, uint32x4_t zp4, int32_t n)
 {
-    int32_t k;
-    for (k = 0; k < n; k += 4) {
-        vstrwq_p_u32(d + k, zp4, vctp32q((uint32_t)(n - k)));
+    for (; n > 0; n -= 4, d += 4) {
+        vst1q_u32(d, zp4);
     }
 }
 
@@ -1277,9 +1287,13 @@ __attribute__((noinline)) static void dw_quad(const tinyc_conv_params *p, const 
         }
         dw_fill(quad, zp4, j0);
         if (words) {
-            for (k = j0; k < j1; k += 4, s += 4 * step) {
+            /* the input is read no further than the run: its last vector under a predicate */
+            for (k = j0; k + 4 <= j1; k += 4, s += 4 * step) {
+                vst1q_u32(quad + k, vldrwq_gather_offset_u32((const uint32_t *)(const void *)s, offs));
+            }
+            if (k < j1) {
                 const mve_pred16_t m = vctp32q((uint32_t)(j1 - k));
-                vstrwq_p_u32(quad + k, vldrwq_gather_offset_z_u32((const uint32_t *)(const void *)s, offs, m), m);
+                vst1q_u32(quad + k, vldrwq_gather_offset_z_u32((const uint32_t *)(const void *)s, offs, m));
             }
         } else {
             /* the channels past C as the zero point */
@@ -1339,9 +1353,12 @@ __attribute__((noinline)) static void dw_store(const tinyc_conv_params *p, const
         const uint32_t *from = words + u * pitch;
         int8_t *to = out + (col ? u : u * p->out_w) * C;
         if (lanes == 4 && aligned) {
-            for (v = 0; v < inner; v += 4, to += 4 * step) {
-                const mve_pred16_t m = vctp32q((uint32_t)(inner - v));
-                vstrwq_scatter_offset_p_u32((uint32_t *)(void *)to, offs, vldrwq_z_u32(from + v, m), m);
+            for (v = 0; v + 4 <= inner; v += 4, to += 4 * step) {
+                vstrwq_scatter_offset_u32((uint32_t *)(void *)to, offs, vld1q_u32(from + v));
+            }
+            if (v < inner) {
+                vstrwq_scatter_offset_p_u32((uint32_t *)(void *)to, offs, vld1q_u32(from + v),
+                                            vctp32q((uint32_t)(inner - v)));
             }
         } else {
             for (v = 0; v < inner; ++v, to += step) {

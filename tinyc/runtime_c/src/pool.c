@@ -168,6 +168,33 @@ void tinyc_avg_pool_s8(const tinyc_pool_params *p, const int8_t *in, int8_t *out
                 count = 1;                        /* empty window: acc is 0, so is the result */
             }
             c = 0;
+#if TINYC_MVE
+            for (; c + 16 <= ch; c += 16) {
+                /* 16 channels per tap: 4 widening loads and 4 adds */
+                int32_t acc[16], j;
+                int32x4_t s0 = vdupq_n_s32(pad_sum), s1 = s0, s2 = s0, s3 = s0;
+                int32_t row = win + c;
+                for (ky = ky0; ky < ky1; ++ky) {
+                    int32_t at = row;
+                    for (kx = kx0; kx < kx1; ++kx) {
+                        s0 = vaddq_s32(s0, vldrbq_s32(in + at));
+                        s1 = vaddq_s32(s1, vldrbq_s32(in + at + 4));
+                        s2 = vaddq_s32(s2, vldrbq_s32(in + at + 8));
+                        s3 = vaddq_s32(s3, vldrbq_s32(in + at + 12));
+                        at += tap_step;
+                    }
+                    row += row_step;
+                }
+                vst1q_s32(acc, s0);
+                vst1q_s32(acc + 4, s1);
+                vst1q_s32(acc + 8, s2);
+                vst1q_s32(acc + 12, s3);
+                for (j = 0; j < 16; ++j) {
+                    const int32_t avg = acc[j] > 0 ? (acc[j] + count / 2) / count : (acc[j] - count / 2) / count;
+                    *out++ = (int8_t)tinyc_clamp32(avg, p->act_min, p->act_max);
+                }
+            }
+#endif
 #if TINYC_DSP
             for (; c + 4 <= ch; c += 4) {
                 /* 4 channels per word: SXTAB16 sums */
