@@ -64,7 +64,7 @@ def _eligible(program: Program, call: KernelCall, vector: bool) -> bool:
 
 def _mve_depthwise_pays(p) -> bool:
     """The Helium depthwise is faster than the DSP kernels where it runs its
-    channel-plane loop (stride 1, up to 16 taps, maps of 64 pixels or more) or a 3
+    channel-plane loop (stride 1, up to 9 taps, maps of 64 pixels or more) or a 3
     x 3 kernel (no dilation) over rows of 2 pixels or more; elsewhere (sww's
     one-column maps) the DSP kernels are faster."""
     if p.depth_multiplier != 1:

@@ -862,7 +862,7 @@ static int32_t dw_plane_w(const tinyc_conv_params *p)
 /* The channel-plane loop (below) takes stride 1 without dilation, at most
  * DW_PLANE_TAPS taps, over maps of at least DW_PLANE_PIXELS pixels (its cost
  * per channel and per plane pixel outweighs its faster MACs on smaller maps). */
-#define DW_PLANE_TAPS 16
+#define DW_PLANE_TAPS 9
 #define DW_PLANE_PIXELS 64
 
 static int dw_by_channel(const tinyc_conv_params *p)
@@ -1153,19 +1153,25 @@ static void dw_group(const tinyc_conv_params *p, const int8_t *plane, int32_t pl
  * tinyc_mbqm's shift does), so the loop keeps 9 weights, 3 row pointers and
  * the output in registers. */
 
-/* Arguments of dw_plane3x3 (offsets fixed in the assembly). */
+/* Arguments of dw_planes3x3 (offsets fixed in the assembly): a group's
+ * channels, each from its plane into its output plane. */
 typedef struct {
-    const int8_t *x;   /*  0: the channel plane */
-    int32_t pitch;     /*  4: bytes from an outer row of the plane to the next */
-    int8_t *out;       /*  8: one byte per output position */
-    int32_t vectors;   /* 12: vectors of 4 positions (> 0) */
-    const int32_t *w;  /* 16: the 9 weights (<< left); tap (a, b) at 3a + b: outer offset a, inner b */
-    const int32_t *k;  /* 20: vectors: bias << left, multiplier, right shift (<= 0), act_min and act_max
-                        * less the output offset */
-    int32_t right;     /* 24: nonzero for a right shift */
-} dw_plane_job;
+    const int8_t *x;    /*  0: channel 0's plane */
+    int32_t pitch;      /*  4: bytes from an outer row of a plane to the next */
+    int8_t *out;        /*  8: channel 0's output plane, one byte per position */
+    int32_t vectors;    /* 12: vectors of 4 positions per channel (> 0) */
+    const int32_t *w;   /* 16: weights << left, [tap][4 channels]; tap (a, b) at 3a + b in the 3 x 3 loop
+                         * (outer offset a, inner b), else the kernel's order */
+    const int32_t *k;   /* 20: vectors of the 4 channels: bias << left, multiplier, right shift (<= 0);
+                         * act_min and act_max less the output offset */
+    int32_t split;      /* 24: bytes from a channel's plane to the next one's */
+    int32_t out_plane;  /* 28: bytes from a channel's output plane to the next one's */
+    int32_t lanes;      /* 32: channels (1-4) */
+    int32_t j;          /* 36: (the channel) */
+} dw_planes_job;
 
-typedef char dw_plane_job_layout[(offsetof(dw_plane_job, k) == 20 && offsetof(dw_plane_job, right) == 24) ? 1 : -1];
+typedef char dw_planes_job_layout[(offsetof(dw_planes_job, k) == 20 && offsetof(dw_planes_job, j) == 36) ? 1
+                                                                                                         : -1];
 
 /* One tap row (pointer r, its weights wa wb wc: inner offsets 0, 1, 2). */
 #define DW_PLANE_ROW(r, wa, wb, wc)              \
@@ -1188,33 +1194,63 @@ typedef char dw_plane_job_layout[(offsetof(dw_plane_job, k) == 20 && offsetof(dw
     "vmin.s32 q0, q0, q4\n\t"                     \
     "vstrb.32 q0, [r3], #4\n\t"
 
-/* A 3 x 3 kernel over a channel plane: 26 instructions per 4 outputs with a
- * right shift (VQRDMULH, the round-half-away fix-up, VRSHL), 23 without (a
- * low-overhead loop).
+/* A 3 x 3 kernel over the group's channel planes: per channel, its 9 weights
+ * into r4-r12, its bias / multiplier / right shift into q7 / q5 / q6; per
+ * vector of 4 outputs 26 instructions with a right shift (VQRDMULH, the
+ * round-half-away fix-up, VRSHL), 23 without, in a low-overhead loop.
  * Widening loads and narrowing stores take low registers only: rows in r0-r2,
- * output r3, weights r4-r12. */
-__attribute__((naked, noinline)) static void dw_plane3x3(dw_plane_job *job __attribute__((unused)))
+ * output r3.  The job and the channel stay on the stack. */
+__attribute__((naked, noinline)) static void dw_planes3x3(dw_planes_job *job __attribute__((unused)))
 {
     __asm__ volatile(
         "push {r4-r11, lr}\n\t"
         "vpush {d8-d15}\n\t"
+        "sub sp, sp, #8\n\t"
+        "str r0, [sp]\n\t"
         "ldr r1, [r0, #20]\n\t"
-        "vldrw.u32 q7, [r1]\n\t"
-        "vldrw.u32 q5, [r1, #16]\n\t"
-        "vldrw.u32 q6, [r1, #32]\n\t"
         "vldrw.u32 q3, [r1, #48]\n\t"
         "vldrw.u32 q4, [r1, #64]\n\t"
-        "ldr r3, [r0, #16]\n\t"
-        "ldm r3, {r4-r12}\n\t"
+        "movs r1, #0\n\t"
+        "str r1, [r0, #36]\n\t"
+        /* channel j: r0 the job, r1 j */
+        "5:\n\t"
+        "ldr r2, [r0, #20]\n\t"
+        "add r2, r2, r1, lsl #2\n\t"
+        "ldr r3, [r2]\n\t"
+        "vdup.32 q7, r3\n\t"
+        "ldr r3, [r2, #16]\n\t"
+        "vdup.32 q5, r3\n\t"
+        "ldr r2, [r0, #16]\n\t"
+        "add r2, r2, r1, lsl #2\n\t"
+        "ldr r4, [r2]\n\t"
+        "ldr r5, [r2, #16]\n\t"
+        "ldr r6, [r2, #32]\n\t"
+        "ldr r7, [r2, #48]\n\t"
+        "ldr r8, [r2, #64]\n\t"
+        "ldr r9, [r2, #80]\n\t"
+        "ldr r10, [r2, #96]\n\t"
+        "ldr r11, [r2, #112]\n\t"
+        "ldr r12, [r2, #128]\n\t"
+        "ldr r2, [r0, #28]\n\t"
+        "ldr lr, [r0, #8]\n\t"
+        "mla r3, r1, r2, lr\n\t"
+        "ldr r2, [r0, #24]\n\t"
+        "ldr lr, [r0]\n\t"
+        "mla r2, r1, r2, lr\n\t"
         "ldr lr, [r0, #12]\n\t"
-        "ldr r2, [r0, #4]\n\t"
-        "ldr r3, [r0, #24]\n\t"
-        "cmp r3, #0\n\t"
-        "ldr r3, [r0, #8]\n\t"
-        "ldr r0, [r0]\n\t"
-        "add r1, r0, r2\n\t"
-        "add r2, r1, r2\n\t"
         "dls lr, lr\n\t"
+        "ldr r1, [r0, #20]\n\t"
+        "add r1, r1, #32\n\t"
+        "ldr r0, [r0, #36]\n\t"
+        "add r1, r1, r0, lsl #2\n\t"
+        "ldr r1, [r1]\n\t"
+        "vdup.32 q6, r1\n\t"
+        "cmp r1, #0\n\t"
+        "ldr r0, [sp]\n\t"
+        "ldr r1, [r0, #4]\n\t"
+        "mov r0, r2\n\t"
+        "add.w r2, r0, r1, lsl #1\n\t"
+        "add.w r1, r0, r1\n\t"
         "beq 2f\n\t"
         "1:\n\t" DW_PLANE_TAPS3X3
         "vshr.s32 q2, q0, #31\n\t"
@@ -1225,28 +1261,46 @@ __attribute__((naked, noinline)) static void dw_plane3x3(dw_plane_job *job __att
         "2:\n\t" DW_PLANE_TAPS3X3 DW_PLANE_STORE
         "le lr, 2b\n\t"
         "3:\n\t"
+        "ldr r0, [sp]\n\t"
+        "ldr r1, [r0, #36]\n\t"
+        "adds r1, r1, #1\n\t"
+        "str r1, [r0, #36]\n\t"
+        "ldr r2, [r0, #32]\n\t"
+        "cmp r1, r2\n\t"
+        "blt 5b\n\t"
+        "add sp, sp, #8\n\t"
         "vpop {d8-d15}\n\t"
         "pop {r4-r11, pc}\n\t");
 }
 
-/* Any other kernel (at most DW_PLANE_TAPS taps): tap t at plane offset off[t]. */
-static void dw_plane_any(const dw_plane_job *job, const int32_t *off, int32_t taps)
+/* Any other kernel (at most DW_PLANE_TAPS taps), its taps in the kernel's
+ * order; col: the planes' inner dimension is the height. */
+__attribute__((noinline)) static void dw_planes_any(const dw_planes_job *job, const tinyc_conv_params *p, int col)
 {
-    const int32x4_t bias = vldrwq_s32(job->k), mult = vldrwq_s32(job->k + 4), right = vldrwq_s32(job->k + 8);
     const int32x4_t lo = vldrwq_s32(job->k + 12), hi = vldrwq_s32(job->k + 16);
-    const int8_t *x = job->x;
-    int8_t *out = job->out;
-    int32_t v, t;
-    for (v = 0; v < job->vectors; ++v, x += 4, out += 4) {
-        int32x4_t acc = bias;
-        for (t = 0; t < taps; ++t) {
-            acc = vmlaq_n_s32(acc, vldrbq_s32(x + off[t]), job->w[t]);
+    const int32_t taps = p->k_h * p->k_w;
+    int32_t off[DW_PLANE_TAPS];
+    int32_t j, v, t;
+    for (t = 0; t < taps; ++t) {
+        const int32_t ky = t / p->k_w, kx = t % p->k_w;
+        off[t] = col ? kx * job->pitch + ky : ky * job->pitch + kx;
+    }
+    for (j = 0; j < job->lanes; ++j) {
+        const int32x4_t bias = vdupq_n_s32(job->k[j]), mult = vdupq_n_s32(job->k[4 + j]);
+        const int32_t right = job->k[8 + j];
+        const int8_t *x = job->x + j * job->split;
+        int8_t *out = job->out + j * job->out_plane;
+        for (v = 0; v < job->vectors; ++v, x += 4, out += 4) {
+            int32x4_t acc = bias;
+            for (t = 0; t < taps; ++t) {
+                acc = vmlaq_n_s32(acc, vldrbq_s32(x + off[t]), job->w[4 * t + j]);
+            }
+            acc = vqrdmulhq_s32(acc, mult);
+            if (right) {
+                acc = vrshlq_s32(vqaddq_s32(acc, vshrq_n_s32(acc, 31)), vdupq_n_s32(right));
+            }
+            vstrbq_s32(out, vminq_s32(vmaxq_s32(acc, lo), hi));
         }
-        acc = vqrdmulhq_s32(acc, mult);
-        if (job->right) {
-            acc = vrshlq_s32(vqaddq_s32(acc, vshrq_n_s32(acc, 31)), right);
-        }
-        vstrbq_s32(out, vminq_s32(vmaxq_s32(acc, lo), hi));
     }
 }
 
@@ -1382,53 +1436,48 @@ __attribute__((noinline)) static void dw_mve_by_channel(const tinyc_conv_params 
     const int32_t split = round16(n) + 16, out_plane = round16(positions);
     int8_t *const quad = scratch, *const planes = scratch + 4 * round16(n);
     const int k33 = p->k_h == 3 && p->k_w == 3;
-    int32_t off[DW_PLANE_TAPS], wt[DW_PLANE_TAPS] __attribute__((aligned(8)));
+    int32_t wt[4 * DW_PLANE_TAPS] __attribute__((aligned(8)));
     int32x4_t k[5];
-    dw_plane_job job;
-    int32_t g, j, ky, kx;
+    dw_planes_job job;
+    int32_t g, t, ky, kx;
     job.pitch = pitch;
     job.vectors = (positions + 3) >> 2;
     job.w = wt;
     job.k = (const int32_t *)k;
+    job.split = split;
+    job.out_plane = out_plane;
+    job.x = planes;
+    job.out = quad;
     k[3] = vdupq_n_s32(p->act_min - p->out_offset);
     k[4] = vdupq_n_s32(p->act_max - p->out_offset);
-    for (ky = 0; ky < p->k_h; ++ky) {
-        for (kx = 0; kx < p->k_w; ++kx) {
-            off[ky * p->k_w + kx] = col ? kx * pitch + ky : ky * pitch + kx;
-        }
-    }
     for (g = 0; 4 * g < C; ++g) {
         const int32_t lanes = C - 4 * g < 4 ? C - 4 * g : 4;
+        const mve_pred16_t m = vctp32q((uint32_t)lanes);
         const int8_t *wg = w + g * taps * 4;
+        const int32x4_t shift4 = vldrwq_z_s32(shift + 4 * g, m), left = vmaxq_s32(shift4, vdupq_n_s32(0));
         dw_quad(p, src, g, (uint32_t *)(void *)quad, col, pitch, col ? plane_w : plane_h);
         dw_split(quad, n, planes, split);
-        for (j = 0; j < lanes; ++j) {
-            const int32_t c = 4 * g + j, left = shift[c] > 0 ? shift[c] : 0;
-            int32_t t;
-            if (k33 && col) {
-                /* tap (a, b) of the assembly: outer offset a (the column), inner b */
-                int32_t a, b;
-                for (a = 0; a < 3; ++a) {
-                    for (b = 0; b < 3; ++b) {
-                        wt[3 * a + b] = (int32_t)((uint32_t)wg[4 * (3 * b + a) + j] << left);
-                    }
-                }
-            } else {
-                for (t = 0; t < taps; ++t) {
-                    wt[t] = (int32_t)((uint32_t)wg[4 * t + j] << left);
+        /* the left shift folded into the weights and the bias (the sums wrap as tinyc_mbqm's shift does) */
+        if (k33 && col) {
+            /* the 3 x 3 loop's tap (a, b) is outer offset a (kx), inner b (ky) */
+            for (kx = 0; kx < 3; ++kx) {
+                for (ky = 0; ky < 3; ++ky) {
+                    vst1q_s32(wt + 4 * (3 * kx + ky), vshlq_s32(vldrbq_s32(wg + 4 * (3 * ky + kx)), left));
                 }
             }
-            k[0] = vdupq_n_s32((int32_t)((uint32_t)bias[c] << left));
-            k[1] = vdupq_n_s32(mult[c]);
-            k[2] = vdupq_n_s32(shift[c] < 0 ? shift[c] : 0);
-            job.x = planes + j * split;
-            job.out = quad + j * out_plane;
-            job.right = shift[c] < 0;
-            if (k33) {
-                dw_plane3x3(&job);
-            } else {
-                dw_plane_any(&job, off, taps);
+        } else {
+            for (t = 0; t < taps; ++t) {
+                vst1q_s32(wt + 4 * t, vshlq_s32(vldrbq_s32(wg + 4 * t), left));
             }
+        }
+        k[0] = vshlq_s32(vldrwq_s32(bias + 4 * g), left);
+        k[1] = vldrwq_z_s32(mult + 4 * g, m);
+        k[2] = vminq_s32(shift4, vdupq_n_s32(0));
+        job.lanes = lanes;
+        if (k33) {
+            dw_planes3x3(&job);
+        } else {
+            dw_planes_any(&job, p, col);
         }
         dw_interleave(quad, out_plane, positions, (int8_t)p->out_offset, planes);
         dw_store(p, (const uint32_t *)(const void *)planes, col, pitch, lanes, dst + 4 * g);
