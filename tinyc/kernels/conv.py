@@ -471,7 +471,7 @@ def conv2d_wide_scratch_bytes(p: ConvParams, dsp: bool) -> int:
     return 16 * groups * pairs + 4 * groups
 
 
-MVE_BLOCK_BYTES = 1024  # mve.c: the im2col block's size, at most 16 windows
+MVE_BLOCK_BYTES = 1024  # mve.c: the im2col block's size, at most 32 windows
 MVE_STRIP_BYTES = 2048  # mve.c: the largest strip (an output row's input rows)
 
 
@@ -487,7 +487,7 @@ def conv2d_mve_scratch_bytes(p: ConvParams, dsp: bool) -> int:
     """Windows of 16 * ceil(K / 16) bytes (im2col): none for a pointwise layer
     without padding (its pixels are read in place), two where kernel rows of whole
     chunks are read in place (mve.c: the windows with padded taps are copied), else
-    a block of 2-16 windows (as many as 1 KB holds) and the strip they are copied
+    a block of 2-32 windows (an even number, as many as 1 KB holds) and the strip they are copied
     from.  ``dsp``: planned for a core with the DSP extension (the kernel is only
     chosen for Helium cores)."""
     chunks = (p.k_h * p.k_w * p.in_c + 15) // 16
@@ -497,7 +497,7 @@ def conv2d_mve_scratch_bytes(p: ConvParams, dsp: bool) -> int:
         return 0
     if p.dil_w == 1 and p.k_w * p.in_c % 16 == 0:
         return 32 * chunks
-    return 16 * chunks * min(16, max(2, MVE_BLOCK_BYTES // (16 * chunks))) + 16 + _mve_strip_bytes(p)
+    return 16 * chunks * min(32, max(2, MVE_BLOCK_BYTES // (16 * chunks) & ~1)) + 16 + _mve_strip_bytes(p)
 
 
 def fc_scratch_bytes(p: FCParams, dsp: bool) -> int:

@@ -362,6 +362,21 @@ static void mve_pixel_pair(const mve_layer *l, const int8_t *x0, const int8_t *x
     "vmlava.s8 r6, q0, q2\n\t"      \
     "vmlava.s8 lr, q1, q2\n\t"
 
+/* MVE_CHUNK_Q2 starting the sums (VMLADAV) instead of adding to them. */
+#define MVE_CHUNK_FIRST             \
+    "vldrb.u8 q2, [r3], #16\n\t"    \
+    "vmladav.s8 r0, q0, q2\n\t"     \
+    "vmladav.s8 r8, q1, q2\n\t"     \
+    "vldrb.u8 q2, [r3], #16\n\t"    \
+    "vmladav.s8 r2, q0, q2\n\t"     \
+    "vmladav.s8 r10, q1, q2\n\t"    \
+    "vldrb.u8 q2, [r3], #16\n\t"    \
+    "vmladav.s8 r4, q0, q2\n\t"     \
+    "vmladav.s8 r12, q1, q2\n\t"    \
+    "vldrb.u8 q2, [r3], #16\n\t"    \
+    "vmladav.s8 r6, q0, q2\n\t"     \
+    "vmladav.s8 lr, q1, q2\n\t"
+
 /* Arguments of mve_rows (offsets fixed in the assembly). */
 typedef struct {
     const int8_t *x;     /*  0: pixel 0's window */
@@ -378,8 +393,8 @@ typedef struct {
     int32_t out_offset;  /* 40 */
     uint32_t lanes;      /* 44: predicate of the group's channels (VPR.P0) */
     int32_t left;        /* 48: nonzero when a channel shifts left */
-    int32_t plain;       /* 52: nonzero: every chunk whole, 4 channels, no left shift (full counts
-                          * every chunk then) */
+    int32_t plain;       /* 52: nonzero: every chunk whole, 4 channels, no left shift, windows of
+                          * whole chunks one after the other (full counts every chunk then) */
 } mve_rows_job;
 
 typedef char mve_rows_job_layout[(offsetof(mve_rows_job, pairs) == 36 && offsetof(mve_rows_job, plain) == 52) ? 1
@@ -488,19 +503,36 @@ __attribute__((naked, noinline)) static void mve_rows(mve_rows_job *job __attrib
         "add r7, r7, r0\n\t" MVE_ROWS_NEXT
         "bne 1b\n\t"
         "b 7f\n\t"
-        /* plain: whole chunks, 4 channels, no left shift */
-        "5:\n\t" MVE_ROWS_START
+        /* plain: whole chunks, 4 channels, no left shift, windows one after
+         * the other (the next pair's first is where pixel 1's ends); the first
+         * chunk starts the sums, the bias is added to the vectors */
+        "5:\n\t"
+        "ldr r0, [r11, #24]\n\t"
+        "add r1, r5, r0\n\t"
+        "ldr r3, [r11, #4]\n\t"
+        "ldr r9, [r11, #8]\n\t"
+        "vldrb.u8 q0, [r5], #16\n\t"
+        "vldrb.u8 q1, [r1], #16\n\t" MVE_CHUNK_FIRST
+        "subs r9, r9, #1\n\t"
+        "beq 8f\n\t"
         "6:\n\t"
         "vldrb.u8 q0, [r5], #16\n\t"
         "vldrb.u8 q1, [r1], #16\n\t" MVE_CHUNK_Q2
         "subs r9, r9, #1\n\t"
-        "bne 6b\n\t" MVE_ROWS_TO_VECTORS
+        "bne 6b\n\t"
+        "8:\n\t" MVE_ROWS_TO_VECTORS
+        "vadd.i32 q0, q0, q4\n\t"
+        "vadd.i32 q1, q1, q4\n\t"
         "ldr r0, [r11, #40]\n\t" MVE_ROWS_REQUANTIZE
         "ldr r0, [r11, #32]\n\t"
         "vstrb.32 q0, [r7]\n\t"
         "add r7, r7, r0\n\t"
         "vstrb.32 q1, [r7]\n\t"
-        "add r7, r7, r0\n\t" MVE_ROWS_NEXT
+        "add r7, r7, r0\n\t"
+        "mov r5, r1\n\t"
+        "ldr r0, [r11, #36]\n\t"
+        "subs r0, r0, #1\n\t"
+        "str r0, [r11, #36]\n\t"
         "bne 5b\n\t"
         "7:\n\t"
         "vpop {d8-d15}\n\t"
@@ -508,13 +540,23 @@ __attribute__((naked, noinline)) static void mve_rows(mve_rows_job *job __attrib
 }
 
 /* Every output channel of `count` windows of l->chunks * 16 - padding bytes
- * at x + q * in_step (q < count), the outputs at out + q * l->n. */
+ * at x + q * in_step (q < count), the outputs at out + q * l->n: channel group
+ * by channel group over the pairs when there are 2 pairs or more (the setup of
+ * a group costs about what a pair saves), else (and for a last lone window)
+ * every group inside one call per pair. */
 static void mve_windows(const mve_layer *l, const int8_t *x, int32_t in_step, int32_t count, int8_t *out)
 {
     int32x4_t k[6] __attribute__((aligned(8)));
     mve_rows_job job;
     const int32_t pairs = count >> 1, window = 16 * l->chunks;
     int32_t g;
+    if (pairs < 2) {
+        for (g = 0; g < count; g += 2) {
+            const int32_t r = g + 1 < count ? g + 1 : g;
+            mve_pixel_pair(l, x + g * in_step, x + r * in_step, 0, 0, out + g * l->n, out + r * l->n);
+        }
+        return;
+    }
     job.w = l->w;
     job.last = l->last;
     job.k = (const int32_t *)k;
@@ -531,25 +573,19 @@ static void mve_windows(const mve_layer *l, const int8_t *x, int32_t in_step, in
         k[3] = vminq_s32(shift, vdupq_n_s32(0));
         job.left = vmaxvq_s32(0, shift) > 0;
         job.lanes = m;
-        job.plain = l->last == 0xffff && lanes == 4 && !job.left;
+        job.plain = l->last == 0xffff && lanes == 4 && !job.left && in_step == window;
         job.full = job.plain ? l->chunks : l->chunks - 1;
         job.x = x;
         job.out = out + 4 * g;
-        if (pairs > 0) {
-            job.skip = 2 * in_step - window;
-            job.in_step = in_step;
-            job.out_step = l->n;
-            job.pairs = pairs;
-            mve_rows(&job);
-        }
-        if (count & 1) {  /* the last window: a pair of itself */
-            job.x = x + 2 * pairs * in_step;
-            job.out = out + 2 * pairs * l->n + 4 * g;
-            job.in_step = 0;
-            job.out_step = 0;
-            job.pairs = 1;
-            mve_rows(&job);
-        }
+        job.skip = 2 * in_step - window;
+        job.in_step = in_step;
+        job.out_step = l->n;
+        job.pairs = pairs;
+        mve_rows(&job);
+    }
+    if (count & 1) {  /* the last window: a pair of itself */
+        const int8_t *last = x + 2 * pairs * in_step;
+        mve_pixel_pair(l, last, last, 0, 0, out + 2 * pairs * l->n, out + 2 * pairs * l->n);
     }
 }
 #endif /* TINYC_MVE */
@@ -569,13 +605,13 @@ static const int8_t *window_in_place(const tinyc_conv_params *p, const int8_t *i
 
 #if TINYC_MVE
 /* Windows copied (im2col) a block at a time: as many as MVE_BLOCK_BYTES hold,
- * 2 to 16. */
+ * an even number (whole pixel pairs) from 2 to 32. */
 #define MVE_BLOCK_BYTES 1024
 
 static int32_t mve_block(int32_t chunks)
 {
-    const int32_t n = MVE_BLOCK_BYTES / (16 * chunks);
-    return n < 2 ? 2 : (n > 16 ? 16 : n);
+    const int32_t n = (MVE_BLOCK_BYTES / (16 * chunks)) & ~1;
+    return n < 2 ? 2 : (n > 32 ? 32 : n);
 }
 
 /* Kernel rows of whole chunks, not dilated along x: a window without padded
@@ -624,35 +660,47 @@ int32_t tinyc_conv2d_mve_s8_scratch_bytes(const tinyc_conv_params *p)
 
 #if TINYC_MVE
 /* The strip of output row oy: strip row r is input row oy * stride_h - pad_t +
- * r * dil_h, its pixels from column -pad_l, the padding as the zero point. */
-static void mve_strip(const tinyc_conv_params *p, const int8_t *in, int32_t oy, int8_t *strip)
+ * r * dil_h, its pixels from column -pad_l, the padding as the zero point.
+ * `last` is the output row the strip holds (-1: none): without dilation the
+ * next output row's strip is that one moved up stride_h rows, and only its last
+ * stride_h rows are read from the input. */
+__attribute__((noinline)) static void mve_strip(const tinyc_conv_params *p, const int8_t *in, int32_t oy,
+                                                int32_t last, int8_t *strip)
 {
-    const int32_t C = p->in_c, sw = mve_strip_w(p), row = sw * C;
-    const int8_t zp = (int8_t)-p->in_offset;
+    const int32_t C = p->in_c, sw = mve_strip_w(p), row = sw * C, k_h = p->k_h;
     const int32_t c0 = p->pad_l < sw ? p->pad_l : sw;
+    const int8x16_t z = vdupq_n_s8((int8_t)-p->in_offset);
     int32_t c1 = p->pad_l + p->in_w < sw ? p->pad_l + p->in_w : sw;
-    int32_t r;
+    int32_t r = 0, j;
     c1 = c1 < c0 ? c0 : c1;
-    const int8x16_t z = vdupq_n_s8(zp);
-    /* whole vectors written, in order: the next run (or the slack) takes the
-     * bytes past a run; the input is read no further than its run */
-    for (r = 0; r < p->k_h; ++r, strip += row) {
+    if (last >= 0 && oy == last + 1 && p->dil_h == 1 && p->stride_h < k_h) {
+        /* front to back, a vector at a time: each is read before it is overwritten */
+        const int32_t keep = (k_h - p->stride_h) * row;
+        const int8_t *from = strip + p->stride_h * row;
+        for (j = 0; j < keep; j += 16) {
+            vst1q_s8(strip + j, vld1q_s8(from + j));
+        }
+        r = k_h - p->stride_h;
+    }
+    for (strip += r * row; r < k_h; ++r, strip += row) {
         const int32_t iy = oy * p->stride_h - p->pad_t + r * p->dil_h;
-        const int inside = iy >= 0 && iy < p->in_h;
-        const int32_t a = inside ? c0 * C : row, b = inside ? c1 * C : row;
-        const int8_t *from = in + (iy * p->in_w + c0 - p->pad_l) * C;
-        int32_t j;
-        for (j = 0; j < a; j += 16) {
+        /* the row as the zero point (whole vectors: the next row, or the slack,
+         * takes the bytes past it), then the input run over it, the input read no
+         * further than the run */
+        for (j = 0; j < row; j += 16) {
             vst1q_s8(strip + j, z);
         }
-        for (j = a; j + 16 <= b; j += 16, from += 16) {
-            vst1q_s8(strip + j, vld1q_s8(from));
-        }
-        if (j < b) {
-            vst1q_s8(strip + j, vldrbq_z_s8(from, vctp8q((uint32_t)(b - j))));
-        }
-        for (j = b; j < row; j += 16) {
-            vst1q_s8(strip + j, z);
+        if (iy >= 0 && iy < p->in_h && c1 > c0) {
+            const int8_t *from = in + (iy * p->in_w + c0 - p->pad_l) * C;
+            const int32_t n = (c1 - c0) * C;
+            int8_t *to = strip + c0 * C;
+            for (j = 0; j + 16 <= n; j += 16) {
+                vst1q_s8(to + j, vld1q_s8(from + j));
+            }
+            if (j < n) {
+                const mve_pred16_t m = vctp8q((uint32_t)(n - j));
+                vstrbq_p_s8(to + j, vldrbq_z_s8(from + j, m), m);
+            }
         }
     }
 }
@@ -723,7 +771,7 @@ void tinyc_conv2d_mve_s8(const tinyc_conv_params *p, const int8_t *in, const int
                         continue;
                     }
                     if (oy != strip_oy) {
-                        mve_strip(p, in, oy, strip);
+                        mve_strip(p, in, oy, strip_oy, strip);
                         strip_oy = oy;
                     }
                     if (row <= 16) {  /* the next run (or the slack) takes the bytes past this one */
