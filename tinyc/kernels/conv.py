@@ -350,14 +350,13 @@ def depthwise_conv2d_inplace_mve_s8(p: ConvParams, x, packed, folded_bias, mult,
 
 
 DW_PLANE_TAPS = 9  # mve.c: the channel-plane loop's most taps
-DW_PLANE_PIXELS = 64  # and its smallest output map
 
 
 def dw_mve_by_channel(p: ConvParams) -> bool:
     """Whether the Helium depthwise runs its channel-plane loop (mve.c
-    dw_by_channel): stride 1, no dilation, at most 9 taps, 64 output pixels or more."""
+    dw_by_channel): stride 1, no dilation, at most 9 taps, a 2-D output map."""
     return (p.stride_h == p.stride_w == 1 and p.dil_h == p.dil_w == 1 and p.k_h * p.k_w <= DW_PLANE_TAPS
-            and p.out_h * p.out_w >= DW_PLANE_PIXELS)
+            and p.out_h > 1 and p.out_w > 1)
 
 
 def dw_mve_scratch_bytes(p: ConvParams, dsp: bool = False) -> int:
@@ -370,7 +369,7 @@ def dw_mve_scratch_bytes(p: ConvParams, dsp: bool = False) -> int:
     n = plane_h * plane_w
     if dw_mve_by_channel(p):
         return 8 * (-(-n // 16) * 16) + 64
-    return 4 * n
+    return 4 * n + 16  # whole vectors written past the plane's end
 
 
 # ----------------------------------------------------------------------------

@@ -63,13 +63,14 @@ def _eligible(program: Program, call: KernelCall, vector: bool) -> bool:
 
 
 def _mve_depthwise_pays(p) -> bool:
-    """The Helium depthwise is faster than the DSP kernels where it runs its
-    channel-plane loop (stride 1, up to 9 taps, maps of 64 pixels or more) or a 3
-    x 3 kernel (no dilation) over rows of 2 pixels or more; elsewhere (sww's
-    one-column maps) the DSP kernels are faster."""
+    """The Helium depthwise (depth multiplier 1) is faster than the DSP kernels
+    where it runs its channel-plane loop (stride 1, up to 9 taps, a 2-D map), a 3 x
+    3 kernel (no dilation) over rows of 2 pixels or more, or a one-column map of
+    up to 16 taps (sww's: pairs of rows, 4 channels per vector)."""
     if p.depth_multiplier != 1:
         return False
-    return dw_mve_by_channel(p) or (p.k_h == p.k_w == 3 and p.dil_h == p.dil_w == 1 and p.out_w >= 2)
+    column = p.out_w == 1 and p.k_w == 1 and p.k_h <= 16
+    return dw_mve_by_channel(p) or column or (p.k_h == p.k_w == 3 and p.dil_h == p.dil_w == 1 and p.out_w >= 2)
 
 
 def _macs(call: KernelCall) -> int:

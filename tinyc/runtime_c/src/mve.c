@@ -393,8 +393,9 @@ typedef struct {
     int32_t out_offset;  /* 40 */
     uint32_t lanes;      /* 44: predicate of the group's channels (VPR.P0) */
     int32_t left;        /* 48: nonzero when a channel shifts left */
-    int32_t plain;       /* 52: nonzero: every chunk whole, 4 channels, no left shift, windows of
-                          * whole chunks one after the other (full counts every chunk then) */
+    int32_t plain;       /* 52: 4 channels, no left shift, every chunk read whole (full counts every
+                          * chunk then): 1: windows of whole chunks one after the other, 2: the next
+                          * pair's first window `skip` past the end of pixel 1's */
 } mve_rows_job;
 
 typedef char mve_rows_job_layout[(offsetof(mve_rows_job, pairs) == 36 && offsetof(mve_rows_job, plain) == 52) ? 1
@@ -446,6 +447,40 @@ typedef char mve_rows_job_layout[(offsetof(mve_rows_job, pairs) == 36 && offseto
     "subs r0, r0, #1\n\t"           \
     "str r0, [r11, #36]\n\t"
 
+/* A plain pair (see mve_rows), `next` taking r5 to the next pair's first window. */
+#define MVE_ROWS_PLAIN(next)        \
+    "ldr r0, [r11, #24]\n\t"        \
+    "add r1, r5, r0\n\t"            \
+    "ldr r3, [r11, #4]\n\t"         \
+    "ldr r9, [r11, #8]\n\t"         \
+    "vldrb.u8 q0, [r5], #16\n\t"    \
+    "vldrb.u8 q1, [r1], #16\n\t"    \
+    MVE_CHUNK_FIRST                 \
+    "subs r9, r9, #1\n\t"           \
+    "beq 8f\n\t"                    \
+    "6:\n\t"                        \
+    "vldrb.u8 q0, [r5], #16\n\t"    \
+    "vldrb.u8 q1, [r1], #16\n\t"    \
+    MVE_CHUNK_Q2                    \
+    "subs r9, r9, #1\n\t"           \
+    "bne 6b\n\t"                    \
+    "8:\n\t"                        \
+    MVE_ROWS_TO_VECTORS             \
+    "vadd.i32 q0, q0, q4\n\t"       \
+    "vadd.i32 q1, q1, q4\n\t"       \
+    "ldr r0, [r11, #40]\n\t"        \
+    MVE_ROWS_REQUANTIZE             \
+    "ldr r0, [r11, #32]\n\t"        \
+    "vstrb.32 q0, [r7]\n\t"         \
+    "add r7, r7, r0\n\t"            \
+    "vstrb.32 q1, [r7]\n\t"         \
+    "add r7, r7, r0\n\t"            \
+    next                            \
+    "ldr r0, [r11, #36]\n\t"        \
+    "subs r0, r0, #1\n\t"           \
+    "str r0, [r11, #36]\n\t"        \
+    "bne 5b\n\t"
+
 /* One channel group over pairs of windows laid out at a fixed step (a
  * pointwise layer's pixels, a fully connected layer's batches): the group's
  * bias, multiplier, shifts and clamp stay in q4-q7 and q3 across the pairs,
@@ -468,8 +503,10 @@ __attribute__((naked, noinline)) static void mve_rows(mve_rows_job *job __attrib
         "ldr r5, [r11]\n\t"
         "ldr r7, [r11, #28]\n\t"
         "ldr r0, [r11, #52]\n\t"
-        "cmp r0, #0\n\t"
-        "bne 5f\n\t"
+        "cmp r0, #1\n\t"
+        "beq 5f\n\t"
+        "cmp r0, #2\n\t"
+        "beq 9f\n\t"
         /* a pair: full chunks, then the last one under its predicate */
         "1:\n\t" MVE_ROWS_START
         "cmp r9, #0\n\t"
@@ -503,37 +540,14 @@ __attribute__((naked, noinline)) static void mve_rows(mve_rows_job *job __attrib
         "add r7, r7, r0\n\t" MVE_ROWS_NEXT
         "bne 1b\n\t"
         "b 7f\n\t"
-        /* plain: whole chunks, 4 channels, no left shift, windows one after
-         * the other (the next pair's first is where pixel 1's ends); the first
-         * chunk starts the sums, the bias is added to the vectors */
-        "5:\n\t"
-        "ldr r0, [r11, #24]\n\t"
-        "add r1, r5, r0\n\t"
-        "ldr r3, [r11, #4]\n\t"
-        "ldr r9, [r11, #8]\n\t"
-        "vldrb.u8 q0, [r5], #16\n\t"
-        "vldrb.u8 q1, [r1], #16\n\t" MVE_CHUNK_FIRST
-        "subs r9, r9, #1\n\t"
-        "beq 8f\n\t"
-        "6:\n\t"
-        "vldrb.u8 q0, [r5], #16\n\t"
-        "vldrb.u8 q1, [r1], #16\n\t" MVE_CHUNK_Q2
-        "subs r9, r9, #1\n\t"
-        "bne 6b\n\t"
-        "8:\n\t" MVE_ROWS_TO_VECTORS
-        "vadd.i32 q0, q0, q4\n\t"
-        "vadd.i32 q1, q1, q4\n\t"
-        "ldr r0, [r11, #40]\n\t" MVE_ROWS_REQUANTIZE
-        "ldr r0, [r11, #32]\n\t"
-        "vstrb.32 q0, [r7]\n\t"
-        "add r7, r7, r0\n\t"
-        "vstrb.32 q1, [r7]\n\t"
-        "add r7, r7, r0\n\t"
-        "mov r5, r1\n\t"
-        "ldr r0, [r11, #36]\n\t"
-        "subs r0, r0, #1\n\t"
-        "str r0, [r11, #36]\n\t"
-        "bne 5b\n\t"
+        /* plain: whole chunks, 4 channels, no left shift; the first chunk
+         * starts the sums, the bias is added to the vectors.  Windows one after
+         * the other: the next pair's first is where pixel 1's ends; else it is
+         * `skip` past that */
+        "5:\n\t" MVE_ROWS_PLAIN("mov r5, r1\n\t")
+        "b 7f\n\t"
+        "9:\n\t"
+        "5:\n\t" MVE_ROWS_PLAIN("ldr r0, [r11, #20]\n\t" "add r5, r1, r0\n\t")
         "7:\n\t"
         "vpop {d8-d15}\n\t"
         "pop {r4-r11, pc}\n\t");
@@ -549,7 +563,7 @@ static void mve_windows(const mve_layer *l, const int8_t *x, int32_t in_step, in
     int32x4_t k[6] __attribute__((aligned(8)));
     mve_rows_job job;
     const int32_t pairs = count >> 1, window = 16 * l->chunks;
-    int32_t g;
+    int32_t g, done;
     if (pairs < 2) {
         for (g = 0; g < count; g += 2) {
             const int32_t r = g + 1 < count ? g + 1 : g;
@@ -573,15 +587,38 @@ static void mve_windows(const mve_layer *l, const int8_t *x, int32_t in_step, in
         k[3] = vminq_s32(shift, vdupq_n_s32(0));
         job.left = vmaxvq_s32(0, shift) > 0;
         job.lanes = m;
-        job.plain = l->last == 0xffff && lanes == 4 && !job.left && in_step == window;
-        job.full = job.plain ? l->chunks : l->chunks - 1;
         job.x = x;
         job.out = out + 4 * g;
-        job.skip = 2 * in_step - window;
         job.in_step = in_step;
         job.out_step = l->n;
-        job.pairs = pairs;
-        mve_rows(&job);
+        job.plain = 0;
+        done = pairs;
+        if (lanes == 4 && !job.left) {
+            if (l->last == 0xffff && in_step == window) {
+                job.plain = 1;
+            } else if (in_step >= 8) {
+                /* the last chunks read whole: up to 15 bytes past a window, which
+                 * meet zero weights and lie in the next two windows (at least 8
+                 * bytes each), so the last pair is left to the predicated loop */
+                job.plain = 2;
+                done = l->last == 0xffff ? pairs : pairs - 1;
+            }
+        }
+        job.full = job.plain ? l->chunks : l->chunks - 1;
+        job.skip = job.plain == 2 ? in_step - window : 2 * in_step - window;
+        if (done > 0) {  /* (the assembly counts job.pairs down) */
+            job.pairs = done;
+            mve_rows(&job);
+        }
+        if (done < pairs) {
+            job.x = x + 2 * done * in_step;
+            job.out = out + 2 * done * l->n + 4 * g;
+            job.pairs = 1;
+            job.plain = 0;
+            job.full = l->chunks - 1;
+            job.skip = 2 * in_step - window;
+            mve_rows(&job);
+        }
     }
     if (count & 1) {  /* the last window: a pair of itself */
         const int8_t *last = x + 2 * pairs * in_step;
@@ -908,15 +945,14 @@ static int32_t dw_plane_w(const tinyc_conv_params *p)
 }
 
 /* The channel-plane loop (below) takes stride 1 without dilation, at most
- * DW_PLANE_TAPS taps, over maps of at least DW_PLANE_PIXELS pixels (its cost
- * per channel and per plane pixel outweighs its faster MACs on smaller maps). */
+ * DW_PLANE_TAPS taps, over 2-D maps (a one-row or one-column map has too few
+ * positions per channel for its cost per channel). */
 #define DW_PLANE_TAPS 9
-#define DW_PLANE_PIXELS 64
 
 static int dw_by_channel(const tinyc_conv_params *p)
 {
     return p->stride_h == 1 && p->stride_w == 1 && p->dil_h == 1 && p->dil_w == 1 &&
-           p->k_h * p->k_w <= DW_PLANE_TAPS && p->out_h * p->out_w >= DW_PLANE_PIXELS;
+           p->k_h * p->k_w <= DW_PLANE_TAPS && p->out_h > 1 && p->out_w > 1;
 }
 
 static int32_t round16(int32_t n)
@@ -934,7 +970,7 @@ int32_t tinyc_depthwise_conv2d_mve_s8_scratch_bytes(const tinyc_conv_params *p)
     if (p->out_h <= 0 || p->out_w <= 0) {
         return 0;
     }
-    return dw_by_channel(p) ? 8 * round16(n) + 64 : 4 * n;
+    return dw_by_channel(p) ? 8 * round16(n) + 64 : 4 * n + 16;
 }
 
 /* Group g's plane: 4 bytes per plane pixel, the channels past C and the
@@ -1004,6 +1040,40 @@ __attribute__((noinline, optimize("no-tree-loop-distribute-patterns"))) static v
 
 #define DW_ROW DW_TAP(0) DW_TAP(4) DW_TAP(8)
 
+/* Both pixels' sums (q0, q1) requantized as tinyc_mve_requantize does, with
+ * the vectors at r6 (bias, max(shift, 0), multiplier, min(shift, 0), act_min,
+ * act_max) and the output offset in r4, and stored under the channels'
+ * predicate (VPR.P0) at r3 and r3 + r12; r3 moves on by 2 * r12. */
+#define DW_PAIR_REQUANTIZE_STORE              \
+    "vldrw.u32 q2, [r6, #16]\n\t"             \
+    "vshl.s32 q0, q0, q2\n\t"                 \
+    "vshl.s32 q1, q1, q2\n\t"                 \
+    "vldrw.u32 q2, [r6, #32]\n\t"             \
+    "vqrdmulh.s32 q0, q0, q2\n\t"             \
+    "vqrdmulh.s32 q1, q1, q2\n\t"             \
+    "vldrw.u32 q2, [r6, #48]\n\t"             \
+    "vand q3, q0, q2\n\t"                     \
+    "vshr.s32 q3, q3, #31\n\t"                \
+    "vqadd.s32 q0, q0, q3\n\t"                \
+    "vand q3, q1, q2\n\t"                     \
+    "vshr.s32 q3, q3, #31\n\t"                \
+    "vqadd.s32 q1, q1, q3\n\t"                \
+    "vrshl.s32 q0, q0, q2\n\t"                \
+    "vrshl.s32 q1, q1, q2\n\t"                \
+    "vqadd.s32 q0, q0, r4\n\t"                \
+    "vqadd.s32 q1, q1, r4\n\t"                \
+    "vldrw.u32 q2, [r6, #64]\n\t"             \
+    "vmax.s32 q0, q0, q2\n\t"                 \
+    "vmax.s32 q1, q1, q2\n\t"                 \
+    "vldrw.u32 q2, [r6, #80]\n\t"             \
+    "vmin.s32 q0, q0, q2\n\t"                 \
+    "vmin.s32 q1, q1, q2\n\t"                 \
+    "add r5, r3, r12\n\t"                     \
+    "vpstt\n\t"                               \
+    "vstrbt.32 q0, [r3]\n\t"                  \
+    "vstrbt.32 q1, [r5]\n\t"                  \
+    "add r3, r5, r12\n\t"
+
 /* Arguments of dw3x3_row (offsets fixed in the assembly). */
 typedef struct {
     const int8_t *x;       /*  0: the first pixel's window in the plane (4 bytes per plane pixel) */
@@ -1047,37 +1117,158 @@ __attribute__((naked, noinline)) static void dw3x3_row(dw_row_job *job __attribu
         "add r2, r2, r9\n\t" DW_ROW
         "add r1, r1, r9\n\t"
         "add r2, r2, r9\n\t" DW_ROW
-        "vldrw.u32 q2, [r6, #16]\n\t"
-        "vshl.s32 q0, q0, q2\n\t"
-        "vshl.s32 q1, q1, q2\n\t"
-        "vldrw.u32 q2, [r6, #32]\n\t"
-        "vqrdmulh.s32 q0, q0, q2\n\t"
-        "vqrdmulh.s32 q1, q1, q2\n\t"
-        "vldrw.u32 q2, [r6, #48]\n\t"
-        "vand q3, q0, q2\n\t"
-        "vshr.s32 q3, q3, #31\n\t"
-        "vqadd.s32 q0, q0, q3\n\t"
-        "vand q3, q1, q2\n\t"
-        "vshr.s32 q3, q3, #31\n\t"
-        "vqadd.s32 q1, q1, q3\n\t"
-        "vrshl.s32 q0, q0, q2\n\t"
-        "vrshl.s32 q1, q1, q2\n\t"
-        "vqadd.s32 q0, q0, r4\n\t"
-        "vqadd.s32 q1, q1, r4\n\t"
-        "vldrw.u32 q2, [r6, #64]\n\t"
-        "vmax.s32 q0, q0, q2\n\t"
-        "vmax.s32 q1, q1, q2\n\t"
-        "vldrw.u32 q2, [r6, #80]\n\t"
-        "vmin.s32 q0, q0, q2\n\t"
-        "vmin.s32 q1, q1, q2\n\t"
-        "add r5, r3, r12\n\t"
-        "vpstt\n\t"
-        "vstrbt.32 q0, [r3]\n\t"
-        "vstrbt.32 q1, [r5]\n\t"
-        "add r3, r5, r12\n\t"
+        DW_PAIR_REQUANTIZE_STORE
         "add r8, r8, r7\n\t"
         "subs lr, lr, #1\n\t"
         "bne 1b\n\t"
+        "pop {r4-r11, pc}\n\t");
+}
+
+/* A one-column map (k_w 1, no dilation): pairs of output rows, the kernel's
+ * taps down the column (4 bytes apart in the plane); the job as dw3x3_row's,
+ * with `row` the number of taps (a lone pixel: step 0, its taps once).  Per
+ * pair 8 instructions per tap (a low-overhead loop) and 27 of
+ * requantization; in C, gcc kept the tap loop's pointers and bounds in
+ * memory. */
+__attribute__((naked, noinline)) static void dw_column(dw_row_job *job __attribute__((unused)))
+{
+    __asm__ volatile(
+        "push {r4-r11, lr}\n\t"
+        "ldr r1, [r0, #36]\n\t"
+        "vmsr p0, r1\n\t"
+        "ldrd r8, r11, [r0]\n\t"
+        "ldrd r10, r9, [r0, #8]\n\t"
+        "ldrd r6, r3, [r0, #16]\n\t"
+        "ldrd r12, r7, [r0, #24]\n\t"
+        "ldr r4, [r0, #32]\n\t"
+        "1:\n\t"
+        "mov r0, r9\n\t"
+        "mov r1, r8\n\t"
+        "add r2, r8, r10\n\t"
+        "vldrw.u32 q0, [r6]\n\t"
+        "vmov q1, q0\n\t"
+        "dls lr, r11\n\t"
+        "cmp r10, #0\n\t"
+        "beq 3f\n\t"
+        "2:\n\t"
+        "vldrb.s32 q2, [r0], #4\n\t"
+        "vldrb.s32 q3, [r1], #4\n\t"
+        "vmul.i32 q3, q3, q2\n\t"
+        "vadd.i32 q0, q0, q3\n\t"
+        "vldrb.s32 q3, [r2], #4\n\t"
+        "vmul.i32 q3, q3, q2\n\t"
+        "vadd.i32 q1, q1, q3\n\t"
+        "le lr, 2b\n\t"
+        "b 4f\n\t"
+        /* a lone pixel (step 0): its taps once */
+        "3:\n\t"
+        "vldrb.s32 q2, [r0], #4\n\t"
+        "vldrb.s32 q3, [r1], #4\n\t"
+        "vmul.i32 q3, q3, q2\n\t"
+        "vadd.i32 q0, q0, q3\n\t"
+        "le lr, 3b\n\t"
+        "vmov q1, q0\n\t"
+        "4:\n\t"
+        DW_PAIR_REQUANTIZE_STORE
+        "add r8, r8, r10, lsl #1\n\t"
+        "subs r7, r7, #1\n\t"
+        "bne 1b\n\t"
+        "pop {r4-r11, pc}\n\t");
+}
+
+/* One of 4 pixels' sums (qa) requantized with the vector in q2 (see
+ * DW_QUAD_REQUANTIZE_STORE). */
+#define DW_FIXUP(qa)                            \
+    "vand q3, " qa ", q2\n\t"                   \
+    "vshr.s32 q3, q3, #31\n\t"                  \
+    "vqadd.s32 " qa ", " qa ", q3\n\t"
+
+#define DW_STORE(qa)                            \
+    "vpst\n\t"                                  \
+    "vstrbt.32 " qa ", [r4]\n\t"                \
+    "add r4, r4, r12\n\t"
+
+/* dw_column over 4 rows at a time (the weights loaded once per tap for all
+ * four): 13 instructions per tap and 66 per 4 pixels, against 16 and 74 in
+ * pairs.  Sums in q0 q1 q4 q5; widening loads take low registers: weights r0,
+ * rows r1 r2 r3 r5; the outputs walk in r4; the job is kept on the stack for
+ * the output offset.  job->pairs counts groups of 4 rows. */
+__attribute__((naked, noinline)) static void dw_column4(dw_row_job *job __attribute__((unused)))
+{
+    __asm__ volatile(
+        "push {r4-r11, lr}\n\t"
+        "vpush {d8-d11}\n\t"
+        "push {r0, r1}\n\t"
+        "ldr r1, [r0, #36]\n\t"
+        "vmsr p0, r1\n\t"
+        "ldrd r8, r11, [r0]\n\t"
+        "ldrd r10, r9, [r0, #8]\n\t"
+        "ldrd r6, r4, [r0, #16]\n\t"
+        "ldrd r12, r7, [r0, #24]\n\t"
+        "1:\n\t"
+        "mov r0, r9\n\t"
+        "mov r1, r8\n\t"
+        "add r2, r8, r10\n\t"
+        "add r3, r2, r10\n\t"
+        "add r5, r3, r10\n\t"
+        "vldrw.u32 q0, [r6]\n\t"
+        "vmov q1, q0\n\t"
+        "vmov q4, q0\n\t"
+        "vmov q5, q0\n\t"
+        "dls lr, r11\n\t"
+        "2:\n\t"
+        "vldrb.s32 q2, [r0], #4\n\t"
+        "vldrb.s32 q3, [r1], #4\n\t"
+        "vmul.i32 q3, q3, q2\n\t"
+        "vadd.i32 q0, q0, q3\n\t"
+        "vldrb.s32 q3, [r2], #4\n\t"
+        "vmul.i32 q3, q3, q2\n\t"
+        "vadd.i32 q1, q1, q3\n\t"
+        "vldrb.s32 q3, [r3], #4\n\t"
+        "vmul.i32 q3, q3, q2\n\t"
+        "vadd.i32 q4, q4, q3\n\t"
+        "vldrb.s32 q3, [r5], #4\n\t"
+        "vmul.i32 q3, q3, q2\n\t"
+        "vadd.i32 q5, q5, q3\n\t"
+        "le lr, 2b\n\t"
+        "vldrw.u32 q2, [r6, #16]\n\t"
+        "vshl.s32 q0, q0, q2\n\t"
+        "vshl.s32 q1, q1, q2\n\t"
+        "vshl.s32 q4, q4, q2\n\t"
+        "vshl.s32 q5, q5, q2\n\t"
+        "vldrw.u32 q2, [r6, #32]\n\t"
+        "vqrdmulh.s32 q0, q0, q2\n\t"
+        "vqrdmulh.s32 q1, q1, q2\n\t"
+        "vqrdmulh.s32 q4, q4, q2\n\t"
+        "vqrdmulh.s32 q5, q5, q2\n\t"
+        "vldrw.u32 q2, [r6, #48]\n\t"
+        DW_FIXUP("q0") DW_FIXUP("q1") DW_FIXUP("q4") DW_FIXUP("q5")
+        "vrshl.s32 q0, q0, q2\n\t"
+        "vrshl.s32 q1, q1, q2\n\t"
+        "vrshl.s32 q4, q4, q2\n\t"
+        "vrshl.s32 q5, q5, q2\n\t"
+        "ldr r0, [sp]\n\t"
+        "ldr r0, [r0, #32]\n\t"
+        "vqadd.s32 q0, q0, r0\n\t"
+        "vqadd.s32 q1, q1, r0\n\t"
+        "vqadd.s32 q4, q4, r0\n\t"
+        "vqadd.s32 q5, q5, r0\n\t"
+        "vldrw.u32 q2, [r6, #64]\n\t"
+        "vmax.s32 q0, q0, q2\n\t"
+        "vmax.s32 q1, q1, q2\n\t"
+        "vmax.s32 q4, q4, q2\n\t"
+        "vmax.s32 q5, q5, q2\n\t"
+        "vldrw.u32 q2, [r6, #80]\n\t"
+        "vmin.s32 q0, q0, q2\n\t"
+        "vmin.s32 q1, q1, q2\n\t"
+        "vmin.s32 q4, q4, q2\n\t"
+        "vmin.s32 q5, q5, q2\n\t"
+        DW_STORE("q0") DW_STORE("q1") DW_STORE("q4") DW_STORE("q5")
+        "add r8, r8, r10, lsl #2\n\t"
+        "subs r7, r7, #1\n\t"
+        "bne 1b\n\t"
+        "pop {r0, r1}\n\t"
+        "vpop {d8-d11}\n\t"
         "pop {r4-r11, pc}\n\t");
 }
 
@@ -1112,7 +1303,7 @@ static void dw_group(const tinyc_conv_params *p, const int8_t *plane, int32_t pl
     const int32x4_t lo = vdupq_n_s32(p->act_min), hi = vdupq_n_s32(p->act_max);
     const int32_t step = 4 * p->stride_w, row = 4 * plane_w;
     const int k33 = p->k_h == 3 && p->k_w == 3 && p->dil_h == 1 && p->dil_w == 1;
-    if (k33) {
+    if (k33 || (p->out_w == 1 && p->k_w == 1 && p->dil_h == 1)) {
         /* the requantization's vectors: bias, left shift, multiplier, right shift, clamp */
         int32x4_t k[6] __attribute__((aligned(8)));
         dw_row_job job;
@@ -1127,6 +1318,33 @@ static void dw_group(const tinyc_conv_params *p, const int8_t *plane, int32_t pl
         job.k = (const int32_t *)k;
         job.out_offset = p->out_offset;
         job.lanes = m;
+        if (!k33) {  /* a column: rows 4 at a time, then pairs */
+            const int32_t quads = p->out_h >> 2, pairs = (p->out_h & 3) >> 1;
+            job.row = p->k_h;
+            job.out_step = C;
+            job.step = p->stride_h * row;
+            job.x = plane;
+            job.out = dst;
+            if (quads > 0) {
+                job.pairs = quads;
+                dw_column4(&job);
+                job.x += 4 * quads * job.step;
+                job.out += 4 * quads * C;
+            }
+            if (pairs > 0) {
+                job.pairs = pairs;
+                dw_column(&job);
+                job.x += 2 * job.step;
+                job.out += 2 * C;
+            }
+            if (p->out_h & 1) {  /* the lone last row: a pair of itself */
+                job.step = 0;
+                job.out_step = 0;
+                job.pairs = 1;
+                dw_column(&job);
+            }
+            return;
+        }
         for (oy = 0; oy < p->out_h; ++oy) {
             const int8_t *x = plane + oy * p->stride_h * row;
             int8_t *out = dst + oy * p->out_w * C;
@@ -1150,17 +1368,23 @@ static void dw_group(const tinyc_conv_params *p, const int8_t *plane, int32_t pl
         }
         return;
     }
-    for (oy = 0; oy < p->out_h; ++oy) {
-        const int8_t *x0 = plane + oy * p->stride_h * row;
-        int8_t *out = dst + oy * p->out_w * C;
-        for (ox = 0; ox < p->out_w; ox += 2, x0 += 2 * step, out += 2 * C) {
-            const int8_t *x1 = ox + 1 < p->out_w ? x0 + step : x0;
+    {
+        /* pixel pairs in raster order (a one-column map pairs its rows) */
+        const int32_t pixels = p->out_h * p->out_w;
+        int32_t q;
+        oy = ox = 0;
+        for (q = 0; q < pixels; q += 2) {
+            const int32_t oy1 = ox + 1 < p->out_w ? oy : oy + 1, ox1 = ox + 1 < p->out_w ? ox + 1 : 0;
+            const int8_t *x0 = plane + oy * p->stride_h * row + ox * step;
+            const int8_t *x1 = q + 1 < pixels ? plane + oy1 * p->stride_h * row + ox1 * step : x0;
             int32x4_t acc0 = start, acc1 = start;
             dw_pair(p, x0, x1, row, wg, &acc0, &acc1);
-            vstrbq_p_s32(out, tinyc_mve_requantize(acc0, mult4, shift4, p->out_offset, lo, hi), m);
-            if (ox + 1 < p->out_w) {
-                vstrbq_p_s32(out + C, tinyc_mve_requantize(acc1, mult4, shift4, p->out_offset, lo, hi), m);
+            vstrbq_p_s32(dst + q * C, tinyc_mve_requantize(acc0, mult4, shift4, p->out_offset, lo, hi), m);
+            if (q + 1 < pixels) {
+                vstrbq_p_s32(dst + (q + 1) * C, tinyc_mve_requantize(acc1, mult4, shift4, p->out_offset, lo, hi), m);
             }
+            oy = ox1 + 1 < p->out_w ? oy1 : oy1 + 1;
+            ox = ox1 + 1 < p->out_w ? ox1 + 1 : 0;
         }
     }
 #else
@@ -1551,7 +1775,15 @@ static void dw_mve(const tinyc_conv_params *p, const int8_t *src, const int8_t *
 #endif
     for (g = 0; 4 * g < C; ++g) {
         const int32_t lanes = C - 4 * g < 4 ? C - 4 * g : 4;
+#if TINYC_MVE
+        if (plane_w == 1) {  /* a column: its words by gather loads (the same layout) */
+            dw_quad(p, src, g, (uint32_t *)scratch, 1, plane_h, 1);
+        } else {
+            dw_gather(p, src, g, (int8_t *)scratch, plane_h, plane_w);
+        }
+#else
         dw_gather(p, src, g, (int8_t *)scratch, plane_h, plane_w);
+#endif
         dw_group(p, (const int8_t *)scratch, plane_w, w + g * taps * 4, bias + 4 * g, mult + 4 * g, shift + 4 * g,
                  lanes, dst + 4 * g);
     }
