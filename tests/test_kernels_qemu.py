@@ -249,14 +249,15 @@ def scratch_of(kind: str, p: ConvParams) -> tuple[int, int]:
     """(the scratch the descriptor plans on a DSP core, a byte less to run again
     with when that leaves a valid call: the kernel must then take a slower path
     to the same values; -1: none)."""
-    n = KERNELS[KERNEL_OF[kind]].scratch_bytes(p, dsp=True)
+    n = KERNELS[KERNEL_OF[kind]].wanted_scratch_bytes(p, dsp=True)
     floor = depthwise_inplace_scratch_bytes(p) if kind == "dw_inplace" else 0  # the plane is required
     return n, n - 1 if n - 1 >= floor else -1
 
 
 def without_dsp(cases: list[Case]) -> list[Case]:
     """The cases as a core without the DSP extension runs them: the scratch its
-    descriptors plan there (the portable kernels' int16 copies of their input),
+    descriptors plan there (the portable kernels' int16 copies of their input,
+    their spare scratch),
     a byte less to run again with (the slower path, the same values); no
     Helium kernels."""
     names = {**KERNEL_OF, **PREPACKED, "fc": "fully_connected_s8"}
@@ -267,7 +268,7 @@ def without_dsp(cases: list[Case]) -> list[Case]:
         if c.kind not in names:
             out.append(c)
             continue
-        n = KERNELS[names[c.kind]].scratch_bytes(c.params, dsp=False)
+        n = KERNELS[names[c.kind]].wanted_scratch_bytes(c.params, dsp=False)
         floor = depthwise_inplace_scratch_bytes(c.params) if c.kind == "dw_inplace" else 0
         out.append(replace(c, scratch=n, short=n - 1 if n - 1 >= floor else -1))
     return out

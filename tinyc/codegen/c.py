@@ -323,7 +323,7 @@ def generate(program: Program, plan: MemoryPlan, name: str, source: str = "model
                 args += [str(outer), str(n), f"ins{k}", f"inner{k}", ptr(call.outputs[0], plan=plan)]
             else:
                 raise AssertionError(f"kernel form {kern.form!r}")
-            if kern.scratch is not None:  # planned arena scratch (none: NULL, 0)
+            if kern.takes_scratch:  # planned arena scratch (none: NULL, 0)
                 off, size = plan.scratch.get(k, (0, 0))
                 args += [f"(arena + {off})", str(size)] if size else ["0", "0"]
             lines.append(f"{kern.c_name}({', '.join(args)});")

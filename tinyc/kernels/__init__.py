@@ -49,13 +49,29 @@ class Kernel:
     in_place_when: Callable[[object], bool] | None = None
     # (params, dsp) -> bytes of arena scratch the call needs (0: none)
     scratch: Callable[[object, bool], int] | None = None
+    # (params, dsp) -> bytes of scratch the call takes only where the arena has
+    # them free at its step (the planner never grows the arena for them); without
+    # them the kernel takes a slower path to the same values
+    spare_scratch: Callable[[object, bool], int] | None = None
 
     @property
     def c_name(self) -> str:
         return f"tinyc_{self.name}"
 
+    @property
+    def takes_scratch(self) -> bool:
+        """Whether the C function takes (scratch, scratch_bytes) arguments."""
+        return self.scratch is not None or self.spare_scratch is not None
+
     def scratch_bytes(self, params, dsp: bool) -> int:
         return self.scratch(params, dsp) if self.scratch is not None else 0
+
+    def spare_scratch_bytes(self, params, dsp: bool) -> int:
+        return self.spare_scratch(params, dsp) if self.spare_scratch is not None else 0
+
+    def wanted_scratch_bytes(self, params, dsp: bool) -> int:
+        """What the C ``*_scratch_bytes`` reports: the scratch its fastest path uses."""
+        return max(self.scratch_bytes(params, dsp), self.spare_scratch_bytes(params, dsp))
 
 
 def _k(name, form, spec, has_params=True, **kw):
@@ -64,12 +80,13 @@ def _k(name, form, spec, has_params=True, **kw):
 
 KERNELS: dict[str, Kernel] = dict([
     _k("conv2d_s8", "weights", conv.conv2d_s8, scratch=conv.conv2d_scratch_bytes),
-    _k("conv2d_1x1_s8", "weights", conv.conv2d_1x1_s8, scratch=conv.conv2d_1x1_scratch_bytes),
+    _k("conv2d_1x1_s8", "weights", conv.conv2d_1x1_s8, scratch=conv.conv2d_1x1_scratch_bytes,
+       spare_scratch=conv.conv2d_1x1_spare_scratch_bytes),
     _k("depthwise_conv2d_s8", "weights", conv.depthwise_conv2d_s8, scratch=conv.depthwise_scratch_bytes,
        in_place_variant="depthwise_conv2d_inplace_s8", in_place_when=conv.depthwise_inplace_ok),
     _k("depthwise_conv2d_inplace_s8", "weights_in_place", conv.depthwise_conv2d_inplace_s8,
        scratch=conv.depthwise_inplace_scratch_bytes),
-    _k("fully_connected_s8", "weights", conv.fully_connected_s8, scratch=conv.fc_scratch_bytes),
+    _k("fully_connected_s8", "weights", conv.fully_connected_s8, spare_scratch=conv.fc_spare_scratch_bytes),
     # the same layers with wide weights and folded biases (passes/widen.py)
     _k("conv2d_wide_s8", "weights", conv.conv2d_wide_s8, scratch=conv.conv2d_wide_scratch_bytes),
     _k("fully_connected_wide_s8", "weights", conv.fully_connected_wide_s8, scratch=conv.fc_wide_scratch_bytes),

@@ -436,14 +436,20 @@ DWT_MAX_WORDS = 84  # dw_inplace.c: the in-place table's words
 
 
 def conv2d_1x1_scratch_bytes(p: ConvParams, dsp: bool) -> int:
-    """Two weight rows sign-extended to int16 pairs: 4 * K bytes (K = in_c <= WBUF_MAX_K).
-    Without the DSP extension: a pixel's channels as int16 with the input offset
-    added, 2 * in_c bytes (when there are 4 output channels to share them)."""
-    if p.out_h < 1 or p.out_w < 1:
+    """On a DSP core: two weight rows sign-extended to int16 pairs, 4 * K bytes
+    (K = in_c <= WBUF_MAX_K)."""
+    if dsp and 4 <= p.in_c <= WBUF_MAX_K and p.out_h > 0 and p.out_w > 0:
+        return 16 * (p.in_c >> 2)
+    return 0
+
+
+def conv2d_1x1_spare_scratch_bytes(p: ConvParams, dsp: bool) -> int:
+    """Without the DSP extension, where the arena has it free: a pixel's channels
+    as int16 with the input offset added, 2 * in_c bytes (when there are 4 output
+    channels to share them)."""
+    if dsp or p.out_h < 1 or p.out_w < 1 or p.out_c < 4:
         return 0
-    if dsp:
-        return 16 * (p.in_c >> 2) if 4 <= p.in_c <= WBUF_MAX_K else 0
-    return 2 * p.in_c if p.out_c >= 4 else 0
+    return 2 * p.in_c
 
 
 def conv2d_scratch_bytes(p: ConvParams, dsp: bool) -> int:
@@ -499,9 +505,10 @@ def conv2d_mve_scratch_bytes(p: ConvParams, dsp: bool) -> int:
     return 16 * chunks * min(32, max(2, MVE_BLOCK_BYTES // (16 * chunks) & ~1)) + 16 + _mve_strip_bytes(p)
 
 
-def fc_scratch_bytes(p: FCParams, dsp: bool) -> int:
-    """Without the DSP extension: a row as int16 with the input offset added,
-    2 * in_features bytes (when there are 4 output features to share it)."""
+def fc_spare_scratch_bytes(p: FCParams, dsp: bool) -> int:
+    """Without the DSP extension, where the arena has it free: a row as int16 with
+    the input offset added, 2 * in_features bytes (when there are 4 output
+    features to share it)."""
     if dsp or p.batches < 1 or p.out_features < 4:
         return 0
     return 2 * p.in_features

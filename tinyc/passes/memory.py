@@ -19,7 +19,9 @@ Zero-cost sharing, decided here from the kernel descriptors (tinyc/kernels):
 Scratch: a call whose kernel needs some (``Kernel.scratch``: the DSP paths'
 weight tables and im2col windows, the in-place plane) gets a buffer of its own
 that lives for that one step, planned like any tensor; the kernels keep nothing
-on the stack.
+on the stack.  Spare scratch (``Kernel.spare_scratch``: the portable kernels'
+int16 copies of an input row) is granted after placement, only where the arena
+already has the bytes free at that step: it never grows the arena.
 
 Placement: several strategies (``STRATEGIES``) place the buffers; the smallest
 arena wins. Branchy graphs also try other execution orders (``order_candidates``).
@@ -536,11 +538,35 @@ def plan_memory(program: Program, strategy: str | None = None, in_place: bool = 
     offsets = {m: b.offset + within.get(m, 0) for b in buffers for m in b.members}
     at = {b.name: b.offset for b in buffers}
     scratch_at = {k: (at[f"scratch:{k}"], size) for k, size in scratch.items()}
+    _grant_spare_scratch(program, calls, buffers, decisions, scratch_at, arena, alignment)
     no_in_place, _, _ = buffers_of(program, calls, in_place=False)
     plan = MemoryPlan(buffers, arena, lower_bound(buffers), lower_bound(no_in_place), s, order_name,
                       offsets, decisions, scratch_at, tried, alignment)
     validate_plan(plan, program)
     return plan
+
+
+def _grant_spare_scratch(program: Program, calls: list[KernelCall], buffers: list[Buffer], decisions: dict,
+                         scratch_at: dict[int, tuple[int, int]], arena: int, alignment: int) -> None:
+    """Give each call whose kernel takes spare scratch the lowest aligned free
+    bytes of the arena at its step, when it has them (a buffer of that one step)."""
+    for k, call in enumerate(calls):
+        if call.is_alias or call.kernel not in KERNELS or k in scratch_at:
+            continue
+        want = kernel_of(call, k in decisions).spare_scratch_bytes(call.params, program.dsp)
+        if want <= 0:
+            continue
+        step = k + 1
+        busy = sorted((b.offset, b.offset + piece.size) for b in buffers for piece in b.pieces
+                      if piece.first <= step <= piece.last)
+        at = 0
+        for lo, hi in busy:
+            if at + want <= lo:
+                break
+            at = max(at, _align(hi, alignment))
+        if at + want <= arena:
+            buffers.append(Buffer(f"scratch:{k}", [Piece(step, step, want)], [], offset=at))
+            scratch_at[k] = (at, want)
 
 
 def validate_plan(plan: MemoryPlan, program: Program) -> None:
@@ -588,9 +614,12 @@ def validate_plan(plan: MemoryPlan, program: Program) -> None:
             elif j not in KERNELS[call.kernel].in_place:
                 raise PlanError(f"call {k}: {call.kernel} cannot run in place")
         if not call.is_alias and call.kernel in KERNELS:
-            need = kernel_of(call, k in plan.in_place).scratch_bytes(call.params, program.dsp)
-            if plan.scratch.get(k, (0, 0))[1] != need:
-                raise PlanError(f"call {k} ({call.kernel}) has {plan.scratch.get(k, (0, 0))[1]} B of scratch, needs {need}")
+            kernel = kernel_of(call, k in plan.in_place)
+            need = kernel.scratch_bytes(call.params, program.dsp)
+            have = plan.scratch.get(k, (0, 0))[1]
+            spare = kernel.spare_scratch_bytes(call.params, program.dsp)
+            if have != need and not (need == 0 and have == spare):
+                raise PlanError(f"call {k} ({call.kernel}) has {have} B of scratch, needs {need}")
 
 
 def peak_step(plan: MemoryPlan, program: Program) -> tuple[int, list[str]]:
