@@ -200,6 +200,10 @@ TINYC_FALLBACK static void conv1x1_portable(const tinyc_conv_params *p, const in
     /* Input step between output columns and between output rows. */
     const int32_t step_x = p->stride_w * in_c;
     const int32_t step_y = p->stride_h * p->in_w * in_c;
+    /* Without scratch, the output's last 2 * in_c bytes (halfword-aligned) hold
+     * the int16 pixel for every pixel whose outputs end before them: they are
+     * not written yet (the output never overlaps the input) */
+    int8_t *const tail = (int8_t *)((uintptr_t)(out + out_h * out_w * out_c - 2 * in_c) & ~(uintptr_t)1);
     int32_t in_line = 0;
     int32_t oy, ox, o, c;
 
@@ -215,17 +219,21 @@ TINYC_FALLBACK static void conv1x1_portable(const tinyc_conv_params *p, const in
             a.runs = 1;
             a.x_step = a.w_step = 0;
             a.offset = in_offset;
-            a.x16 = xs;
-            if (!TINYC_DSP && xs != 0 && out_c >= 4) {
-                tinyc_offset_copy(px, in_c, in_offset, xs);
+            int16_t *x16 = xs;
+            if (!TINYC_DSP && xs == 0 && out_c >= 4 && out + out_c <= tail) {
+                x16 = (int16_t *)(void *)tail;
             }
+            if (!TINYC_DSP && x16 != 0 && out_c >= 4) {
+                tinyc_offset_copy(px, in_c, in_offset, x16);
+            }
+            a.x16 = x16;
             for (o = 0; !TINYC_DSP && o + 4 <= out_c; o += 4) {
                 int32_t k;
                 for (k = 0; k < 4; ++k) {
                     a.w[k] = w_row + k * in_c;
                     a.acc[k] = 0;
                 }
-                if (xs != 0) {
+                if (x16 != 0) {
                     tinyc_dot4_x16(&a);
                 } else {
                     tinyc_dot4_s8(&a);

@@ -29,20 +29,29 @@ TINYC_FALLBACK static void fc_portable(const tinyc_fc_params *p, const int8_t *i
     const int32_t out_offset = p->out_offset, act_min = p->act_min, act_max = p->act_max;
     const int rqp = !TINYC_DSP && tinyc_rqp_ok(mult, shift, p->per_channel ? p->out_features : 1, out_offset);
     const int full = !TINYC_DSP && act_min == TINYC_INT8_MIN && act_max == TINYC_INT8_MAX;
+    /* Without scratch, the output's last 2 * n_in bytes (halfword-aligned) hold
+     * the int16 row for the groups of 4 features that end before them: those
+     * bytes are not written yet (the output never overlaps the input) */
+    int8_t *const out0 = out;
+    const int32_t tail = (p->batches * p->out_features - 2 * n_in) & ~1;
     int32_t b, o, i;
 
     for (b = 0; b < p->batches; ++b) {
         const int8_t *x = in + b * n_in;
         const int8_t *w_row = w;
+        int16_t *x16 = xs;
         tinyc_dot4_args a;
+        if (!TINYC_DSP && xs == 0 && (out - out0) + 4 <= tail) {
+            x16 = (int16_t *)(void *)(out0 + tail);
+        }
         a.x = x;
         a.n = n_in;
         a.runs = 1;
         a.x_step = a.w_step = 0;
         a.offset = in_offset;
-        a.x16 = xs;
-        if (!TINYC_DSP && xs != 0 && p->out_features >= 4) {
-            tinyc_offset_copy(x, n_in, in_offset, xs);
+        a.x16 = x16;
+        if (!TINYC_DSP && x16 != 0 && p->out_features >= 4) {
+            tinyc_offset_copy(x, n_in, in_offset, x16);
         }
         for (o = 0; !TINYC_DSP && o + 4 <= p->out_features; o += 4) {  /* (DSP cores: a fallback) */
             int32_t j;
@@ -50,7 +59,7 @@ TINYC_FALLBACK static void fc_portable(const tinyc_fc_params *p, const int8_t *i
                 a.w[j] = w_row + j * n_in;
                 a.acc[j] = bias != 0 ? bias[o + j] : 0;
             }
-            if (xs != 0) {
+            if (x16 != 0 && (xs != 0 || (out - out0) + 4 <= tail)) {
                 tinyc_dot4_x16(&a);
             } else {
                 tinyc_dot4_s8(&a);
