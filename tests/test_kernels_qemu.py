@@ -274,9 +274,23 @@ def without_dsp(cases: list[Case]) -> list[Case]:
     return out
 
 
-def conv_case(rng, kind: str) -> Case:
+def column_params(rng, in_place: bool) -> ConvParams:
+    """A depthwise layer down a one-column map (k_w = in_w = 1, sww's shape):
+    up to 16 taps, some rows padded, channels in groups of 4 or not."""
+    while True:
+        kh, sh = int(rng.integers(1, 17)), int(rng.choice([1, 1, 2]))
+        pt, pb = (int(v) for v in rng.integers(0, 3, 2)) if rng.random() < 0.3 else (0, 0)
+        h, c = int(rng.integers(1, 40)), int(rng.choice([3, 4, 5, 8, 12, 40]))
+        oh = conv_out(h, kh, sh, 1, pt + pb)
+        if oh >= 1 and (not in_place or oh <= h):
+            return ConvParams(in_h=h, in_w=1, in_c=c, out_h=oh, out_w=1, out_c=c, k_h=kh, k_w=1, stride_h=sh,
+                              stride_w=1, dil_h=1, dil_w=1, pad_t=pt, pad_l=0, groups=1, depth_multiplier=1,
+                              in_offset=int(rng.integers(-127, 129)))
+
+
+def conv_case(rng, kind: str, p: ConvParams | None = None) -> Case:
     style = style_of(rng)
-    p = conv_params(rng, kind=kind)
+    p = p or conv_params(rng, kind=kind)
     p.out_offset = int(rng.integers(-128, 128))
     p.act_min, p.act_max = act_range(rng, p.out_offset, style)
     x = rng.integers(-128, 128, (1, p.in_h, p.in_w, p.in_c), dtype=np.int8)
@@ -319,13 +333,14 @@ def prepacked_case(rng, kind: str) -> Case:
                 note=base.note)
 
 
-def dw_mve_case(rng, kind: str, by_channel: bool = False) -> Case:
+def dw_mve_case(rng, kind: str, by_channel: bool = False, column: bool = False) -> Case:
     """A depthwise case (depth multiplier 1) with its weights packed per group of
     4 channels and its bias folded, as passes/widen.py stores them for a Cortex-M55;
     the group plane is required (no shorter scratch).  ``by_channel``: one the
-    channel-plane loop runs (stride 1, maps of 64 pixels or more)."""
+    channel-plane loop runs (stride 1, a 2-D map); ``column``: a one-column map."""
+    base_kind = "dw_inplace" if kind == "dw_inplace_mve" else "dw"
     while True:
-        base = conv_case(rng, "dw_inplace" if kind == "dw_inplace_mve" else "dw")
+        base = conv_case(rng, base_kind, column_params(rng, kind == "dw_inplace_mve") if column else None)
         if base.params.depth_multiplier == 1 and (not by_channel or dw_mve_by_channel(base.params)):
             break
     p = base.params
@@ -565,6 +580,7 @@ def make_cases(seed: int = 2024) -> list[Case]:
         cases += [prepacked_case(rng, kind) for _ in range(n)]
     cases += [dw_mve_case(rng, "dw_mve") for _ in range(20)] + [dw_mve_case(rng, "dw_inplace_mve") for _ in range(30)]
     cases += [dw_mve_case(rng, kind, by_channel=True) for kind in ("dw_mve", "dw_inplace_mve") for _ in range(8)]
+    cases += [dw_mve_case(rng, kind, column=True) for kind in ("dw_mve", "dw_inplace_mve") for _ in range(6)]
     return cases
 
 

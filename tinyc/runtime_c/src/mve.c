@@ -1,4 +1,4 @@
-/* Convolution, fully connected and 3 x 3 depthwise kernels for cores with
+/* Convolution, fully connected and depthwise kernels for cores with
  * Helium (the M-profile Vector Extension, MVE: Cortex-M55 / M85).
  *
  * tinyc_conv2d_mve_s8 / tinyc_fully_connected_mve_s8 give exactly the values of
@@ -10,18 +10,22 @@
  * input offset (kernels/conv.py fold_bias: bias + in_offset * sum(w)), so the
  * window enters raw and a padded tap is the input zero point.
  *
- * Per chunk of one pixel's window: one VLDRB of 16 window bytes, and per
- * output channel one VLDRB of its 16 weights and one VMLADAVA.S8 (16 MACs into
- * a scalar accumulator).  Two pixels share the weight loads.  The 4 channels'
- * sums are then requantized as one vector (simd.h tinyc_mve_requantize: exact,
- * for every parameter).  Padded window bytes meet zero weights, so a window's
- * tail may hold anything.  A pointwise layer reads its pixels in place; a
- * window without padded taps is read in place kernel row by kernel row when
- * those rows are whole chunks, or gathered a chunk per load when it spans at
- * most 255 bytes; other windows are copied into the scratch (im2col).
+ * Per chunk of a pixel pair: one VLDRB of 16 window bytes per pixel, and per
+ * output channel one VLDRB of its 16 weights and two VMLADAVA.S8 (16 MACs into
+ * a scalar accumulator each).  The 4 channels' sums are requantized as one
+ * vector (simd.h tinyc_mve_requantize: exact, for every parameter).  Padded
+ * window bytes meet zero weights, so a window's tail may hold anything.
+ * Windows at a fixed step (a stride-1 pointwise layer's pixels, a fully
+ * connected layer's batches, a block of copied windows) run one channel group
+ * over all pixel pairs (mve_rows); a window without padded taps whose kernel
+ * rows are whole chunks is read in place run by run (mve_pair, all groups per
+ * pair); other windows are copied a block at a time from a strip of the input
+ * rows one output row reads, padding included.
  *
- * The depthwise kernels (below) work on planes of 4 channels.  Without MVE (the
- * host, other cores) the same values come from plain loops. */
+ * The depthwise kernels (below) copy a group of 4 channels into the scratch
+ * before writing them, as planes of one word per pixel or one byte per pixel
+ * and channel.  Without MVE (the host, other cores) the same values come from
+ * plain loops. */
 #include <stddef.h>
 
 #include "tinyc/fixedpoint.h"
@@ -926,13 +930,15 @@ void tinyc_fully_connected_mve_s8(const tinyc_fc_params *p, const int8_t *in, co
  * group of 4 channels (kernels/conv.py mve_pack_dw: [C / 4][k_h * k_w][4] int8,
  * zero past C) and the folded bias (padded to 4 channels).  Group by group, the
  * group's padded plane, [plane_h][plane_w][4] bytes (padding as the zero
- * point), is copied into the scratch; then each output pixel's 4 channels are
- * one int32 vector: per tap one widening load of 4 plane bytes, one of 4
- * weights, a VMUL and a VADD (MVE has no vector-by-vector VMLA; two pixels
- * share the weight loads), requantized as a
- * vector and stored as 4 bytes.  A group reads and writes only its own
- * channels' bytes, after copying them: so the output may overwrite the input
- * (the in-place variant), under dw_inplace.c's conditions. */
+ * point), is copied into the scratch.  Stride 1 over a 2-D map (at most 9
+ * taps) then runs the channel-plane loop (dw_mve_by_channel, below); other
+ * maps take each output pixel's 4 channels as one int32 vector: per tap one
+ * widening load of 4 plane bytes, one of 4 weights, a VMUL and a VADD (MVE has
+ * no vector-by-vector VMLA; two or four pixels share the weight loads),
+ * requantized as a vector and stored as 4 bytes.  A group reads and writes
+ * only its own channels' bytes, after copying them: so the output may
+ * overwrite the input (the in-place variant), under dw_inplace.c's
+ * conditions. */
 
 static int32_t dw_plane_h(const tinyc_conv_params *p)
 {
