@@ -746,15 +746,25 @@ __attribute__((noinline)) static void mve_strip(const tinyc_conv_params *p, cons
     }
 }
 
-/* Output pixel ox's window from its row's strip: k_h runs of k_w * in_c bytes. */
-static void mve_window_of_strip(const tinyc_conv_params *p, const int8_t *strip, int32_t ox, int8_t *win)
+/* n windows (`window` bytes apart) from a strip: window j's k_h runs of `run`
+ * bytes start at from + j * x_step, strip_row bytes apart. */
+__attribute__((noinline)) static void mve_windows_of_strip(const int8_t *from, int32_t x_step, int32_t strip_row,
+                                                           int32_t k_h, int32_t run, int8_t *to, int32_t window,
+                                                           int32_t n)
 {
-    /* in locals: the stores could alias the parameters */
-    const int32_t C = p->in_c, run = p->k_w * C, row = mve_strip_w(p) * C, k_h = p->k_h;
-    const int8_t *from = strip + ox * p->stride_w * C;
     int32_t r;
-    for (r = 0; r < k_h; ++r, from += row, win += run) {
-        copy_run(win, from, run);
+    for (; n > 0; --n, from += x_step, to += window) {
+        const int8_t *f = from;
+        int8_t *t = to;
+        if (run <= 16) {  /* the next run (or the slack) takes the bytes past this one */
+            for (r = 0; r < k_h; ++r, f += strip_row, t += run) {
+                vst1q_s8(t, vld1q_s8(f));
+            }
+        } else {
+            for (r = 0; r < k_h; ++r, f += strip_row, t += run) {
+                copy_run(t, f, run);
+            }
+        }
     }
 }
 #endif
@@ -804,25 +814,22 @@ void tinyc_conv2d_mve_s8(const tinyc_conv_params *p, const int8_t *in, const int
             l.last = vctp8q(16);
             for (q = 0; q < pixels; q += block) {
                 const int32_t count = pixels - q < block ? pixels - q : block;
-                int32_t oy = q / p->out_w, ox = q % p->out_w;
-                for (i = 0; i < count; ++i, ox = ox + 1 < p->out_w ? ox + 1 : 0, oy += ox == 0) {
-                    int8_t *to = win + i * window;
+                int32_t oy = q / p->out_w, ox = q % p->out_w, run;
+                /* the block's pixels a run of one output row at a time */
+                for (i = 0; i < count; i += run, ox = 0, ++oy) {
+                    run = count - i < p->out_w - ox ? count - i : p->out_w - ox;
                     if (strip == 0) {
-                        window_of(p, in, oy, ox, to);
+                        for (r = 0; r < run; ++r) {
+                            window_of(p, in, oy, ox + r, win + (i + r) * window);
+                        }
                         continue;
                     }
                     if (oy != strip_oy) {
                         mve_strip(p, in, oy, strip_oy, strip);
                         strip_oy = oy;
                     }
-                    if (row <= 16) {  /* the next run (or the slack) takes the bytes past this one */
-                        const int8_t *from = strip + ox * x_step;
-                        for (r = 0; r < k_h; ++r, from += strip_row, to += row) {
-                            vst1q_s8(to, vld1q_s8(from));
-                        }
-                    } else {
-                        mve_window_of_strip(p, strip, ox, to);
-                    }
+                    mve_windows_of_strip(strip + ox * x_step, x_step, strip_row, k_h, row, win + i * window,
+                                         window, run);
                 }
                 mve_windows(&l, win, window, count, out + q * n);
             }
