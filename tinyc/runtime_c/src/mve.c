@@ -1137,6 +1137,13 @@ __attribute__((naked, noinline)) static void dw3x3_row(dw_row_job *job __attribu
         "pop {r4-r11, pc}\n\t");
 }
 
+/* One pixel's tap in the column loops: its 4 plane bytes (pointer r, walked)
+ * times the tap's 4 weights in q2, added to the sums in qa. */
+#define DW_COLUMN_TAP(r, qa)                    \
+    "vldrb.s32 q3, [" r "], #4\n\t"             \
+    "vmul.i32 q3, q3, q2\n\t"                   \
+    "vadd.i32 " qa ", " qa ", q3\n\t"
+
 /* A one-column map (k_w 1, no dilation): pairs of output rows, the kernel's
  * taps down the column (4 bytes apart in the plane); the job as dw3x3_row's,
  * with `row` the number of taps (a lone pixel: step 0, its taps once).  Per
@@ -1164,21 +1171,12 @@ __attribute__((naked, noinline)) static void dw_column(dw_row_job *job __attribu
         "cmp r10, #0\n\t"
         "beq 3f\n\t"
         "2:\n\t"
-        "vldrb.s32 q2, [r0], #4\n\t"
-        "vldrb.s32 q3, [r1], #4\n\t"
-        "vmul.i32 q3, q3, q2\n\t"
-        "vadd.i32 q0, q0, q3\n\t"
-        "vldrb.s32 q3, [r2], #4\n\t"
-        "vmul.i32 q3, q3, q2\n\t"
-        "vadd.i32 q1, q1, q3\n\t"
+        "vldrb.s32 q2, [r0], #4\n\t" DW_COLUMN_TAP("r1", "q0") DW_COLUMN_TAP("r2", "q1")
         "le lr, 2b\n\t"
         "b 4f\n\t"
         /* a lone pixel (step 0): its taps once */
         "3:\n\t"
-        "vldrb.s32 q2, [r0], #4\n\t"
-        "vldrb.s32 q3, [r1], #4\n\t"
-        "vmul.i32 q3, q3, q2\n\t"
-        "vadd.i32 q0, q0, q3\n\t"
+        "vldrb.s32 q2, [r0], #4\n\t" DW_COLUMN_TAP("r1", "q0")
         "le lr, 3b\n\t"
         "vmov q1, q0\n\t"
         "4:\n\t"
@@ -1230,19 +1228,8 @@ __attribute__((naked, noinline)) static void dw_column4(dw_row_job *job __attrib
         "vmov q5, q0\n\t"
         "dls lr, r11\n\t"
         "2:\n\t"
-        "vldrb.s32 q2, [r0], #4\n\t"
-        "vldrb.s32 q3, [r1], #4\n\t"
-        "vmul.i32 q3, q3, q2\n\t"
-        "vadd.i32 q0, q0, q3\n\t"
-        "vldrb.s32 q3, [r2], #4\n\t"
-        "vmul.i32 q3, q3, q2\n\t"
-        "vadd.i32 q1, q1, q3\n\t"
-        "vldrb.s32 q3, [r3], #4\n\t"
-        "vmul.i32 q3, q3, q2\n\t"
-        "vadd.i32 q4, q4, q3\n\t"
-        "vldrb.s32 q3, [r5], #4\n\t"
-        "vmul.i32 q3, q3, q2\n\t"
-        "vadd.i32 q5, q5, q3\n\t"
+        "vldrb.s32 q2, [r0], #4\n\t" DW_COLUMN_TAP("r1", "q0") DW_COLUMN_TAP("r2", "q1")
+        DW_COLUMN_TAP("r3", "q4") DW_COLUMN_TAP("r5", "q5")
         "le lr, 2b\n\t"
         "vldrw.u32 q2, [r6, #16]\n\t"
         "vshl.s32 q0, q0, q2\n\t"
