@@ -492,9 +492,9 @@ def conv2d_mve_scratch_bytes(p: ConvParams, dsp: bool) -> int:
     """Windows of 16 * ceil(K / 16) bytes (im2col): none for a pointwise layer
     without padding (its pixels are read in place), two where kernel rows of whole
     chunks are read in place (mve.c: the windows with padded taps are copied), else
-    a block of 2-32 windows (an even number, as many as 1 KB holds) and the strip they are copied
-    from.  ``dsp``: planned for a core with the DSP extension (the kernel is only
-    chosen for Helium cores)."""
+    a block of 2-32 windows (an even number, as many as 1 KB holds) and the strip
+    they are copied from.  ``dsp``: planned for a core with the DSP extension (the
+    kernel is only chosen for Helium cores)."""
     chunks = (p.k_h * p.k_w * p.in_c + 15) // 16
     if not dsp or p.out_h < 1 or p.out_w < 1 or chunks < 1:
         return 0

@@ -550,23 +550,29 @@ def _grant_spare_scratch(program: Program, calls: list[KernelCall], buffers: lis
                          scratch_at: dict[int, tuple[int, int]], arena: int, alignment: int) -> None:
     """Give each call whose kernel takes spare scratch the lowest aligned free
     bytes of the arena at its step, when it has them (a buffer of that one step)."""
+    wants = {}
     for k, call in enumerate(calls):
-        if call.is_alias or call.kernel not in KERNELS or k in scratch_at:
-            continue
-        want = kernel_of(call, k in decisions).spare_scratch_bytes(call.params, program.dsp)
-        if want <= 0:
-            continue
-        step = k + 1
-        busy = sorted((b.offset, b.offset + piece.size) for b in buffers for piece in b.pieces
-                      if piece.first <= step <= piece.last)
+        if not call.is_alias and call.kernel in KERNELS and k not in scratch_at:
+            want = kernel_of(call, k in decisions).spare_scratch_bytes(call.params, program.dsp)
+            if want > 0:
+                wants[k + 1] = want
+    if not wants:
+        return
+    busy: dict[int, list[tuple[int, int]]] = {step: [] for step in wants}
+    for b in buffers:  # one pass over the pieces (a large program has thousands)
+        for piece in b.pieces:
+            for step in range(piece.first, piece.last + 1) if piece.last - piece.first < len(wants) else wants:
+                if step in busy and piece.first <= step <= piece.last:
+                    busy[step].append((b.offset, b.offset + piece.size))
+    for step, want in wants.items():
         at = 0
-        for lo, hi in busy:
+        for lo, hi in sorted(busy[step]):
             if at + want <= lo:
                 break
             at = max(at, _align(hi, alignment))
         if at + want <= arena:
-            buffers.append(Buffer(f"scratch:{k}", [Piece(step, step, want)], [], offset=at))
-            scratch_at[k] = (at, want)
+            buffers.append(Buffer(f"scratch:{step - 1}", [Piece(step, step, want)], [], offset=at))
+            scratch_at[step - 1] = (at, want)
 
 
 def validate_plan(plan: MemoryPlan, program: Program) -> None:
