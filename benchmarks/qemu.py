@@ -99,7 +99,7 @@ def _cell(r: dict) -> str:
 def _ratio(a: dict, b: int | dict | None) -> str:
     if isinstance(b, dict):
         b = b["instructions"] if b["fits"] else None
-    return f"{a['instructions'] / b:.2f}" if a["fits"] and b else "-"
+    return f"{a['instructions'] / b:.3f}" if a["fits"] and b else "-"
 
 
 def table(rows: list[dict]) -> str:
