@@ -145,6 +145,29 @@ def test_qemu_mps3_an547_helium_kernels_reproduce_goldens(tmp_path, name):
 
 @needs_shared
 @needs_qemu
+@pytest.mark.parametrize("name", ["mlperf_ad_autoencoder", "tflm_micro_speech"])
+def test_qemu_mps2_an385_folded_offsets_reproduce_goldens(tmp_path, name):
+    """On the Cortex-M3 the fully connected (and unpadded convolution) layers run
+    with their input offsets folded into their biases (passes/widen.py) and the
+    portable kernels' offset-free loops: bit-exact with TFLM's goldens and the
+    reference."""
+    info = shared_models_index()[name]
+    gold = np.load(SHARED_MODELS / "goldens" / f"{name}.npz")
+    graph = api.load(SHARED_MODELS / info["onnx_int8"])
+    batch = api.to_batch(graph, {graph.inputs[0]: gold["inputs"]})
+    build = api.compile_c(graph, info["onnx_int8"], board="mps2-an385")
+    fcs = [c for c in build.program.calls if c.kernel == "fully_connected_s8"]
+    assert fcs and all(c.params.in_offset == 0 for c in fcs)
+    out, report = api.run_program_qemu(build, batch, get_board("mps2-an385"))
+    got = out[graph.outputs[0]].reshape(gold["outputs"].shape)
+    ref = api.run_program_ref(build.program, batch)[graph.outputs[0]].reshape(gold["outputs"].shape)
+    print(f"{name} on QEMU mps2-an385 (Cortex-M3): {report['instructions'][0]:,} instructions")
+    assert np.array_equal(got, ref)
+    assert np.array_equal(got, gold["outputs"])
+
+
+@needs_shared
+@needs_qemu
 @pytest.mark.parametrize("board", ["mps2-an500", "mps3-an547", "mps2-an385", "netduinoplus2", "stm32f746", "nrf52840"])
 def test_qemu_other_cores_reproduce_goldens(tmp_path, board):
     """A small model (MLPerf Tiny KWS) on the Cortex-M7, M55, M3 (the portable kernels) and STM32F405 machines,

@@ -46,6 +46,7 @@ from tinyc.kernels.conv import (
 from tinyc.kernels.elementwise import add_s8, add_table
 from tinyc.kernels.params import AddParams, ConvParams, FCParams, KernelParams, MeanParams, PoolParams
 from tinyc.kernels.pool import avg_pool_s8, max_pool_s8, mean_s8
+from tinyc.passes.widen import offset_foldable
 from tinyc.quant import fixedpoint as fx
 
 RUNTIME = Path(__file__).resolve().parent.parent / "tinyc" / "runtime_c"
@@ -259,7 +260,9 @@ def without_dsp(cases: list[Case]) -> list[Case]:
     descriptors plan there (the portable kernels' int16 copies of their input,
     their spare scratch),
     a byte less to run again with (the slower path, the same values); no
-    Helium kernels."""
+    Helium kernels.  Each layer whose input offset a board build folds into
+    its bias (passes/widen.py) runs folded too (offset 0: the 4-value loop, no
+    int16 copy), to the same values."""
     names = {**KERNEL_OF, **PREPACKED, "fc": "fully_connected_s8"}
     out = []
     for c in cases:
@@ -268,9 +271,15 @@ def without_dsp(cases: list[Case]) -> list[Case]:
         if c.kind not in names:
             out.append(c)
             continue
-        n = KERNELS[names[c.kind]].wanted_scratch_bytes(c.params, dsp=False)
-        floor = depthwise_inplace_scratch_bytes(c.params) if c.kind == "dw_inplace" else 0
-        out.append(replace(c, scratch=n, short=n - 1 if n - 1 >= floor else -1))
+        variants = [c]
+        if offset_foldable(names[c.kind], c.params):
+            w2d = c.w.reshape(c.w.shape[0], -1)
+            variants.append(replace(c, params=replace(c.params, in_offset=0),
+                                    bias=fold_bias(w2d, c.bias, c.params.in_offset)))
+        for v in variants:
+            n = KERNELS[names[v.kind]].wanted_scratch_bytes(v.params, dsp=False)
+            floor = depthwise_inplace_scratch_bytes(v.params) if v.kind == "dw_inplace" else 0
+            out.append(replace(v, scratch=n, short=n - 1 if n - 1 >= floor else -1))
     return out
 
 

@@ -11,6 +11,8 @@ Add tables within its flash (passes/widen.py).
   largest shared model's (mcunetv2_large) within 24 KB.
 * Specialization follows the board: none for host projects or --no-widen, none
   beyond the flash budget, and never an arena pushed out of the board's RAM.
+* On a core without DSP the fully connected and unpadded convolution layers take
+  their input offset folded into the bias, at no flash cost, to TFLM's values.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +31,8 @@ from tinyc.boards import get_board
 from tinyc.codegen.c import weight_bytes
 from tinyc.codegen.firmware import compile_project, link_project
 from tinyc.codegen.variants import VARIANTS
+from tinyc.engines import run_program_ref
+from tinyc.kernels.conv import fold_bias
 from tinyc.passes import widen as W
 
 from .conftest import SHARED_MODELS, needs_shared, shared_models_index
@@ -146,3 +151,36 @@ def test_wide_scratch_never_pushes_a_fitting_arena_out(monkeypatch):
     squeezed = _build("mlperf_ad_autoencoder")
     assert squeezed.plan.arena_size == narrow
     assert not any(c.kernel.endswith("_wide_s8") for c in squeezed.program.calls)
+
+
+@needs_shared
+@pytest.mark.parametrize("name", ["mlperf_ad_autoencoder", "mlperf_kws_dscnn"])
+def test_portable_cores_fold_input_offsets_into_biases(name):
+    """Built for the Cortex-M3 (mps2-an385), every fully connected layer and
+    unpadded convolution runs with input offset 0 and the bias folded with it
+    (``bias + in_offset * sum(w)``); padded layers keep theirs; the weights' flash
+    stays the same (both models' layers have biases) and the program still gives
+    TFLM's golden outputs."""
+    folded = _build(name, board="mps2-an385")
+    kept = _build(name, board="mps2-an385", widen=False)
+    g = kept.program.graph
+    n = 0
+    for a, b in zip(folded.program.calls, kept.program.calls):
+        assert a.kernel == b.kernel
+        if not W.offset_foldable(b.kernel, b.params):
+            assert a.params == b.params and a.inputs == b.inputs
+            continue
+        n += 1
+        assert a.params == replace(b.params, in_offset=0) and a.inputs[1] == b.inputs[1]
+        w = g.tensors[b.inputs[1]].data
+        want = fold_bias(w.reshape(w.shape[0], -1), g.tensors[b.inputs[2]].data, b.params.in_offset)
+        assert np.array_equal(folded.program.graph.tensors[a.inputs[2]].data, want)
+    kinds = {c.kernel for c in kept.program.calls if W.offset_foldable(c.kernel, c.params)}
+    assert kinds == ({"fully_connected_s8"} if name.startswith("mlperf_ad") else {"conv2d_1x1_s8", "fully_connected_s8"})
+    assert any(c.kernel == "conv2d_s8" for c in kept.program.calls) or name.startswith("mlperf_ad")
+    assert weight_bytes(folded.program) == weight_bytes(kept.program)
+    gold = np.load(SHARED_MODELS / "goldens" / f"{name}.npz")
+    graph = api.load(SHARED_MODELS / shared_models_index()[name]["onnx_int8"])
+    batch = api.to_batch(graph, {graph.inputs[0]: gold["inputs"][:4]})
+    got = run_program_ref(folded.program, batch)
+    assert np.array_equal(got[graph.outputs[0]], gold["outputs"][:4])

@@ -69,18 +69,18 @@ def target_has_dsp(board: str) -> bool:
 
 
 def specialize_for(program, board, plan_strategy: str | None = None, in_place: bool = True) -> None:
-    """Wide weights and Add tables (passes/widen.py) within the board's flash,
+    """Wide weights, folded offsets and Add tables (passes/widen.py) within the board's flash,
     unless the wide kernels' scratch would push an arena that fits the board's
     RAM out of it (then the program stays as it was)."""
     from .passes import patch as patching
     from .passes.widen import CODE_RESERVE, RAM_RESERVE, specialize
 
     def snapshot():
-        return [(c.kernel, list(c.inputs)) for c in program.calls]
+        return [(c.kernel, list(c.inputs), c.params) for c in program.calls]
 
     def restore(calls):
-        for call, (kernel, inputs) in zip(program.calls, calls):
-            call.kernel, call.inputs = kernel, inputs
+        for call, (kernel, inputs, params) in zip(program.calls, calls):
+            call.kernel, call.inputs, call.params = kernel, inputs, params
 
     narrow = snapshot()
     if not specialize(program, board.main_flash.length - CODE_RESERVE, wide=board.dsp, vector=board.mve):

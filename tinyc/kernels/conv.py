@@ -446,8 +446,8 @@ def conv2d_1x1_scratch_bytes(p: ConvParams, dsp: bool) -> int:
 def conv2d_1x1_spare_scratch_bytes(p: ConvParams, dsp: bool) -> int:
     """Without the DSP extension, where the arena has it free: a pixel's channels
     as int16 with the input offset added, 2 * in_c bytes (when there are 4 output
-    channels to share them)."""
-    if dsp or p.out_h < 1 or p.out_w < 1 or p.out_c < 4:
+    channels to share them and an offset to add)."""
+    if dsp or p.out_h < 1 or p.out_w < 1 or p.out_c < 4 or p.in_offset == 0:
         return 0
     return 2 * p.in_c
 
@@ -508,8 +508,8 @@ def conv2d_mve_scratch_bytes(p: ConvParams, dsp: bool) -> int:
 def fc_spare_scratch_bytes(p: FCParams, dsp: bool) -> int:
     """Without the DSP extension, where the arena has it free: a row as int16 with
     the input offset added, 2 * in_features bytes (when there are 4 output
-    features to share it)."""
-    if dsp or p.batches < 1 or p.out_features < 4:
+    features to share it and an offset to add)."""
+    if dsp or p.batches < 1 or p.out_features < 4 or p.in_offset == 0:
         return 0
     return 2 * p.in_features
 

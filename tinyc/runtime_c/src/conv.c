@@ -220,7 +220,7 @@ TINYC_FALLBACK static void conv1x1_portable(const tinyc_conv_params *p, const in
             a.x_step = a.w_step = 0;
             a.offset = in_offset;
             int16_t *x16 = xs;
-            if (!TINYC_DSP && xs == 0 && out_c >= 4 && out + out_c <= tail) {
+            if (!TINYC_DSP && xs == 0 && in_offset != 0 && out_c >= 4 && out + out_c <= tail) {
                 x16 = (int16_t *)(void *)tail;
             }
             if (!TINYC_DSP && x16 != 0 && out_c >= 4) {
@@ -1092,8 +1092,9 @@ int32_t tinyc_conv2d_1x1_s8_scratch_bytes(const tinyc_conv_params *p)
         return 16 * (p->in_c >> 2);
     }
 #else
-    /* a pixel's channels as int16 with the input offset added (conv1x1_portable) */
-    if (p->out_c >= 4 && p->out_h > 0 && p->out_w > 0) {
+    /* a pixel's channels as int16 with the input offset added (conv1x1_portable;
+     * without an offset the int8 channels serve as they are) */
+    if (p->out_c >= 4 && p->out_h > 0 && p->out_w > 0 && p->in_offset != 0) {
         return 2 * p->in_c;
     }
 #endif

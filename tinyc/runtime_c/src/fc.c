@@ -41,7 +41,7 @@ TINYC_FALLBACK static void fc_portable(const tinyc_fc_params *p, const int8_t *i
         const int8_t *w_row = w;
         int16_t *x16 = xs;
         tinyc_dot4_args a;
-        if (!TINYC_DSP && xs == 0 && (out - out0) + 4 <= tail) {
+        if (!TINYC_DSP && xs == 0 && in_offset != 0 && (out - out0) + 4 <= tail) {
             x16 = (int16_t *)(void *)(out0 + tail);
         }
         a.x = x;
@@ -158,9 +158,9 @@ static void fc_dsp(const tinyc_fc_params *p, const int8_t *in, const int8_t *w, 
 int32_t tinyc_fully_connected_s8_scratch_bytes(const tinyc_fc_params *p)
 {
 #if !TINYC_DSP
-    /* a row as int16 with the input offset added (fc_portable); kernels/conv.py
-     * holds the same rule */
-    if (p->batches > 0 && p->out_features >= 4) {
+    /* a row as int16 with the input offset added (fc_portable; without an offset
+     * the int8 row serves as it is); kernels/conv.py holds the same rule */
+    if (p->batches > 0 && p->out_features >= 4 && p->in_offset != 0) {
         return 2 * p->in_features;
     }
 #endif
