@@ -342,14 +342,19 @@ def prepacked_case(rng, kind: str) -> Case:
                 note=base.note)
 
 
-def dw_mve_case(rng, kind: str, by_channel: bool = False, column: bool = False) -> Case:
+def dw_mve_case(rng, kind: str, by_channel: bool = False, column: bool = False,
+                shaped: ConvParams | None = None) -> Case:
     """A depthwise case (depth multiplier 1) with its weights packed per group of
     4 channels and its bias folded, as passes/widen.py stores them for a Cortex-M55;
     the group plane is required (no shorter scratch).  ``by_channel``: one the
-    channel-plane loop runs (stride 1, a 2-D map); ``column``: a one-column map."""
+    channel-plane loop runs (a 2-D map, up to 16 taps); ``column``: a one-column
+    map; ``shaped``: these parameters (the offsets random)."""
     base_kind = "dw_inplace" if kind == "dw_inplace_mve" else "dw"
     while True:
-        base = conv_case(rng, base_kind, column_params(rng, kind == "dw_inplace_mve") if column else None)
+        p = column_params(rng, kind == "dw_inplace_mve") if column else None
+        if shaped is not None:
+            p = replace(shaped, in_offset=int(rng.integers(-127, 129)))
+        base = conv_case(rng, base_kind, p)
         if base.params.depth_multiplier == 1 and (not by_channel or dw_mve_by_channel(base.params)):
             break
     p = base.params
@@ -590,7 +595,31 @@ def make_cases(seed: int = 2024) -> list[Case]:
     cases += [dw_mve_case(rng, "dw_mve") for _ in range(20)] + [dw_mve_case(rng, "dw_inplace_mve") for _ in range(30)]
     cases += [dw_mve_case(rng, kind, by_channel=True) for kind in ("dw_mve", "dw_inplace_mve") for _ in range(8)]
     cases += [dw_mve_case(rng, kind, column=True) for kind in ("dw_mve", "dw_inplace_mve") for _ in range(6)]
+    cases += [dw_mve_case(rng, kind, shaped=shaped) for kind, shaped in zip(("dw_inplace_mve", "dw_mve") * 3,
+                                                                            by_channel_shapes())]
     return cases
+
+
+def by_channel_shapes() -> list[ConvParams]:
+    """Depthwise layers the channel-plane loop runs in each of its geometries:
+    MobileNet's stride-2 3 x 3 over an odd plane (lines of outputs), stride 2
+    both ways with padding, 16 taps (4 x 4) flat, windows at the largest byte
+    offset a gather takes (2 * 126 + 2 + 1), mixed strides with dilation, and a
+    map taller than wide (the planes column-major)."""
+    shapes = []
+    for (h, w, c, (kh, kw), (sh, sw), (dh, dw), (pt, pb, pl, pr)) in (
+            (25, 25, 8, (3, 3), (2, 2), (1, 1), (0, 1, 0, 1)),
+            (12, 11, 12, (3, 3), (2, 2), (1, 1), (1, 1, 1, 1)),
+            (6, 40, 5, (4, 4), (1, 1), (1, 1), (1, 2, 1, 2)),
+            (3, 124, 4, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
+            (9, 10, 8, (2, 5), (1, 2), (2, 1), (1, 1, 2, 2)),
+            (40, 3, 4, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1))):
+        p = ConvParams(in_h=h, in_w=w, in_c=c, out_h=conv_out(h, kh, sh, dh, pt + pb),
+                       out_w=conv_out(w, kw, sw, dw, pl + pr), out_c=c, k_h=kh, k_w=kw, stride_h=sh, stride_w=sw,
+                       dil_h=dh, dil_w=dw, pad_t=pt, pad_l=pl)
+        assert dw_mve_by_channel(p), p
+        shapes.append(p)
+    return shapes
 
 
 # ----------------------------------------------------------------------------

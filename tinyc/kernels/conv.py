@@ -349,32 +349,60 @@ def depthwise_conv2d_inplace_mve_s8(p: ConvParams, x, packed, folded_bias, mult,
     return depthwise_conv2d_inplace_s8(p, x, w, bias, mult, shift)
 
 
-DW_PLANE_TAPS = 9  # mve.c: the channel-plane loop's most taps
+DW_DOTS_TAPS = 16  # mve.c: the channel-plane loop's most taps (one gathered vector)
+
+
+def _dw_dots_shape(p: ConvParams, col: bool) -> tuple[bool, int, int, int]:
+    """mve.c dw_dots_shape_of: (fits, lines, vectors per line, output bytes per
+    channel) of the channel-plane loop with the planes' inner dimension the
+    width (or the height when ``col``)."""
+    plane_h, plane_w = _inplace_plane(p)
+    pitch = plane_h if col else plane_w
+    inner, outer = (p.out_h, p.out_w) if col else (p.out_w, p.out_h)
+    s_in, s_out = (p.stride_h, p.stride_w) if col else (p.stride_w, p.stride_h)
+    k_in, k_out = (p.k_h, p.k_w) if col else (p.k_w, p.k_h)
+    d_in, d_out = (p.dil_h, p.dil_w) if col else (p.dil_w, p.dil_h)
+    max_offset = (k_out - 1) * d_out * pitch + (k_in - 1) * d_in
+    if s_in == 1 and s_out == 1:  # one flat line of positions
+        lines, vectors = 1, ((outer - 1) * pitch + inner + 3) >> 2
+    else:
+        lines, vectors = outer, (inner + 3) >> 2
+    return s_in <= 4 and max_offset + s_in <= 255, lines, vectors, 4 * lines * vectors
+
+
+def dw_mve_shape(p: ConvParams) -> tuple[int, int, int] | None:
+    """The channel-plane loop's (lines, vectors per line, output bytes per
+    channel) for the layer (mve.c dw_by_channel: a 2-D map, at most 16 taps,
+    windows within byte offsets; the orientation with fewer vectors), or None."""
+    if p.k_h * p.k_w > DW_DOTS_TAPS or p.out_h <= 1 or p.out_w <= 1:
+        return None
+    r, c = _dw_dots_shape(p, False), _dw_dots_shape(p, True)
+    if not r[0] and not c[0]:
+        return None
+    best = r if r[0] and (not c[0] or r[1] * (21 * r[2] + 8) <= c[1] * (21 * c[2] + 8)) else c
+    return best[1:]
 
 
 def dw_mve_by_channel(p: ConvParams) -> bool:
     """Whether the Helium depthwise runs its channel-plane loop (mve.c
-    dw_by_channel): stride 1, no dilation, at most 9 taps, a 2-D output map."""
-    return (p.stride_h == p.stride_w == 1 and p.dil_h == p.dil_w == 1 and p.k_h * p.k_w <= DW_PLANE_TAPS
-            and p.out_h > 1 and p.out_w > 1)
+    dw_by_channel): a gathered window and one VMLADAV per output, for a 2-D
+    output map and at most 16 taps within byte offsets of a window's first."""
+    return dw_mve_shape(p) is not None
 
 
 def dw_mve_scratch_bytes(p: ConvParams, dsp: bool = False) -> int:
     """Required, on any core (mve.c tinyc_depthwise_conv2d_mve_s8_scratch_bytes):
     one group's padded plane, 4 bytes per plane pixel; for the channel-plane loop
-    that plane and its 4 channel planes, each rounded up to whole vectors."""
+    8 areas of the larger of the plane and a channel's outputs (rounded up to
+    whole vectors) and 64 bytes of room."""
     if p.out_h < 1 or p.out_w < 1:
         return 0
     plane_h, plane_w = _inplace_plane(p)
     n = plane_h * plane_w
-    if dw_mve_by_channel(p):
-        return 8 * (-(-n // 16) * 16) + 64
+    shape = dw_mve_shape(p)
+    if shape is not None:
+        return 8 * max(-(-n // 16) * 16, -(-shape[2] // 16) * 16) + 64
     return 4 * n + 16  # whole vectors written past the plane's end
-
-
-# ----------------------------------------------------------------------------
-# In-place depthwise convolution (C: runtime_c/src/dw_inplace.c)
-# ----------------------------------------------------------------------------
 
 
 def _inplace_plane(p: ConvParams) -> tuple[int, int]:

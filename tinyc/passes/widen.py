@@ -95,9 +95,10 @@ def _foldable(program: Program, call: KernelCall) -> bool:
 
 def _mve_depthwise_pays(p) -> bool:
     """The Helium depthwise (depth multiplier 1) is faster than the DSP kernels
-    where it runs its channel-plane loop (stride 1, up to 9 taps, a 2-D map), a 3 x
-    3 kernel (no dilation) over rows of 2 pixels or more, or a one-column map of
-    up to 16 taps (sww's: pairs of rows, 4 channels per vector)."""
+    where it runs its channel-plane loop (a 2-D map, up to 16 taps: a gathered
+    window and one VMLADAV per output), a 3 x 3 kernel (no dilation) over rows of
+    2 pixels or more, or a one-column map of up to 16 taps (sww's: pairs of rows,
+    4 channels per vector)."""
     if p.depth_multiplier != 1:
         return False
     column = p.out_w == 1 and p.k_w == 1 and p.k_h <= 16

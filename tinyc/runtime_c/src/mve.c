@@ -937,8 +937,9 @@ void tinyc_fully_connected_mve_s8(const tinyc_fc_params *p, const int8_t *in, co
  * group of 4 channels (kernels/conv.py mve_pack_dw: [C / 4][k_h * k_w][4] int8,
  * zero past C) and the folded bias (padded to 4 channels).  Group by group, the
  * group's padded plane, [plane_h][plane_w][4] bytes (padding as the zero
- * point), is copied into the scratch.  Stride 1 over a 2-D map (at most 9
- * taps) then runs the channel-plane loop (dw_mve_by_channel, below); other
+ * point), is copied into the scratch.  A 2-D map of up to 16 taps (any
+ * stride and dilation whose windows span at most 255 bytes of a channel's
+ * plane) then runs the channel-plane loop (dw_mve_by_channel, below); other
  * maps take each output pixel's 4 channels as one int32 vector: per tap one
  * widening load of 4 plane bytes, one of 4 weights, a VMUL and a VADD (MVE has
  * no vector-by-vector VMLA; two or four pixels share the weight loads),
@@ -957,15 +958,68 @@ static int32_t dw_plane_w(const tinyc_conv_params *p)
     return (p->out_w - 1) * p->stride_w + (p->k_w - 1) * p->dil_w + 1;
 }
 
-/* The channel-plane loop (below) takes stride 1 without dilation, at most
- * DW_PLANE_TAPS taps, over 2-D maps (a one-row or one-column map has too few
- * positions per channel for its cost per channel). */
-#define DW_PLANE_TAPS 9
+/* The channel-plane loop (dw_dots, below): a layer's geometry in the planes.
+ * Inner is the planes' faster dimension (the width, or the height when col),
+ * outer the other; lines of outputs run along inner, 4 outputs per vector;
+ * with stride 1 both ways the outputs are one flat line of positions u *
+ * pitch + v (those with v past the inner size read across a plane line and
+ * are dropped), else a line per outer output index with up to 3 outputs past
+ * its end dropped. */
+typedef struct {
+    int col;             /* the planes' inner dimension is the height */
+    int32_t pitch;       /* plane bytes per outer line */
+    int32_t lines;       /* lines of outputs (1: flat) */
+    int32_t vectors;     /* vectors of 4 outputs per line */
+    int32_t line_step;   /* plane bytes from a line's first window to the next line's */
+    int32_t step;        /* plane bytes from a window to the next one along a line */
+    int32_t out_pitch;   /* output positions per outer line (dw_store) */
+    int32_t outputs;     /* output bytes per channel the loop writes: 4 * lines * vectors */
+    int32_t max_offset;  /* the last tap's plane offset from its window's first */
+} dw_dots_shape;
 
-static int dw_by_channel(const tinyc_conv_params *p)
+/* the taps one vector of gathered bytes holds */
+#define DW_DOTS_TAPS 16
+
+static int dw_dots_shape_of(const tinyc_conv_params *p, int col, dw_dots_shape *s)
 {
-    return p->stride_h == 1 && p->stride_w == 1 && p->dil_h == 1 && p->dil_w == 1 &&
-           p->k_h * p->k_w <= DW_PLANE_TAPS && p->out_h > 1 && p->out_w > 1;
+    const int32_t pitch = col ? dw_plane_h(p) : dw_plane_w(p);
+    const int32_t inner = col ? p->out_h : p->out_w, outer = col ? p->out_w : p->out_h;
+    const int32_t s_in = col ? p->stride_h : p->stride_w, s_out = col ? p->stride_w : p->stride_h;
+    const int32_t k_in = col ? p->k_h : p->k_w, k_out = col ? p->k_w : p->k_h;
+    const int32_t d_in = col ? p->dil_h : p->dil_w, d_out = col ? p->dil_w : p->dil_h;
+    s->col = col;
+    s->pitch = pitch;
+    s->step = s_in;
+    s->max_offset = (k_out - 1) * d_out * pitch + (k_in - 1) * d_in;
+    if (s_in == 1 && s_out == 1) {
+        s->lines = 1;
+        s->vectors = ((outer - 1) * pitch + inner + 3) >> 2;
+        s->line_step = 0;
+        s->out_pitch = pitch;
+    } else {
+        s->lines = outer;
+        s->vectors = (inner + 3) >> 2;
+        s->line_step = s_out * pitch;
+        s->out_pitch = 4 * s->vectors;
+    }
+    s->outputs = 4 * s->lines * s->vectors;
+    /* byte offsets (the gather's lanes, the next window's too) and reads past
+     * a plane within its 16 bytes of room */
+    return s_in <= 4 && s->max_offset + s_in <= 255;
+}
+
+/* Whether the channel-plane loop takes the layer (2-D maps of up to
+ * DW_DOTS_TAPS taps whose windows fit byte offsets), and its geometry: the
+ * orientation with fewer vectors and lines (about 21 and 8 instructions). */
+static int dw_by_channel(const tinyc_conv_params *p, dw_dots_shape *s)
+{
+    dw_dots_shape r, c;
+    const int ok_r = dw_dots_shape_of(p, 0, &r), ok_c = dw_dots_shape_of(p, 1, &c);
+    if (p->k_h * p->k_w > DW_DOTS_TAPS || p->out_h <= 1 || p->out_w <= 1 || (!ok_r && !ok_c)) {
+        return 0;
+    }
+    *s = ok_r && (!ok_c || r.lines * (21 * r.vectors + 8) <= c.lines * (21 * c.vectors + 8)) ? r : c;
+    return 1;
 }
 
 static int32_t round16(int32_t n)
@@ -973,25 +1027,33 @@ static int32_t round16(int32_t n)
     return (n + 15) & ~15;
 }
 
+/* Bytes of each of the channel-plane loop's 4 planes in the scratch: a group's
+ * 4-channel plane takes 4 of them, then its output planes; the channel planes
+ * (each with 16 bytes of room) then the interleaved outputs take 4 more. */
+static int32_t dw_dots_area(const tinyc_conv_params *p, const dw_dots_shape *s)
+{
+    const int32_t n = round16(dw_plane_h(p) * dw_plane_w(p)), m = round16(s->outputs);
+    return n > m ? n : m;
+}
+
 int32_t tinyc_depthwise_conv2d_mve_s8_scratch_bytes(const tinyc_conv_params *p)
 {
     /* required (kernels/conv.py dw_mve_scratch_bytes): the group's plane; for
-     * the channel-plane loop, the 4-channel plane (then the 4 output planes)
-     * and the 4 channel planes (then the outputs interleaved again), each
-     * with room for whole vectors past its end */
-    const int32_t n = dw_plane_h(p) * dw_plane_w(p);
+     * the channel-plane loop, its areas */
+    dw_dots_shape s;
     if (p->out_h <= 0 || p->out_w <= 0) {
         return 0;
     }
-    return dw_by_channel(p) ? 8 * round16(n) + 64 : 4 * n + 16;
+    return dw_by_channel(p, &s) ? 8 * dw_dots_area(p, &s) + 64 : 4 * dw_plane_h(p) * dw_plane_w(p) + 16;
 }
 
+#if !TINYC_MVE
 /* Group g's plane: 4 bytes per plane pixel, the channels past C and the
  * padding as the zero point.  A plane row is 3 runs of pixels (padding, input,
- * padding); on Helium cores word loops. */
+ * padding).  (Helium cores take dw_quad's gather loads.) */
 /* (no memset for the fill loops: the runtime calls no libc) */
-__attribute__((noinline, optimize("no-tree-loop-distribute-patterns"))) static void dw_gather(const tinyc_conv_params *p, const int8_t *src, int32_t g, int8_t *plane, int32_t plane_h,
-                      int32_t plane_w)
+__attribute__((noinline, optimize("no-tree-loop-distribute-patterns"))) static void dw_gather(
+    const tinyc_conv_params *p, const int8_t *src, int32_t g, int8_t *plane, int32_t plane_h, int32_t plane_w)
 {
     const int32_t C = p->in_c, lanes = C - 4 * g < 4 ? C - 4 * g : 4;
     const int8_t zp = (int8_t)-p->in_offset;
@@ -1005,27 +1067,9 @@ __attribute__((noinline, optimize("no-tree-loop-distribute-patterns"))) static v
         const int8_t *s = src + (iy * p->in_w + (j0 - p->pad_l)) * C + 4 * g;
         int8_t *d = plane + r * plane_w * 4;
         const int32_t a = inside ? j0 : plane_w, b = inside ? j1 : plane_w;  /* the input run */
-#if TINYC_MVE
-        /* the scratch is word-aligned; Armv8.1-M loads words at any address */
-        uint32_t *dw = (uint32_t *)(void *)d;
-        const uint32_t zp4 = (uint8_t)zp * 0x01010101u;
-        for (j = 0; j < a; ++j) {
-            dw[j] = zp4;
-        }
-        if (lanes == 4) {
-            for (j = a; j < b; ++j, s += C) {
-                dw[j] = *(const tinyc_u32_unaligned *)(const void *)s;
-            }
-            for (j = b; j < plane_w; ++j) {
-                dw[j] = zp4;
-            }
-            continue;
-        }
-#else
         for (j = 0; j < 4 * a; ++j) {
             d[j] = zp;
         }
-#endif
         for (j = a; j < b; ++j, s += C) {
             for (k = 0; k < 4; ++k) {
                 d[4 * j + k] = k < lanes ? s[k] : zp;
@@ -1036,6 +1080,7 @@ __attribute__((noinline, optimize("no-tree-loop-distribute-patterns"))) static v
         }
     }
 }
+#endif
 
 #if TINYC_MVE
 /* One tap of both pixels: the tap's 4 weights (r0 walks them), then each
@@ -1408,172 +1453,156 @@ static void dw_group(const tinyc_conv_params *p, const int8_t *plane, int32_t pl
 }
 
 #if TINYC_MVE
-/* ---- stride 1: one plane per channel, 4 output positions per vector ----
+/* ---- one plane per channel, a gathered window per output ------------------
  *
  * VLD4 splits the group's 4-channel plane into 4 planes of one byte per
- * pixel, laid out along the longer output dimension ("inner"; the other is
- * "outer"): output position u * pitch + v is outer index u, inner index v, and
- * its taps are the plane bytes at fixed offsets from it.  Per vector of 4
- * consecutive positions and per tap: one widening load and one VMLA by the
- * tap's weight (a scalar): 2 instructions per 4 MACs, against 3.5 in the
- * 4-channel layout.  Positions past the inner size (v >= its output size)
- * read across a plane row and are dropped: a flat layout along the longer
- * dimension keeps them few.  The outputs are clamped before the output offset,
- * which is added to 16 bytes at once when VST4 interleaves the 4 output planes
- * again; words then go to the output pixels.  The left shift of a channel's
- * requantization is folded into its weights and bias (the sum wraps as
- * tinyc_mbqm's shift does), so the loop keeps 9 weights, 3 row pointers and
- * the output in registers. */
+ * pixel, laid out along the output dimension that makes fewer vectors
+ * (dw_dots_shape).  A window's taps lie at fixed byte offsets from its first
+ * byte, so one gather load takes an output's whole window (up to 16 taps, the
+ * lanes past them at offset 0) and one VMLADAV its sum against the channel's
+ * weights (zero past the taps): 2 instructions per output for any kernel up to
+ * 16 taps, against 2 per tap and 4 outputs for VMLA by scalar.  4 sums become
+ * a vector (two VMOVs) for the requantization.  The outputs are clamped before
+ * the output offset, which is added to 16 bytes at once when VST4 interleaves
+ * the 4 output planes again; words then go to the output pixels. */
 
-/* Arguments of dw_planes3x3 (offsets fixed in the assembly): a group's
- * channels, each from its plane into its output plane. */
+/* Arguments of dw_dots (offsets fixed in the assembly): a group's channels,
+ * each from its plane into its output plane. */
 typedef struct {
-    const int8_t *x;    /*  0: channel 0's plane */
-    int32_t pitch;      /*  4: bytes from an outer row of a plane to the next */
-    int8_t *out;        /*  8: channel 0's output plane, one byte per position */
-    int32_t vectors;    /* 12: vectors of 4 positions per channel (> 0) */
-    const int32_t *w;   /* 16: weights << left, [tap][4 channels]; tap (a, b) at 3a + b in the 3 x 3 loop
-                         * (outer offset a, inner b), else the kernel's order */
-    const int32_t *k;   /* 20: vectors of the 4 channels: bias << left, multiplier, right shift (<= 0);
-                         * act_min and act_max less the output offset */
-    int32_t split;      /* 24: bytes from a channel's plane to the next one's */
-    int32_t out_plane;  /* 28: bytes from a channel's output plane to the next one's */
-    int32_t lanes;      /* 32: channels (1-4) */
-    int32_t j;          /* 36: (the channel) */
-} dw_planes_job;
+    const int8_t *x;     /*  0: channel 0's plane (the first window's first byte) */
+    int32_t split;       /*  4: bytes from a channel's plane to the next one's */
+    int8_t *out;         /*  8: channel 0's output plane */
+    int32_t out_plane;   /* 12: bytes from a channel's output plane to the next one's */
+    int32_t lines;       /* 16: lines of outputs (> 0) */
+    int32_t vectors;     /* 20: vectors of 4 outputs per line (> 0) */
+    int32_t line_step;   /* 24: plane bytes from a line's first window to the next line's */
+    int32_t step;        /* 28: plane bytes from a window to the next one along a line */
+    const int8_t *w;     /* 32: the group's packed weights, [tap][4 channels] */
+    const int32_t *k;    /* 36: vectors of the 4 channels: folded bias, multiplier, shift; act_min and
+                          * act_max less the output offset */
+    const uint8_t *offs; /* 40: the taps' offsets from a window's first byte (16; 0 past the taps) */
+    int32_t taps;        /* 44 */
+    int32_t lanes;       /* 48: channels (1-4) */
+    int32_t j;           /* 52: (the channel) */
+    const int8_t *line;  /* 56: (the line's first window) */
+} dw_dots_job;
 
-typedef char dw_planes_job_layout[(offsetof(dw_planes_job, k) == 20 && offsetof(dw_planes_job, j) == 36) ? 1
-                                                                                                         : -1];
+typedef char dw_dots_job_layout[(offsetof(dw_dots_job, w) == 32 && offsetof(dw_dots_job, line) == 56) ? 1 : -1];
 
-/* One tap row (pointer r, its weights wa wb wc: inner offsets 0, 1, 2). */
-#define DW_PLANE_ROW(r, wa, wb, wc)              \
-    "vldrb.s32 q1, [" r ", #1]\n\t"              \
-    "vmla.s32 q0, q1, " wb "\n\t"                \
-    "vldrb.s32 q1, [" r ", #2]\n\t"              \
-    "vmla.s32 q0, q1, " wc "\n\t"                \
-    "vldrb.s32 q1, [" r "], #4\n\t"              \
-    "vmla.s32 q0, q1, " wa "\n\t"
+/* A line's start: its first window (r0), the third (r5), the vector count. */
+#define DW_DOTS_LINE                  \
+    "ldr r0, [r12, #56]\n\t"          \
+    "ldr r5, [r12, #28]\n\t"          \
+    "add r5, r0, r5, lsl #1\n\t"      \
+    "ldr lr, [r12, #20]\n\t"          \
+    "dls lr, lr\n\t"
 
-#define DW_PLANE_TAPS3X3                          \
-    "vmov q0, q7\n\t"                             \
-    DW_PLANE_ROW("r0", "r4", "r5", "r6")          \
-    DW_PLANE_ROW("r1", "r7", "r8", "r9")          \
-    DW_PLANE_ROW("r2", "r10", "r11", "r12")       \
-    "vqrdmulh.s32 q0, q0, q5\n\t"
+/* 4 windows' sums (gathers at q5 / q6: the offsets for windows 0 and 1 from r0,
+ * 2 and 3 from r5) as a vector in q0, plus the bias. */
+#define DW_DOTS_SUMS                  \
+    "vldrb.u8 q1, [r0, q5]\n\t"       \
+    "vmladav.s8 r2, q1, q2\n\t"       \
+    "vldrb.u8 q1, [r0, q6]\n\t"       \
+    "vmladav.s8 r4, q1, q2\n\t"       \
+    "vldrb.u8 q1, [r5, q5]\n\t"       \
+    "vmladav.s8 r6, q1, q2\n\t"       \
+    "vldrb.u8 q1, [r5, q6]\n\t"       \
+    "vmladav.s8 r8, q1, q2\n\t"       \
+    "add r0, r0, r1\n\t"              \
+    "add r5, r5, r1\n\t"              \
+    "vmov q0[2], q0[0], r2, r6\n\t"   \
+    "vmov q0[3], q0[1], r4, r8\n\t"   \
+    "vadd.i32 q0, q0, r9\n\t"
 
-#define DW_PLANE_STORE                            \
-    "vmax.s32 q0, q0, q3\n\t"                     \
-    "vmin.s32 q0, q0, q4\n\t"                     \
+#define DW_DOTS_STORE                 \
+    "vmax.s32 q0, q0, q3\n\t"         \
+    "vmin.s32 q0, q0, q4\n\t"         \
     "vstrb.32 q0, [r3], #4\n\t"
 
-/* A 3 x 3 kernel over the group's channel planes: per channel, its 9 weights
- * into r4-r12, its bias / multiplier / right shift into q7 / q5 / q6; per
- * vector of 4 outputs 26 instructions with a right shift (VQRDMULH, the
- * round-half-away fix-up, VRSHL), 23 without, in a low-overhead loop.
- * Widening loads and narrowing stores take low registers only: rows in r0-r2,
- * output r3.  The job and the channel stay on the stack. */
-__attribute__((naked, noinline)) static void dw_planes3x3(dw_planes_job *job __attribute__((unused)))
+/* The next line's first window; the lines left (r7) counted down. */
+#define DW_DOTS_NEXT_LINE             \
+    "ldr r0, [r12, #56]\n\t"          \
+    "ldr r2, [r12, #24]\n\t"          \
+    "add r0, r0, r2\n\t"              \
+    "str r0, [r12, #56]\n\t"          \
+    "subs r7, r7, #1\n\t"
+
+/* Per channel: its weights gathered into q2 (the lanes past the taps zero,
+ * under the taps' predicate), its bias / multiplier / shift into r9 / r10 /
+ * r11; per vector of 4 outputs 21 instructions with a right shift (VQRDMULH
+ * and VRSHL by scalars, the round-half-away fix-up between them), 19 with a
+ * left one, in a low-overhead loop per line.  Registers: r0 / r5 windows, r1
+ * 4 windows' step, r2 r4 r6 r8 the sums (VMLADAV writes even registers), r3
+ * the output (narrowing stores take low registers), r7 the lines left, r12 the
+ * job; q5 / q6 the taps' offsets for 2 windows, q7 the weights' offsets (4
+ * bytes apart), q3 / q4 the clamp. */
+__attribute__((naked, noinline)) static void dw_dots(dw_dots_job *job __attribute__((unused)))
 {
     __asm__ volatile(
         "push {r4-r11, lr}\n\t"
         "vpush {d8-d15}\n\t"
-        "sub sp, sp, #8\n\t"
-        "str r0, [sp]\n\t"
-        "ldr r1, [r0, #20]\n\t"
+        "mov r12, r0\n\t"
+        "ldr r1, [r12, #40]\n\t"
+        "vldrb.u8 q5, [r1]\n\t"
+        "ldr r1, [r12, #28]\n\t"
+        "vadd.i8 q6, q5, r1\n\t"
+        "ldr r1, [r12, #36]\n\t"
         "vldrw.u32 q3, [r1, #48]\n\t"
         "vldrw.u32 q4, [r1, #64]\n\t"
+        "movs r2, #0\n\t"
+        "vidup.u8 q7, r2, #4\n\t"
         "movs r1, #0\n\t"
-        "str r1, [r0, #36]\n\t"
-        /* channel j: r0 the job, r1 j */
+        "str r1, [r12, #52]\n\t"
+        "ldr r1, [r12, #44]\n\t"
+        "vctp.8 r1\n\t"
+        /* channel j */
         "5:\n\t"
-        "ldr r2, [r0, #20]\n\t"
+        "ldr r1, [r12, #52]\n\t"
+        "ldr r2, [r12, #32]\n\t"
+        "add r2, r2, r1\n\t"
+        "vpst\n\t"
+        "vldrbt.u8 q2, [r2, q7]\n\t"
+        "ldr r2, [r12, #36]\n\t"
         "add r2, r2, r1, lsl #2\n\t"
-        "ldr r3, [r2]\n\t"
-        "vdup.32 q7, r3\n\t"
-        "ldr r3, [r2, #16]\n\t"
-        "vdup.32 q5, r3\n\t"
-        "ldr r2, [r0, #16]\n\t"
-        "add r2, r2, r1, lsl #2\n\t"
-        "ldr r4, [r2]\n\t"
-        "ldr r5, [r2, #16]\n\t"
-        "ldr r6, [r2, #32]\n\t"
-        "ldr r7, [r2, #48]\n\t"
-        "ldr r8, [r2, #64]\n\t"
-        "ldr r9, [r2, #80]\n\t"
-        "ldr r10, [r2, #96]\n\t"
-        "ldr r11, [r2, #112]\n\t"
-        "ldr r12, [r2, #128]\n\t"
-        "ldr r2, [r0, #28]\n\t"
-        "ldr lr, [r0, #8]\n\t"
-        "mla r3, r1, r2, lr\n\t"
-        "ldr r2, [r0, #24]\n\t"
-        "ldr lr, [r0]\n\t"
-        "mla r2, r1, r2, lr\n\t"
-        "ldr lr, [r0, #12]\n\t"
-        "dls lr, lr\n\t"
-        "ldr r1, [r0, #20]\n\t"
-        "add r1, r1, #32\n\t"
-        "ldr r0, [r0, #36]\n\t"
-        "add r1, r1, r0, lsl #2\n\t"
-        "ldr r1, [r1]\n\t"
-        "vdup.32 q6, r1\n\t"
-        "cmp r1, #0\n\t"
-        "ldr r0, [sp]\n\t"
-        "ldr r1, [r0, #4]\n\t"
-        "mov r0, r2\n\t"
-        "add.w r2, r0, r1, lsl #1\n\t"
-        "add.w r1, r0, r1\n\t"
-        "beq 2f\n\t"
-        "1:\n\t" DW_PLANE_TAPS3X3
-        "vshr.s32 q2, q0, #31\n\t"
-        "vqadd.s32 q0, q0, q2\n\t"
-        "vrshl.s32 q0, q0, q6\n\t" DW_PLANE_STORE
-        "le lr, 1b\n\t"
-        "b 3f\n\t"
-        "2:\n\t" DW_PLANE_TAPS3X3 DW_PLANE_STORE
-        "le lr, 2b\n\t"
-        "3:\n\t"
-        "ldr r0, [sp]\n\t"
-        "ldr r1, [r0, #36]\n\t"
+        "ldr r9, [r2]\n\t"
+        "ldr r10, [r2, #16]\n\t"
+        "ldr r11, [r2, #32]\n\t"
+        "ldr r2, [r12, #12]\n\t"
+        "ldr r3, [r12, #8]\n\t"
+        "mla r3, r1, r2, r3\n\t"
+        "ldr r2, [r12, #4]\n\t"
+        "ldr r0, [r12]\n\t"
+        "mla r0, r1, r2, r0\n\t"
+        "str r0, [r12, #56]\n\t"
+        "ldr r7, [r12, #16]\n\t"
+        "ldr r1, [r12, #28]\n\t"
+        "lsls r1, r1, #2\n\t"
+        "cmp r11, #0\n\t"
+        "bge 3f\n\t"
+        "1:\n\t" DW_DOTS_LINE
+        "2:\n\t" DW_DOTS_SUMS
+        "vqrdmulh.s32 q0, q0, r10\n\t"
+        "vshr.s32 q1, q0, #31\n\t"
+        "vqadd.s32 q0, q0, q1\n\t"
+        "vrshl.s32 q0, r11\n\t" DW_DOTS_STORE
+        "le lr, 2b\n\t" DW_DOTS_NEXT_LINE
+        "bne 1b\n\t"
+        "b 4f\n\t"
+        "3:\n\t" DW_DOTS_LINE
+        "6:\n\t" DW_DOTS_SUMS
+        "vshl.s32 q0, r11\n\t"
+        "vqrdmulh.s32 q0, q0, r10\n\t" DW_DOTS_STORE
+        "le lr, 6b\n\t" DW_DOTS_NEXT_LINE
+        "bne 3b\n\t"
+        "4:\n\t"
+        "ldr r1, [r12, #52]\n\t"
         "adds r1, r1, #1\n\t"
-        "str r1, [r0, #36]\n\t"
-        "ldr r2, [r0, #32]\n\t"
+        "str r1, [r12, #52]\n\t"
+        "ldr r2, [r12, #48]\n\t"
         "cmp r1, r2\n\t"
         "blt 5b\n\t"
-        "add sp, sp, #8\n\t"
         "vpop {d8-d15}\n\t"
         "pop {r4-r11, pc}\n\t");
-}
-
-/* Any other kernel (at most DW_PLANE_TAPS taps), its taps in the kernel's
- * order; col: the planes' inner dimension is the height. */
-__attribute__((noinline)) static void dw_planes_any(const dw_planes_job *job, const tinyc_conv_params *p, int col)
-{
-    const int32x4_t lo = vldrwq_s32(job->k + 12), hi = vldrwq_s32(job->k + 16);
-    const int32_t taps = p->k_h * p->k_w;
-    int32_t off[DW_PLANE_TAPS];
-    int32_t j, v, t;
-    for (t = 0; t < taps; ++t) {
-        const int32_t ky = t / p->k_w, kx = t % p->k_w;
-        off[t] = col ? kx * job->pitch + ky : ky * job->pitch + kx;
-    }
-    for (j = 0; j < job->lanes; ++j) {
-        const int32x4_t bias = vdupq_n_s32(job->k[j]), mult = vdupq_n_s32(job->k[4 + j]);
-        const int32_t right = job->k[8 + j];
-        const int8_t *x = job->x + j * job->split;
-        int8_t *out = job->out + j * job->out_plane;
-        for (v = 0; v < job->vectors; ++v, x += 4, out += 4) {
-            int32x4_t acc = bias;
-            for (t = 0; t < taps; ++t) {
-                acc = vmlaq_n_s32(acc, vldrbq_s32(x + off[t]), job->w[4 * t + j]);
-            }
-            acc = vqrdmulhq_s32(acc, mult);
-            if (right) {
-                acc = vrshlq_s32(vqaddq_s32(acc, vshrq_n_s32(acc, 31)), vdupq_n_s32(right));
-            }
-            vstrbq_s32(out, vminq_s32(vmaxq_s32(acc, lo), hi));
-        }
-    }
 }
 
 /* n words of the zero point, 4 per store: up to 3 words past them are
@@ -1586,52 +1615,102 @@ static inline void dw_fill(uint32_t *d, uint32x4_t zp4, int32_t n)
     }
 }
 
-/* Group g's 4-channel plane as one word per plane pixel, `lines` outer lines of
- * `pitch` words (inner = the plane's columns, or its rows when col).  An inner
- * run of input pixels is 4 words per gather load (their bytes are `step`
- * apart) when the group's words are aligned, else byte by byte. */
-__attribute__((noinline)) static void dw_quad(const tinyc_conv_params *p, const int8_t *src, int32_t g, uint32_t *quad, int col,
-                    int32_t pitch, int32_t lines)
+/* Where a group's 4-channel plane (one word per plane pixel) comes from: `lines`
+ * outer lines of `pitch` words (inner = the plane's columns, or its rows when
+ * col), line u being plane line r0 + rs * u and word v plane pixel c0 + cs * v
+ * of it (rs = cs = 1: the whole plane).  Lines [first, last) read the input, at
+ * words [j0, j1); the rest is padding.  Fixed for a layer: dw_quad_shape_of. */
+typedef struct {
+    int32_t pitch, lines, first, last, j0, j1;
+    int32_t skip;         /* input bytes from channel 0 of pixel (0, 0) to line first's word j0 */
+    int32_t line_step;    /* input bytes from a line's word j0 to the next line's */
+    int32_t step;         /* input bytes from a word to the next */
+    int32_t words;        /* 0: channels not in whole words (C % 4 != 0): byte by byte */
+    int8_t zp;            /* the padding: the input zero point */
+} dw_quad_shape;
+
+/* ceil(a / b) for b > 0 */
+static int32_t div_up(int32_t a, int32_t b)
+{
+    return a >= 0 ? (a + b - 1) / b : -((-a) / b);
+}
+
+static int32_t clamp_to(int32_t v, int32_t lo, int32_t hi)
+{
+    return v < lo ? lo : (v > hi ? hi : v);
+}
+
+static dw_quad_shape dw_quad_shape_of(const tinyc_conv_params *p, int col, int32_t pitch, int32_t lines, int32_t r0,
+                                      int32_t rs, int32_t c0, int32_t cs)
 {
     const int32_t C = p->in_c;
     const int32_t in_inner = col ? p->in_h : p->in_w, pad_inner = col ? p->pad_t : p->pad_l;
     const int32_t in_outer = col ? p->in_w : p->in_h, pad_outer = col ? p->pad_l : p->pad_t;
     const int32_t step = col ? p->in_w * C : C, outer_step = col ? C : p->in_w * C;
-    const int32_t j0 = pad_inner < pitch ? pad_inner : pitch;
-    const int32_t j1 = pad_inner + in_inner < pitch ? (pad_inner + in_inner < j0 ? j0 : pad_inner + in_inner) : pitch;
-    const uint32x4_t zp4 = vdupq_n_u32((uint8_t)(-p->in_offset) * 0x01010101u);
-    const uint32x4_t offs = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)step);
-    const int32_t lanes = C - 4 * g < 4 ? C - 4 * g : 4;
-    const int words = (C & 3) == 0 && ((uintptr_t)src & 3) == 0;
+    dw_quad_shape q;
+    q.pitch = pitch;
+    q.lines = lines;
+    q.first = clamp_to(div_up(pad_outer - r0, rs), 0, lines);
+    q.last = clamp_to(div_up(pad_outer + in_outer - r0, rs), q.first, lines);
+    q.j0 = clamp_to(div_up(pad_inner - c0, cs), 0, pitch);
+    q.j1 = clamp_to(div_up(pad_inner + in_inner - c0, cs), q.j0, pitch);
+    q.step = cs * step;
+    q.line_step = rs * outer_step;
+    q.skip = (r0 + rs * q.first - pad_outer) * outer_step + (c0 + cs * q.j0 - pad_inner) * step;
+    q.words = (C & 3) == 0;
+    q.zp = (int8_t)-p->in_offset;
+    return q;
+}
+
+/* A group's 4-channel plane (src: its channel 0 of input pixel (0, 0); lanes:
+ * its channels, the rest the zero point).  An inner run of input pixels is 4
+ * words per gather load when the words are aligned, else byte by byte; a
+ * line's padding of up to 4 words is one store (the runs in order: a store
+ * past a run is overwritten by the next one, and the plane is followed by
+ * room). */
+__attribute__((noinline)) static void dw_quad(const dw_quad_shape *q, const int8_t *src, int32_t lanes, uint32_t *quad)
+{
+    const int32_t pitch = q->pitch, j0 = q->j0, n = q->j1 - q->j0, right = q->pitch - q->j1;
+    const int32_t full = n >> 2, step4 = 4 * q->step;
+    const uint32x4_t zp4 = vdupq_n_u32((uint8_t)q->zp * 0x01010101u);
+    const uint32x4_t offs = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)q->step);
+    const mve_pred16_t tail = vctp32q((uint32_t)(n & 3));
+    const int words = q->words && ((uintptr_t)src & 3) == 0;
+    const int8_t *s = src + q->skip;
+    uint32_t *d = quad + q->first * pitch;
     int32_t u, k, j;
-    for (u = 0; u < lines; ++u, quad += pitch) {
-        const int32_t iu = u - pad_outer;
-        const int8_t *s = src + iu * outer_step + (j0 - pad_inner) * step + 4 * g;
-        if (iu < 0 || iu >= in_outer) {
-            dw_fill(quad, zp4, pitch);
-            continue;
+    dw_fill(quad, zp4, q->first * pitch);
+    for (u = q->first; u < q->last; ++u, d += pitch, s += q->line_step) {
+        const int8_t *x = s;
+        uint32_t *e = d + j0;
+        if (j0 > 4) {
+            dw_fill(d, zp4, j0);
+        } else if (j0 > 0) {
+            vst1q_u32(d, zp4);
         }
-        dw_fill(quad, zp4, j0);
         if (words) {
             /* the input is read no further than the run: its last vector under a predicate */
-            for (k = j0; k + 4 <= j1; k += 4, s += 4 * step) {
-                vst1q_u32(quad + k, vldrwq_gather_offset_u32((const uint32_t *)(const void *)s, offs));
+            for (k = 0; k < full; ++k, e += 4, x += step4) {
+                vst1q_u32(e, vldrwq_gather_offset_u32((const uint32_t *)(const void *)x, offs));
             }
-            if (k < j1) {
-                const mve_pred16_t m = vctp32q((uint32_t)(j1 - k));
-                vst1q_u32(quad + k, vldrwq_gather_offset_z_u32((const uint32_t *)(const void *)s, offs, m));
+            if (n & 3) {
+                vst1q_u32(e, vldrwq_gather_offset_z_u32((const uint32_t *)(const void *)x, offs, tail));
             }
         } else {
-            /* the channels past C as the zero point */
-            for (k = j0; k < j1; ++k, s += step) {
-                int8_t *d = (int8_t *)(void *)(quad + k);
+            for (k = 0; k < n; ++k, x += q->step) {
+                int8_t *b = (int8_t *)(void *)(e + k);
                 for (j = 0; j < 4; ++j) {
-                    d[j] = j < lanes ? s[j] : (int8_t)-p->in_offset;
+                    b[j] = j < lanes ? x[j] : q->zp;
                 }
             }
         }
-        dw_fill(quad + j1, zp4, pitch - j1);
+        if (right > 4) {
+            dw_fill(d + q->j1, zp4, right);
+        } else if (right > 0) {
+            vst1q_u32(d + q->j1, zp4);
+        }
     }
+    dw_fill(d, zp4, (q->lines - q->last) * pitch);
 }
 
 /* The 4-channel plane's n pixels as 4 planes, `split` bytes apart. */
@@ -1675,84 +1754,78 @@ __attribute__((noinline)) static void dw_store(const tinyc_conv_params *p, const
     const uint32x4_t offs = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)step);
     const int aligned = (C & 3) == 0 && ((uintptr_t)out & 3) == 0;
     int32_t u, v, j;
+    if (lanes == 4 && aligned) {
+        const int32_t full = inner >> 2, line = (col ? 1 : p->out_w) * C;
+        const mve_pred16_t tail = vctp32q((uint32_t)(inner & 3));
+        for (u = 0; u < outer; ++u, words += pitch, out += line) {
+            const uint32_t *from = words;
+            int8_t *to = out;
+            for (v = 0; v < full; ++v, from += 4, to += 4 * step) {
+                vstrwq_scatter_offset_u32((uint32_t *)(void *)to, offs, vld1q_u32(from));
+            }
+            if (inner & 3) {
+                vstrwq_scatter_offset_p_u32((uint32_t *)(void *)to, offs, vld1q_u32(from), tail);
+            }
+        }
+        return;
+    }
     for (u = 0; u < outer; ++u) {
         const uint32_t *from = words + u * pitch;
         int8_t *to = out + (col ? u : u * p->out_w) * C;
-        if (lanes == 4 && aligned) {
-            for (v = 0; v + 4 <= inner; v += 4, to += 4 * step) {
-                vstrwq_scatter_offset_u32((uint32_t *)(void *)to, offs, vld1q_u32(from + v));
-            }
-            if (v < inner) {
-                vstrwq_scatter_offset_p_u32((uint32_t *)(void *)to, offs, vld1q_u32(from + v),
-                                            vctp32q((uint32_t)(inner - v)));
-            }
-        } else {
-            for (v = 0; v < inner; ++v, to += step) {
-                for (j = 0; j < lanes; ++j) {
-                    to[j] = ((const int8_t *)(from + v))[j];
-                }
+        for (v = 0; v < inner; ++v, to += step) {
+            for (j = 0; j < lanes; ++j) {
+                to[j] = ((const int8_t *)(from + v))[j];
             }
         }
     }
 }
 
-__attribute__((noinline)) static void dw_mve_by_channel(const tinyc_conv_params *p, const int8_t *src,
-                                                        const int8_t *w, const int32_t *bias, const int32_t *mult,
-                                                        const int32_t *shift, int8_t *dst, int8_t *scratch)
+__attribute__((noinline)) static void dw_mve_by_channel(const tinyc_conv_params *p, const dw_dots_shape *s,
+                                                        const int8_t *src, const int8_t *w, const int32_t *bias,
+                                                        const int32_t *mult, const int32_t *shift, int8_t *dst,
+                                                        int8_t *scratch)
 {
-    const int32_t C = p->in_c, taps = p->k_h * p->k_w;
-    const int32_t plane_h = dw_plane_h(p), plane_w = dw_plane_w(p), n = plane_h * plane_w;
-    const int32_t by_rows = (p->out_h - 1) * plane_w + p->out_w, by_cols = (p->out_w - 1) * plane_h + p->out_h;
-    const int col = by_cols < by_rows;  /* inner = the columns (height) */
-    const int32_t pitch = col ? plane_h : plane_w, positions = col ? by_cols : by_rows;
-    const int32_t split = round16(n) + 16, out_plane = round16(positions);
-    int8_t *const quad = scratch, *const planes = scratch + 4 * round16(n);
-    const int k33 = p->k_h == 3 && p->k_w == 3;
-    int32_t wt[4 * DW_PLANE_TAPS] __attribute__((aligned(8)));
+    const int32_t C = p->in_c, taps = p->k_h * p->k_w, n = dw_plane_h(p) * dw_plane_w(p);
+    const int32_t area = dw_dots_area(p, s);
+    int8_t *const quad = scratch, *const planes = scratch + 4 * area;
+    const dw_quad_shape shape = dw_quad_shape_of(p, s->col, s->pitch, s->col ? dw_plane_w(p) : dw_plane_h(p), 0, 1,
+                                                 0, 1);
+    uint8_t offs[DW_DOTS_TAPS] __attribute__((aligned(8)));
     int32x4_t k[5];
-    dw_planes_job job;
-    int32_t g, t, ky, kx;
-    job.pitch = pitch;
-    job.vectors = (positions + 3) >> 2;
-    job.w = wt;
-    job.k = (const int32_t *)k;
-    job.split = split;
-    job.out_plane = out_plane;
+    dw_dots_job job;
+    int32_t g, t;
+    for (t = 0; t < DW_DOTS_TAPS; ++t) {
+        const int32_t ky = t / p->k_w, kx = t % p->k_w;
+        offs[t] = (uint8_t)(t >= taps ? 0
+                                      : (s->col ? kx * p->dil_w * s->pitch + ky * p->dil_h
+                                                : ky * p->dil_h * s->pitch + kx * p->dil_w));
+    }
     job.x = planes;
+    job.split = area + 16;
     job.out = quad;
+    job.out_plane = round16(s->outputs);
+    job.lines = s->lines;
+    job.vectors = s->vectors;
+    job.line_step = s->line_step;
+    job.step = s->step;
+    job.k = (const int32_t *)k;
+    job.offs = offs;
+    job.taps = taps;
     k[3] = vdupq_n_s32(p->act_min - p->out_offset);
     k[4] = vdupq_n_s32(p->act_max - p->out_offset);
     for (g = 0; 4 * g < C; ++g) {
         const int32_t lanes = C - 4 * g < 4 ? C - 4 * g : 4;
         const mve_pred16_t m = vctp32q((uint32_t)lanes);
-        const int8_t *wg = w + g * taps * 4;
-        const int32x4_t shift4 = vldrwq_z_s32(shift + 4 * g, m), left = vmaxq_s32(shift4, vdupq_n_s32(0));
-        dw_quad(p, src, g, (uint32_t *)(void *)quad, col, pitch, col ? plane_w : plane_h);
-        dw_split(quad, n, planes, split);
-        /* the left shift folded into the weights and the bias (the sums wrap as tinyc_mbqm's shift does) */
-        if (k33 && col) {
-            /* the 3 x 3 loop's tap (a, b) is outer offset a (kx), inner b (ky) */
-            for (kx = 0; kx < 3; ++kx) {
-                for (ky = 0; ky < 3; ++ky) {
-                    vst1q_s32(wt + 4 * (3 * kx + ky), vshlq_s32(vldrbq_s32(wg + 4 * (3 * ky + kx)), left));
-                }
-            }
-        } else {
-            for (t = 0; t < taps; ++t) {
-                vst1q_s32(wt + 4 * t, vshlq_s32(vldrbq_s32(wg + 4 * t), left));
-            }
-        }
-        k[0] = vshlq_s32(vldrwq_s32(bias + 4 * g), left);
+        dw_quad(&shape, src + 4 * g, lanes, (uint32_t *)(void *)quad);
+        dw_split(quad, n, planes, job.split);
+        k[0] = vldrwq_s32(bias + 4 * g);
         k[1] = vldrwq_z_s32(mult + 4 * g, m);
-        k[2] = vminq_s32(shift4, vdupq_n_s32(0));
+        k[2] = vldrwq_z_s32(shift + 4 * g, m);
+        job.w = w + g * taps * 4;
         job.lanes = lanes;
-        if (k33) {
-            dw_planes3x3(&job);
-        } else {
-            dw_planes_any(&job, p, col);
-        }
-        dw_interleave(quad, out_plane, positions, (int8_t)p->out_offset, planes);
-        dw_store(p, (const uint32_t *)(const void *)planes, col, pitch, lanes, dst + 4 * g);
+        dw_dots(&job);
+        dw_interleave(quad, job.out_plane, s->outputs, (int8_t)p->out_offset, planes);
+        dw_store(p, (const uint32_t *)(const void *)planes, s->col, s->out_pitch, lanes, dst + 4 * g);
     }
 }
 #endif
@@ -1768,19 +1841,24 @@ static void dw_mve(const tinyc_conv_params *p, const int8_t *src, const int8_t *
         return;  /* the scratch is required: the compiler always plans it */
     }
 #if TINYC_MVE
-    if (dw_by_channel(p)) {
-        dw_mve_by_channel(p, src, w, bias, mult, shift, dst, (int8_t *)scratch);
-        return;
+    {
+        dw_dots_shape shape;
+        if (dw_by_channel(p, &shape)) {
+            dw_mve_by_channel(p, &shape, src, w, bias, mult, shift, dst, (int8_t *)scratch);
+            return;
+        }
     }
+#endif
+#if TINYC_MVE
+    /* the plane row-major, its words by gather loads (a one-column plane as one
+     * line: the same layout) */
+    const dw_quad_shape quad = dw_quad_shape_of(p, plane_w == 1, plane_w == 1 ? plane_h : plane_w,
+                                                plane_w == 1 ? 1 : plane_h, 0, 1, 0, 1);
 #endif
     for (g = 0; 4 * g < C; ++g) {
         const int32_t lanes = C - 4 * g < 4 ? C - 4 * g : 4;
 #if TINYC_MVE
-        if (plane_w == 1) {  /* a column: its words by gather loads (the same layout) */
-            dw_quad(p, src, g, (uint32_t *)scratch, 1, plane_h, 1);
-        } else {
-            dw_gather(p, src, g, (int8_t *)scratch, plane_h, plane_w);
-        }
+        dw_quad(&quad, src + 4 * g, lanes, (uint32_t *)scratch);
 #else
         dw_gather(p, src, g, (int8_t *)scratch, plane_h, plane_w);
 #endif
