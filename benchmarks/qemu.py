@@ -115,17 +115,20 @@ def table(rows: list[dict]) -> str:
         "kernels with wide weights (passes/widen.py); M55 mps3-an547 (512 KB ITCM + 512 KB DTCM: the big models",
         "do not fit) takes the Helium convolution, fully connected, depthwise and average pooling kernels",
         "(runtime_c/src/mve.c; weights packed for VMLADAVA, within the ITCM's budget) and the DSP code for the",
-        "rest; M3 mps2-an385 (no DSP",
-        "extension) runs the portable C. TFLM columns: the Cortex-M4",
+        "rest; M3 mps2-an385 (no DSP extension) runs the portable C, its fully connected and unpadded",
+        "convolution layers with the input offset folded into the bias (passes/widen.py). Instructions, not",
+        "cycles: a gather or scatter (the Helium depthwise and Add tables) counts as one instruction, though",
+        "a core spends a beat or more per element on it. TFLM columns: the Cortex-M4",
         "counts in `../shared/models/models.json`, measured the same way with TFLite Micro (CMSIS-NN kernels,",
         "and reference kernels). *code*: the M4 firmware of the model alone (model, runtime, startup; no",
         "harness) less its constant tensors (weights, biases, multipliers, tables); the layers' parameter records",
         "and calls count as code. *weights* and *arena*: that build's (wide weights and their kernels' scratch",
-        "included; the memory table gives the host project's). *exact*: the M4 output equals TFLM's golden.",
+        "included; the memory table gives the host project's); *arena (M55)*: the M55 build's, whose Helium",
+        "depthwise plans its channel planes in the arena. *exact*: the M4 output equals TFLM's golden.",
         "",
         "| model | MACs | M4 | per MAC | M7 | M55 | M3 | TFLM+CMSIS-NN M4 | M4 / CMSIS-NN | TFLM ref M4 "
-        "| M3 / TFLM ref | M55 / M4 | code (M4) | weights (M4) | arena (M4) | exact |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| M3 / TFLM ref | M55 / M4 | code (M4) | weights (M4) | arena (M4) | arena (M55) | exact |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         m4 = r["M4"]
@@ -136,10 +139,11 @@ def table(rows: list[dict]) -> str:
         code = f"{m4['code']:,}" if m4["fits"] and m4.get("code") is not None else "-"
         weights = f"{m4['weights']:,}" if m4["fits"] else "-"
         arena = f"{m4['arena']:,}" if m4["fits"] else "-"
+        arena55 = f"{r['M55']['arena']:,}" if r["M55"]["fits"] else "-"
         lines.append(f"| {r['model']} | {r['macs']:,} | {_cell(m4)} | {per_mac} | {_cell(r['M7'])} | {_cell(r['M55'])} "
                      f"| {_cell(r['M3'])} | {cm} | {_ratio(m4, r['tflm_cmsisnn_m4'])} | {ref} "
                      f"| {_ratio(r['M3'], r['tflm_reference_m4'])} | {_ratio(r['M55'], m4)} | {code} | {weights} "
-                     f"| {arena} | {exact} |")
+                     f"| {arena} | {arena55} | {exact} |")
     assert all(r[c]["repeatable"] for r in rows for c in CORES if r[c]["fits"]), "instruction counts differ run to run"
     assert all(r[c]["exact"] is not False for r in rows for c in CORES if r[c]["fits"]), "an output differs from TFLM"
     lines.append(END)
