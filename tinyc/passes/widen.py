@@ -1,6 +1,6 @@
-"""Compile-time specialization that trades flash for speed on DSP cores.
+"""Compile-time specialization for the board's core, trading flash for speed.
 
-Two rewrites, ranked together by the instructions they save per byte of flash
+Rewrites ranked together by the instructions they save per byte of flash
 they cost, applied while the model's constants stay within the flash budget the
 caller gives (the board's flash less a reserve for the code):
 
@@ -25,10 +25,10 @@ caller gives (the board's flash less a reserve for the code):
 * Folded offsets.  On cores without the DSP extension a fully connected layer or
   an unpadded convolution (one group) whose weights are constants keeps its
   kernel and int8 weights but takes its bias folded with the input offset, and
-  input offset 0 (``fold_offset``): the same sums, while the portable dot loop
-  adds no offset to each input value (Cortex-M3: 20 instructions per 8 MACs
-  instead of 22) and the int16 input copies it used to make are not needed.
-  Its flash cost is nothing where the layer had a bias.
+  input offset 0 (``kernels.conv.fold_bias``; ``offset_foldable`` says which):
+  the same sums, while the portable dot loop adds no offset to each input value
+  (Cortex-M3: 19 instructions per 8 MACs instead of 22) and needs no int16 copy
+  of its input.  Its flash cost is nothing where the layer had a bias.
 * Add tables.  An Add / Sub takes ``kernels.elementwise.add_table(params)``, its
   inputs' 512 rescaled values (2 KB), instead of rescaling each element: about 15
   M4 instructions per element instead of 110.

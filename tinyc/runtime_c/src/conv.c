@@ -235,6 +235,8 @@ TINYC_FALLBACK static void conv1x1_portable(const tinyc_conv_params *p, const in
                 }
                 if (x16 != 0) {
                     tinyc_dot4_x16(&a);
+                } else if (in_offset == 0) {
+                    tinyc_dot4_s8_run(&a);
                 } else {
                     tinyc_dot4_s8(&a);
                 }

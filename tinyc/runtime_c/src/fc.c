@@ -61,6 +61,8 @@ TINYC_FALLBACK static void fc_portable(const tinyc_fc_params *p, const int8_t *i
             }
             if (x16 != 0 && (xs != 0 || (out - out0) + 4 <= tail)) {
                 tinyc_dot4_x16(&a);
+            } else if (in_offset == 0) {
+                tinyc_dot4_s8_run(&a);
             } else {
                 tinyc_dot4_s8(&a);
             }

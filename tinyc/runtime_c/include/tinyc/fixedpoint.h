@@ -267,42 +267,54 @@ __attribute__((naked, noinline, unused)) static void tinyc_dot4_s8(tinyc_dot4_ar
         "pop {r4-r11, pc}\n\t");
 }
 
+/* One run of n values of `size` bytes at the arguments' word `xat` (r10 holds
+ * the arguments' address), loaded by `ld`, offset and runs unused: 4 values
+ * per step, 19 instructions per 8 MACs; an odd count of pairs (bit `bit` of
+ * the run's bytes) enters the loop at its second half. */
+#define TINYC_DOT4_RUN(ld, size, size2, xat, scale, bit)  \
+    "push {r4-r11, lr}\n\t"                               \
+    "mov r10, r0\n\t"                                     \
+    "add r12, r10, #40\n\t"                               \
+    "ldm r12, {r6-r9}\n\t"                                \
+    "add r12, r10, #4\n\t"                                \
+    "ldm r12, {r2-r5}\n\t"                                \
+    "ldr r11, [r10, #20]\n\t"                             \
+    "ldr r0, [r10, #" xat "]\n\t"                         \
+    "add r1, r0, r11" scale "\n\t"                        \
+    "lsls r11, r11, #31\n\t"                              \
+    "beq 2f\n\t"                                          \
+    ld " r11, [r0], #" size "\n\t" TINYC_DOT4_ONE         \
+    "2:\n\t"                                              \
+    "cmp r0, r1\n\t"                                      \
+    "beq 4f\n\t"                                          \
+    "sub r11, r1, r0\n\t"                                 \
+    "lsls r11, r11, #" bit "\n\t"                         \
+    "bcs 5f\n\t"                                          \
+    "3:\n\t"                                              \
+    ld " r11, [r0, #" size "]\n\t"                        \
+    ld " r12, [r0], #" size2 "\n\t" TINYC_DOT4_TWO        \
+    "5:\n\t"                                              \
+    ld " r11, [r0, #" size "]\n\t"                        \
+    ld " r12, [r0], #" size2 "\n\t" TINYC_DOT4_TWO        \
+    "cmp r0, r1\n\t"                                      \
+    "bne 3b\n\t"                                          \
+    "4:\n\t"                                              \
+    "add r10, r10, #40\n\t"                               \
+    "stm r10, {r6-r9}\n\t"                                \
+    "pop {r4-r11, pc}\n\t"
+
 /* tinyc_dot4_s8 over one run of int16 values x16 (the offset already added:
- * a kernel's copy of its input in the scratch), offset and runs unused: 4
- * values per step, 19 instructions per 8 MACs.  r10 holds the arguments' address. */
+ * a kernel's copy of its input in the scratch). */
 __attribute__((naked, noinline, unused)) static void tinyc_dot4_x16(tinyc_dot4_args *a __attribute__((unused)))
 {
-    __asm__ volatile(
-        "push {r4-r11, lr}\n\t"
-        "mov r10, r0\n\t"
-        "add r12, r10, #40\n\t"
-        "ldm r12, {r6-r9}\n\t"
-        "add r12, r10, #4\n\t"
-        "ldm r12, {r2-r5}\n\t"
-        "ldr r11, [r10, #20]\n\t"
-        "ldr r0, [r10, #56]\n\t"
-        "add r1, r0, r11, lsl #1\n\t"
-        "lsls r11, r11, #31\n\t"
-        "beq 2f\n\t"
-        "ldrsh r11, [r0], #2\n\t" TINYC_DOT4_ONE
-        "2:\n\t"
-        "cmp r0, r1\n\t"
-        "beq 4f\n\t"
-        "sub r11, r1, r0\n\t"             /* 4 values per step: an odd */
-        "lsls r11, r11, #30\n\t"          /* count of pairs enters at */
-        "bcs 5f\n\t"                      /* the second */
-        "3:\n\t"
-        "ldrsh r11, [r0, #2]\n\t"
-        "ldrsh r12, [r0], #4\n\t" TINYC_DOT4_TWO
-        "5:\n\t"
-        "ldrsh r11, [r0, #2]\n\t"
-        "ldrsh r12, [r0], #4\n\t" TINYC_DOT4_TWO
-        "cmp r0, r1\n\t"
-        "bne 3b\n\t"
-        "4:\n\t"
-        "add r10, r10, #40\n\t"
-        "stm r10, {r6-r9}\n\t"
-        "pop {r4-r11, pc}\n\t");
+    __asm__ volatile(TINYC_DOT4_RUN("ldrsh", "2", "4", "56", ", lsl #1", "30"));
+}
+
+/* tinyc_dot4_s8 over one run of x with offset 0 (a layer whose offset is
+ * folded into its bias), without the set-up of the runs. */
+__attribute__((naked, noinline, unused)) static void tinyc_dot4_s8_run(tinyc_dot4_args *a __attribute__((unused)))
+{
+    __asm__ volatile(TINYC_DOT4_RUN("ldrsb", "1", "2", "0", "", "31"));
 }
 #else
 __attribute__((noinline, unused)) static void tinyc_dot4_s8(tinyc_dot4_args *a)
@@ -353,6 +365,12 @@ __attribute__((noinline, unused)) static void tinyc_dot4_x16(tinyc_dot4_args *a)
     a->acc[1] = (int32_t)a1;
     a->acc[2] = (int32_t)a2;
     a->acc[3] = (int32_t)a3;
+}
+
+/* (one run of x: the general loop) */
+static inline void tinyc_dot4_s8_run(tinyc_dot4_args *a)
+{
+    tinyc_dot4_s8(a);
 }
 #endif
 
