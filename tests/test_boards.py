@@ -115,55 +115,53 @@ HELIUM_MODELS = ["mlperf_kws_dscnn", "mlperf_vww_mbv1", "mlperf_ic_resnet8", "ml
                  "mlperf_ad_autoencoder"]
 
 
-@needs_shared
-@needs_qemu
-@pytest.mark.parametrize("name", HELIUM_MODELS)
-def test_qemu_mps3_an547_helium_kernels_reproduce_goldens(tmp_path, name):
-    """On the Cortex-M55 the convolutions, depthwise and fully connected layers run
-    as the Helium kernels (mve.c): bit-exact with TFLM's goldens and the reference."""
+def _matches_goldens(name: str, board: str):
+    """The model built for ``board`` and run on its QEMU machine over every golden
+    sample, bit-exact with the reference interpreter and TFLM's goldens: the
+    build."""
     info = shared_models_index()[name]
     gold = np.load(SHARED_MODELS / "goldens" / f"{name}.npz")
     graph = api.load(SHARED_MODELS / info["onnx_int8"])
     batch = api.to_batch(graph, {graph.inputs[0]: gold["inputs"]})
-    build = api.compile_c(graph, info["onnx_int8"], board="mps3-an547")
+    build = api.compile_c(graph, info["onnx_int8"], board=board)
+    out, report = api.run_program_qemu(build, batch, get_board(board))
+    got = out[graph.outputs[0]].reshape(gold["outputs"].shape)
+    ref = api.run_program_ref(build.program, batch)[graph.outputs[0]].reshape(gold["outputs"].shape)
+    print(f"{name} on QEMU {board}: {report['instructions'][0]:,} instructions")
+    assert np.array_equal(got, ref)
+    assert np.array_equal(got, gold["outputs"])
+    return build
+
+
+@needs_shared
+@needs_qemu
+@pytest.mark.parametrize("name", HELIUM_MODELS)
+def test_qemu_mps3_an547_helium_kernels_reproduce_goldens(name):
+    """On the Cortex-M55 the convolutions, depthwise and fully connected layers run
+    as the Helium kernels (mve.c): bit-exact with TFLM's goldens and the reference."""
+    build = _matches_goldens(name, "mps3-an547")
     kernels = {c.kernel for c in build.program.calls}
     assert kernels & {"conv2d_mve_s8", "fully_connected_mve_s8"}
     assert not kernels & {"conv2d_s8", "conv2d_1x1_s8", "fully_connected_s8", "conv2d_wide_s8",
                           "fully_connected_wide_s8"}
-    # every depthwise layer of these models (3 x 3, or sww's one-column k x 1 of
-    # up to 15 taps) takes the Helium kernel
+    # every depthwise layer of these models (3 x 3 at stride 1 or 2, or sww's
+    # one-column k x 1 of up to 15 taps) takes the Helium kernel
     for call in build.program.calls:
         if call.kernel.startswith("depthwise"):
             assert call.kernel == "depthwise_conv2d_mve_s8", call.node
-    out, report = api.run_program_qemu(build, batch, get_board("mps3-an547"))
-    got = out[graph.outputs[0]].reshape(gold["outputs"].shape)
-    ref = api.run_program_ref(build.program, batch)[graph.outputs[0]].reshape(gold["outputs"].shape)
-    print(f"{name} on QEMU mps3-an547 (Helium): {report['instructions'][0]:,} instructions")
-    assert np.array_equal(got, ref)
-    assert np.array_equal(got, gold["outputs"])
 
 
 @needs_shared
 @needs_qemu
 @pytest.mark.parametrize("name", ["mlperf_ad_autoencoder", "tflm_micro_speech"])
-def test_qemu_mps2_an385_folded_offsets_reproduce_goldens(tmp_path, name):
+def test_qemu_mps2_an385_folded_offsets_reproduce_goldens(name):
     """On the Cortex-M3 the fully connected (and unpadded convolution) layers run
     with their input offsets folded into their biases (passes/widen.py) and the
     portable kernels' offset-free loops: bit-exact with TFLM's goldens and the
     reference."""
-    info = shared_models_index()[name]
-    gold = np.load(SHARED_MODELS / "goldens" / f"{name}.npz")
-    graph = api.load(SHARED_MODELS / info["onnx_int8"])
-    batch = api.to_batch(graph, {graph.inputs[0]: gold["inputs"]})
-    build = api.compile_c(graph, info["onnx_int8"], board="mps2-an385")
+    build = _matches_goldens(name, "mps2-an385")
     fcs = [c for c in build.program.calls if c.kernel == "fully_connected_s8"]
     assert fcs and all(c.params.in_offset == 0 for c in fcs)
-    out, report = api.run_program_qemu(build, batch, get_board("mps2-an385"))
-    got = out[graph.outputs[0]].reshape(gold["outputs"].shape)
-    ref = api.run_program_ref(build.program, batch)[graph.outputs[0]].reshape(gold["outputs"].shape)
-    print(f"{name} on QEMU mps2-an385 (Cortex-M3): {report['instructions'][0]:,} instructions")
-    assert np.array_equal(got, ref)
-    assert np.array_equal(got, gold["outputs"])
 
 
 @needs_shared
