@@ -405,6 +405,11 @@ def dw_mve_scratch_bytes(p: ConvParams, dsp: bool = False) -> int:
     return 4 * n + 16  # whole vectors written past the plane's end
 
 
+# ----------------------------------------------------------------------------
+# In-place depthwise convolution (C: runtime_c/src/dw_inplace.c)
+# ----------------------------------------------------------------------------
+
+
 def _inplace_plane(p: ConvParams) -> tuple[int, int]:
     """(plane_h, plane_w): the input rows / columns the windows touch, padding included."""
     plane_h = (p.out_h - 1) * p.stride_h + (p.k_h - 1) * p.dil_h + 1
