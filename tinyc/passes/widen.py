@@ -69,6 +69,11 @@ def _eligible(program: Program, call: KernelCall, vector: bool) -> bool:
         return False
     if call.kernel == "depthwise_conv2d_s8" and not _mve_depthwise_pays(call.params):
         return False
+    return _int8_weights(program, call)
+
+
+def _int8_weights(program: Program, call: KernelCall) -> bool:
+    """The call's weights are int8 constants (not trainable: a rewrite bakes them in)."""
     w = program.graph.tensors[call.inputs[1]]
     return w.is_const and w.kind is None and np.dtype(w.dtype) == np.int8
 
@@ -87,10 +92,7 @@ def offset_foldable(kernel: str, p) -> bool:
 
 
 def _foldable(program: Program, call: KernelCall) -> bool:
-    if call.args or not offset_foldable(call.kernel, call.params):
-        return False
-    w = program.graph.tensors[call.inputs[1]]
-    return w.is_const and w.kind is None and np.dtype(w.dtype) == np.int8
+    return not call.args and offset_foldable(call.kernel, call.params) and _int8_weights(program, call)
 
 
 def _mve_depthwise_pays(p) -> bool:

@@ -974,7 +974,6 @@ typedef struct {
     int32_t step;        /* plane bytes from a window to the next one along a line */
     int32_t out_pitch;   /* output positions per outer line (dw_store) */
     int32_t outputs;     /* output bytes per channel the loop writes: 4 * lines * vectors */
-    int32_t max_offset;  /* the last tap's plane offset from its window's first */
 } dw_dots_shape;
 
 /* the taps one vector of gathered bytes holds */
@@ -987,10 +986,10 @@ static int dw_dots_shape_of(const tinyc_conv_params *p, int col, dw_dots_shape *
     const int32_t s_in = col ? p->stride_h : p->stride_w, s_out = col ? p->stride_w : p->stride_h;
     const int32_t k_in = col ? p->k_h : p->k_w, k_out = col ? p->k_w : p->k_h;
     const int32_t d_in = col ? p->dil_h : p->dil_w, d_out = col ? p->dil_w : p->dil_h;
+    const int32_t max_offset = (k_out - 1) * d_out * pitch + (k_in - 1) * d_in;  /* the last tap's */
     s->col = col;
     s->pitch = pitch;
     s->step = s_in;
-    s->max_offset = (k_out - 1) * d_out * pitch + (k_in - 1) * d_in;
     if (s_in == 1 && s_out == 1) {
         s->lines = 1;
         s->vectors = ((outer - 1) * pitch + inner + 3) >> 2;
@@ -1005,7 +1004,7 @@ static int dw_dots_shape_of(const tinyc_conv_params *p, int col, dw_dots_shape *
     s->outputs = 4 * s->lines * s->vectors;
     /* byte offsets (the gather's lanes, the next window's too) and reads past
      * a plane within its 16 bytes of room */
-    return s_in <= 4 && s->max_offset + s_in <= 255;
+    return s_in <= 4 && max_offset + s_in <= 255;
 }
 
 /* Whether the channel-plane loop takes the layer (2-D maps of up to
@@ -1615,11 +1614,10 @@ static inline void dw_fill(uint32_t *d, uint32x4_t zp4, int32_t n)
     }
 }
 
-/* Where a group's 4-channel plane (one word per plane pixel) comes from: `lines`
+/* Where a group's 4-channel plane (one word per plane pixel) comes from: its
  * outer lines of `pitch` words (inner = the plane's columns, or its rows when
- * col), line u being plane line r0 + rs * u and word v plane pixel c0 + cs * v
- * of it (rs = cs = 1: the whole plane).  Lines [first, last) read the input, at
- * words [j0, j1); the rest is padding.  Fixed for a layer: dw_quad_shape_of. */
+ * col); lines [first, last) read the input, at words [j0, j1), the rest is
+ * padding.  Fixed for a layer: dw_quad_shape_of. */
 typedef struct {
     int32_t pitch, lines, first, last, j0, j1;
     int32_t skip;         /* input bytes from channel 0 of pixel (0, 0) to line first's word j0 */
@@ -1629,34 +1627,26 @@ typedef struct {
     int8_t zp;            /* the padding: the input zero point */
 } dw_quad_shape;
 
-/* ceil(a / b) for b > 0 */
-static int32_t div_up(int32_t a, int32_t b)
-{
-    return a >= 0 ? (a + b - 1) / b : -((-a) / b);
-}
-
 static int32_t clamp_to(int32_t v, int32_t lo, int32_t hi)
 {
     return v < lo ? lo : (v > hi ? hi : v);
 }
 
-static dw_quad_shape dw_quad_shape_of(const tinyc_conv_params *p, int col, int32_t pitch, int32_t lines, int32_t r0,
-                                      int32_t rs, int32_t c0, int32_t cs)
+static dw_quad_shape dw_quad_shape_of(const tinyc_conv_params *p, int col)
 {
     const int32_t C = p->in_c;
     const int32_t in_inner = col ? p->in_h : p->in_w, pad_inner = col ? p->pad_t : p->pad_l;
     const int32_t in_outer = col ? p->in_w : p->in_h, pad_outer = col ? p->pad_l : p->pad_t;
-    const int32_t step = col ? p->in_w * C : C, outer_step = col ? C : p->in_w * C;
     dw_quad_shape q;
-    q.pitch = pitch;
-    q.lines = lines;
-    q.first = clamp_to(div_up(pad_outer - r0, rs), 0, lines);
-    q.last = clamp_to(div_up(pad_outer + in_outer - r0, rs), q.first, lines);
-    q.j0 = clamp_to(div_up(pad_inner - c0, cs), 0, pitch);
-    q.j1 = clamp_to(div_up(pad_inner + in_inner - c0, cs), q.j0, pitch);
-    q.step = cs * step;
-    q.line_step = rs * outer_step;
-    q.skip = (r0 + rs * q.first - pad_outer) * outer_step + (c0 + cs * q.j0 - pad_inner) * step;
+    q.pitch = col ? dw_plane_h(p) : dw_plane_w(p);
+    q.lines = col ? dw_plane_w(p) : dw_plane_h(p);
+    q.first = clamp_to(pad_outer, 0, q.lines);
+    q.last = clamp_to(pad_outer + in_outer, q.first, q.lines);
+    q.j0 = clamp_to(pad_inner, 0, q.pitch);
+    q.j1 = clamp_to(pad_inner + in_inner, q.j0, q.pitch);
+    q.step = col ? p->in_w * C : C;
+    q.line_step = col ? C : p->in_w * C;
+    q.skip = (q.first - pad_outer) * q.line_step + (q.j0 - pad_inner) * q.step;
     q.words = (C & 3) == 0;
     q.zp = (int8_t)-p->in_offset;
     return q;
@@ -1788,8 +1778,7 @@ __attribute__((noinline)) static void dw_mve_by_channel(const tinyc_conv_params 
     const int32_t C = p->in_c, taps = p->k_h * p->k_w, n = dw_plane_h(p) * dw_plane_w(p);
     const int32_t area = dw_dots_area(p, s);
     int8_t *const quad = scratch, *const planes = scratch + 4 * area;
-    const dw_quad_shape shape = dw_quad_shape_of(p, s->col, s->pitch, s->col ? dw_plane_w(p) : dw_plane_h(p), 0, 1,
-                                                 0, 1);
+    const dw_quad_shape shape = dw_quad_shape_of(p, s->col);
     uint8_t offs[DW_DOTS_TAPS] __attribute__((aligned(8)));
     int32x4_t k[5];
     dw_dots_job job;
@@ -1833,34 +1822,31 @@ __attribute__((noinline)) static void dw_mve_by_channel(const tinyc_conv_params 
 static void dw_mve(const tinyc_conv_params *p, const int8_t *src, const int8_t *w, const int32_t *bias,
                    const int32_t *mult, const int32_t *shift, int8_t *dst, void *scratch, int32_t scratch_bytes)
 {
-    const int32_t C = p->in_c, taps = p->k_h * p->k_w;
-    const int32_t plane_h = dw_plane_h(p), plane_w = dw_plane_w(p);
+    const int32_t C = p->in_c, taps = p->k_h * p->k_w, plane_w = dw_plane_w(p);
     int32_t g;
+#if TINYC_MVE
+    dw_dots_shape shape;
+    dw_quad_shape quad;
+#endif
     if (p->out_h <= 0 || p->out_w <= 0 || scratch == 0 ||
         scratch_bytes < tinyc_depthwise_conv2d_mve_s8_scratch_bytes(p)) {
         return;  /* the scratch is required: the compiler always plans it */
     }
 #if TINYC_MVE
-    {
-        dw_dots_shape shape;
-        if (dw_by_channel(p, &shape)) {
-            dw_mve_by_channel(p, &shape, src, w, bias, mult, shift, dst, (int8_t *)scratch);
-            return;
-        }
+    if (dw_by_channel(p, &shape)) {
+        dw_mve_by_channel(p, &shape, src, w, bias, mult, shift, dst, (int8_t *)scratch);
+        return;
     }
-#endif
-#if TINYC_MVE
     /* the plane row-major, its words by gather loads (a one-column plane as one
      * line: the same layout) */
-    const dw_quad_shape quad = dw_quad_shape_of(p, plane_w == 1, plane_w == 1 ? plane_h : plane_w,
-                                                plane_w == 1 ? 1 : plane_h, 0, 1, 0, 1);
+    quad = dw_quad_shape_of(p, plane_w == 1);
 #endif
     for (g = 0; 4 * g < C; ++g) {
         const int32_t lanes = C - 4 * g < 4 ? C - 4 * g : 4;
 #if TINYC_MVE
         dw_quad(&quad, src + 4 * g, lanes, (uint32_t *)scratch);
 #else
-        dw_gather(p, src, g, (int8_t *)scratch, plane_h, plane_w);
+        dw_gather(p, src, g, (int8_t *)scratch, dw_plane_h(p), plane_w);
 #endif
         dw_group(p, (const int8_t *)scratch, plane_w, w + g * taps * 4, bias + 4 * g, mult + 4 * g, shift + 4 * g,
                  lanes, dst + 4 * g);

@@ -186,6 +186,22 @@ typedef char tinyc_dot4_args_layout[(sizeof(void *) == 4 && sizeof(tinyc_dot4_ar
     "ldrsb lr, [r5], #2\n\t"           \
     "mla r9, r12, lr, r9\n\t"
 
+/* The rest of a run (r0 to r1, an even count of values of `size` bytes loaded
+ * by `ld`, no offset), 4 values per step: an odd count of pairs (bit `bit` of
+ * the bytes left) enters the loop at its second half.  Labels 6 and 7. */
+#define TINYC_DOT4_PAIRS(ld, size, size2, bit)   \
+    "sub r11, r1, r0\n\t"                       \
+    "lsls r11, r11, #" bit "\n\t"               \
+    "bcs 7f\n\t"                                \
+    "6:\n\t"                                    \
+    ld " r11, [r0, #" size "]\n\t"              \
+    ld " r12, [r0], #" size2 "\n\t" TINYC_DOT4_TWO \
+    "7:\n\t"                                    \
+    ld " r11, [r0, #" size "]\n\t"              \
+    ld " r12, [r0], #" size2 "\n\t" TINYC_DOT4_TWO \
+    "cmp r0, r1\n\t"                            \
+    "bne 6b\n\t"
+
 /* Thumb-2 cores without the DSP extension (Cortex-M3): the runs two values
  * per step, 22 instructions per 8 MACs, against 24 for gcc's one value per
  * step; when the offset is 0 (a depthwise kernel's weights as x, a layer whose
@@ -231,18 +247,8 @@ __attribute__((naked, noinline, unused)) static void tinyc_dot4_s8(tinyc_dot4_ar
         "cmp r0, r1\n\t"
         "bne 3b\n\t"
         "b 4f\n\t"
-        "5:\n\t"                          /* the same without an offset, */
-        "sub lr, r1, r0\n\t"              /* 4 values per step: an odd */
-        "lsls lr, lr, #31\n\t"            /* count of pairs enters at */
-        "bcs 7f\n\t"                      /* the second */
-        "6:\n\t"
-        "ldrsb r11, [r0, #1]\n\t"
-        "ldrsb r12, [r0], #2\n\t" TINYC_DOT4_TWO
-        "7:\n\t"
-        "ldrsb r11, [r0, #1]\n\t"
-        "ldrsb r12, [r0], #2\n\t" TINYC_DOT4_TWO
-        "cmp r0, r1\n\t"
-        "bne 6b\n\t"
+        "5:\n\t"                          /* the same without an offset */
+        TINYC_DOT4_PAIRS("ldrsb", "1", "2", "31")
         "4:\n\t"                          /* the next run */
         "ldr lr, [sp]\n\t"
         "ldr r11, [lr, #20]\n\t"
@@ -269,8 +275,7 @@ __attribute__((naked, noinline, unused)) static void tinyc_dot4_s8(tinyc_dot4_ar
 
 /* One run of n values of `size` bytes at the arguments' word `xat` (r10 holds
  * the arguments' address), loaded by `ld`, offset and runs unused: 4 values
- * per step, 19 instructions per 8 MACs; an odd count of pairs (bit `bit` of
- * the run's bytes) enters the loop at its second half. */
+ * per step, 19 instructions per 8 MACs (`bit`: TINYC_DOT4_PAIRS's). */
 #define TINYC_DOT4_RUN(ld, size, size2, xat, scale, bit)  \
     "push {r4-r11, lr}\n\t"                               \
     "mov r10, r0\n\t"                                     \
@@ -287,17 +292,7 @@ __attribute__((naked, noinline, unused)) static void tinyc_dot4_s8(tinyc_dot4_ar
     "2:\n\t"                                              \
     "cmp r0, r1\n\t"                                      \
     "beq 4f\n\t"                                          \
-    "sub r11, r1, r0\n\t"                                 \
-    "lsls r11, r11, #" bit "\n\t"                         \
-    "bcs 5f\n\t"                                          \
-    "3:\n\t"                                              \
-    ld " r11, [r0, #" size "]\n\t"                        \
-    ld " r12, [r0], #" size2 "\n\t" TINYC_DOT4_TWO        \
-    "5:\n\t"                                              \
-    ld " r11, [r0, #" size "]\n\t"                        \
-    ld " r12, [r0], #" size2 "\n\t" TINYC_DOT4_TWO        \
-    "cmp r0, r1\n\t"                                      \
-    "bne 3b\n\t"                                          \
+    TINYC_DOT4_PAIRS(ld, size, size2, bit)                \
     "4:\n\t"                                              \
     "add r10, r10, #40\n\t"                               \
     "stm r10, {r6-r9}\n\t"                                \
